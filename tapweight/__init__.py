@@ -1,0 +1,26 @@
+"""tapweight: task-adaptive continued pretraining with learned objective weights (TapWeight).
+
+The public API for plugins is what this module exports; anything else is internal.
+"""
+
+from tapweight.config import RunConfig
+from tapweight.data import random_split
+from tapweight.errors import TapweightError
+from tapweight.hookspecs import hookimpl
+from tapweight.specs import (
+    BackboneSpec,
+    DatasetSpec,
+    Domain,
+    DomainData,
+    HeadSpec,
+    ObjectiveSpec,
+    Split,
+    Table,
+    TaskSpec,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "ObjectiveSpec",
+    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "hookimpl", "random_split",
+]

@@ -1,0 +1,88 @@
+"""Batches for the three levels: endless, seeded, resumable streams; moving batches to a device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from tapweight.errors import TapweightError
+from tapweight.specs import Split, Table
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor inside a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: to_device(v, device) for k, v in batch.items()})
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+class BatchStream:
+    """Shuffled batches over ``dataset`` forever, epoch after epoch.
+
+    Epoch ``e`` is the permutation drawn from ``seed + e``, so the stream's position
+    (epoch, batch index) is all a checkpoint needs to resume it exactly.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, collate: Callable, seed: int,
+                 num_workers: int = 0):
+        if len(dataset) == 0:
+            raise TapweightError("a data split is empty: check the data file and the split")
+        self.dataset, self.collate, self.seed = dataset, collate, seed
+        self.batch_size = min(batch_size, len(dataset))
+        self.num_workers = num_workers
+        self.epoch, self.index = 0, 0
+        self._iter = None
+
+    def _batches(self) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=gen).tolist()
+        n = len(order) // self.batch_size  # drop the ragged tail: equal-size batches
+        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(n)]
+
+    def _start(self) -> None:
+        batches = self._batches()[self.index:]
+        self._iter = iter(DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
+                                     num_workers=self.num_workers))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iter is None:
+            self._start()
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            self.epoch, self.index = self.epoch + 1, 0
+            self._start()
+            batch = next(self._iter)
+        self.index += 1
+        return batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.index, self._iter = state["epoch"], state["index"], None
+
+
+def eval_batches(dataset: Dataset, batch_size: int, collate: Callable, num_workers: int = 0):
+    """Every example once, in order (evaluation)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
+                      num_workers=num_workers)
+
+
+def random_split(table: Table, seed: int, fractions=(0.8, 0.1, 0.1)) -> Split:
+    """Uniformly random 8:1:1 split of the rows."""
+    n = len(table.inputs)
+    order = np.random.default_rng(seed).permutation(n)
+    n_train, n_val = int(round(fractions[0] * n)), int(round(fractions[1] * n))
+    return Split(order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])

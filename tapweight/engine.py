@@ -1,0 +1,258 @@
+"""The three-level TapWeight engine, shared by every domain.
+
+One global step (``Engine.step``) runs ``unroll`` times level I (``pretrain_step``) and
+level II (``finetune_step``), then level III (``reweight_step``):
+
+    I    θ ← θ − η₁ ∇_θ Σ_k λ_k L_k(θ; D_pt)                           λ = softmax(α)
+    II   w ← w − η₂ ∇_w [L_ft(w; D_train) + γ‖w_b − θ_b‖²]
+    III  α ← α − η₃ ∂L_val(w; D_val)/∂α                      (hypergradient: hypergrad.py)
+
+Without learned weights (methods ``uniform``, ``fixed``, ``single:<k>``) only level I
+runs: levels II and III exist to move λ. Every random draw of a step comes from a seed
+derived from (run seed, step, level), so a run is reproducible and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from tapweight.config import RunConfig
+from tapweight.data import BatchStream, to_device
+from tapweight.errors import TapweightError
+from tapweight.hypergrad import Hypergradient, Problem, hessian_vector_product, softmax_vjp
+from tapweight.metrics import task_loss
+from tapweight.models import (
+    PretrainModel,
+    TaskModel,
+    backbone_params,
+    frozen_running_stats,
+    replay_rng,
+)
+from tapweight.optim import build_optimizer, build_scheduler, current_lr
+
+
+class NonFiniteLoss(TapweightError):
+    """A loss became NaN or infinite; the run stops at the last good checkpoint."""
+
+
+class Engine:
+    """Levels I–III over a θ model, a w model, and three batch streams."""
+
+    def __init__(self, pretrain_model: PretrainModel, task_model: TaskModel, corpus: BatchStream,
+                 train: BatchStream | None, val: BatchStream | None, cfg: RunConfig, loss_kind: str,
+                 device: torch.device, learn_weights: bool = True,
+                 initial_weights: Sequence[float] | None = None):
+        self.theta, self.w = pretrain_model.to(device), task_model.to(device)
+        self.corpus, self.train, self.val = corpus, train, val
+        self.cfg, self.loss_kind, self.device = cfg, loss_kind, device
+        self.learn_weights = learn_weights
+        self.names = [n.split(".", 1)[-1] for n in pretrain_model.names]
+        k = len(self.names)
+        lam0 = torch.full((k,), 1.0 / k) if initial_weights is None else torch.tensor(initial_weights)
+        lam0 = lam0.double() / lam0.sum()
+        # α = log λ₀; zero weights get a large negative logit so "fixed" can switch one off
+        self.alpha = torch.nn.Parameter(torch.log(lam0.clamp_min(1e-12)).float().to(device))
+
+        named = [(n, p) for n, p in self.theta.named_parameters() if p.requires_grad]
+        self.theta_names = [n for n, _ in named]
+        self.theta_params = [p for _, p in named]
+        self.n_backbone = sum(n.startswith("backbone.") for n in self.theta_names)
+        self.w_backbone = backbone_params(self.w)
+        self.w_params = self.w_backbone + [p for p in self.w.head.parameters() if p.requires_grad]
+        if self.n_backbone != len(self.w_backbone):
+            raise ValueError("θ and w backbones differ: the proximal term needs the same parameters")
+
+        steps, unroll = cfg.steps, cfg.reweight.unroll
+        self.opt_pretrain = build_optimizer(self.theta_params, cfg.pretrain)
+        self.opt_finetune = build_optimizer(
+            [{"params": self.w_backbone}, {"params": self.w_params[self.n_backbone:]}], cfg.finetune)
+        self.opt_reweight = build_optimizer([self.alpha], cfg.reweight)
+        self.sched_pretrain = build_scheduler(self.opt_pretrain, cfg.pretrain, steps * unroll)
+        self.sched_finetune = build_scheduler(self.opt_finetune, cfg.finetune, steps * unroll)
+        self.sched_reweight = build_scheduler(self.opt_reweight, cfg.reweight, steps)
+        r = cfg.reweight
+        self.hypergrad = Hypergradient(r.hypergrad, r.scale, r.fd_radius, r.iterations,
+                                       r.neumann_alpha, r.cg_tol)
+
+        amp = cfg.amp if device.type == "cuda" else "no"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler_pretrain = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.scaler_finetune = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+
+        self.step_count = 0
+        self.history: list[dict[str, float]] = []
+        self._last_pretrain: list[tuple[object, int]] = []
+        self._last_train: tuple[object, object, int] | None = None
+        self._theta_before: list[torch.Tensor] = []
+
+    # -- helpers -----------------------------------------------------------------------------
+    @property
+    def lam(self) -> torch.Tensor:
+        """λ = softmax(α), the objective weights."""
+        return torch.softmax(self.alpha.detach().double(), 0)
+
+    def _seed(self, level: int, index: int = 0) -> int:
+        """A seed for one level of one step, from (run seed, step, level, index)."""
+        entropy = [self.cfg.seed, self.step_count, level, index]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _check_finite(self, values: torch.Tensor, what: Sequence[str]) -> None:
+        bad = [name for name, v in zip(what, values.tolist()) if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLoss(
+                f"loss of {', '.join(bad)} is {values.tolist()} at step {self.step_count}: lower "
+                "the learning rates or check the data; the last good checkpoint is kept")
+
+    def losses_at(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
+        """L(θ) ∈ R^K on the last level I batches, θ's parameters replaced by ``params``."""
+        replaced = dict(zip(self.theta_names, params))
+        total = 0.0
+        with frozen_running_stats(self.theta):
+            for batch, seed in self._last_pretrain:
+                with replay_rng(seed, self.device), self._autocast():
+                    total = total + torch.func.functional_call(self.theta, replaced, (batch,))
+        return total / len(self._last_pretrain)
+
+    # -- level I -----------------------------------------------------------------------------
+    def pretrain_step(self) -> torch.Tensor:
+        """One step of θ on Σ_k λ_k L_k, accumulated over ``pretrain.accumulate`` batches."""
+        accumulate = self.cfg.pretrain.accumulate
+        if self.learn_weights:
+            self._theta_before = [p.detach().clone() for p in self.theta_params]
+        lam = self.lam.float().to(self.device)
+        self.opt_pretrain.zero_grad(set_to_none=True)
+        self._last_pretrain, total = [], torch.zeros(len(self.names), device=self.device)
+        for i in range(accumulate):
+            batch, seed = to_device(next(self.corpus), self.device), self._seed(1, i)
+            with replay_rng(seed, self.device), self._autocast():
+                losses = self.theta(batch)  # [K], unweighted
+            self.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
+            total += losses.detach() / accumulate
+            self._last_pretrain.append((batch, seed))
+        self._check_finite(total, self.names)
+        self.scaler_pretrain.step(self.opt_pretrain)
+        self.scaler_pretrain.update()
+        self.sched_pretrain.step()
+        return total
+
+    # -- level II ----------------------------------------------------------------------------
+    def finetune_loss(self, x, y, seed: int) -> torch.Tensor:
+        with replay_rng(seed, self.device), self._autocast():
+            return task_loss(self.loss_kind, self.w(x), y)
+
+    def finetune_step(self) -> float:
+        """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form."""
+        gamma = self.cfg.finetune.gamma
+        x, y = to_device(next(self.train), self.device)
+        seed = self._seed(2)
+        self.opt_finetune.zero_grad(set_to_none=True)
+        loss = self.finetune_loss(x, y, seed)
+        self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"])
+        self.scaler_finetune.scale(loss).backward()
+        self.scaler_finetune.unscale_(self.opt_finetune)
+        with torch.no_grad():
+            diff = torch._foreach_sub([p.detach() for p in self.w_backbone],
+                                      [p.detach() for p in self.theta_params[:self.n_backbone]])
+            for p, d in zip(self.w_backbone, diff):  # ∇ γ‖w_b − θ_b‖² = 2γ (w_b − θ_b)
+                p.grad = 2 * gamma * d if p.grad is None else p.grad.add_(d, alpha=2 * gamma)
+            proximal = gamma * sum(float(d.double().pow(2).sum()) for d in diff)
+        self.scaler_finetune.step(self.opt_finetune)
+        self.scaler_finetune.update()
+        self.sched_finetune.step()
+        self._last_train = (x, y, seed)
+        return float(loss.detach()) + proximal
+
+    # -- level III ---------------------------------------------------------------------------
+    def reweight_step(self) -> tuple[float, torch.Tensor]:
+        """One step of α from the hypergradient of L_val(w') (hypergrad.py)."""
+        x, y = to_device(next(self.val), self.device)
+        with replay_rng(self._seed(3), self.device), self._autocast():
+            val_loss = task_loss(self.loss_kind, self.w(x), y)
+        u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
+        u = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)]
+        problem = Problem(
+            losses=self.losses_at, theta_before=self._theta_before,
+            theta_after=[p.detach() for p in self.theta_params], n_backbone=self.n_backbone, u=u,
+            gamma=self.cfg.finetune.gamma, eta_pretrain=current_lr(self.opt_pretrain),
+            eta_finetune=current_lr(self.opt_finetune))
+        if self.hypergrad.needs_hessians:
+            problem.hvp_finetune, problem.hvp_pretrain = self._hessians()
+        g_lam = self.hypergrad(problem)
+        self._check_finite(g_lam.float(), ["the hypergradient"])
+        lam = self.lam
+        self.opt_reweight.zero_grad(set_to_none=True)
+        self.alpha.grad = softmax_vjp(lam, g_lam.cpu().double()).float().to(self.device)
+        self.opt_reweight.step()
+        self.sched_reweight.step()
+        return float(val_loss.detach()), g_lam
+
+    def _hessians(self):
+        """HVP closures for H_ft (with the proximal 2γ·I on w_b) and H_pt at the current point."""
+        gamma, nb = self.cfg.finetune.gamma, self.n_backbone
+        x, y, seed = self._last_train
+        hvp_ft = hessian_vector_product(
+            lambda: self.finetune_loss(x, y, seed), self.w_params,
+            extra=lambda v: [2 * gamma * t for t in v[:nb]] + [torch.zeros_like(t) for t in v[nb:]])
+        lam = self.lam.float().to(self.device)
+        params = [p for p in self.theta_params]
+        hvp_pt = hessian_vector_product(lambda: (lam * self.losses_at(params)).sum(), params)
+        return hvp_ft, hvp_pt
+
+    # -- one global step ---------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        """``unroll`` × (level I, level II), then level III; returns the step's record."""
+        record: dict[str, float] = {"step": self.step_count + 1}
+        lam = self.lam
+        for _ in range(self.cfg.reweight.unroll if self.learn_weights else 1):
+            losses = self.pretrain_step()
+            if self.learn_weights:
+                record["finetune_loss"] = self.finetune_step()
+        if self.learn_weights:
+            record["val_loss"], g_lam = self.reweight_step()
+            record.update({f"hypergrad_{n}": float(g) for n, g in zip(self.names, g_lam)})
+        record.update({f"loss_{n}": float(v) for n, v in zip(self.names, losses)})
+        record.update({f"lambda_{n}": float(v) for n, v in zip(self.names, lam)})
+        self.step_count += 1
+        self.history.append(record)
+        return record
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        streams = {"corpus": self.corpus, "train": self.train, "val": self.val}
+        return {
+            "step": self.step_count, "history": self.history, "alpha": self.alpha.detach().cpu(),
+            "theta": self.theta.state_dict(), "w": self.w.state_dict(),
+            "optimizers": [o.state_dict() for o in
+                           (self.opt_pretrain, self.opt_finetune, self.opt_reweight)],
+            "schedulers": [s.state_dict() for s in
+                           (self.sched_pretrain, self.sched_finetune, self.sched_reweight)],
+            "scalers": [self.scaler_pretrain.state_dict(), self.scaler_finetune.state_dict()],
+            "streams": {k: s.state_dict() for k, s in streams.items() if s is not None},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count, self.history = state["step"], list(state["history"])
+        with torch.no_grad():
+            self.alpha.copy_(state["alpha"].to(self.device))
+        self.theta.load_state_dict(state["theta"])
+        self.w.load_state_dict(state["w"])
+        for obj, s in zip((self.opt_pretrain, self.opt_finetune, self.opt_reweight), state["optimizers"]):
+            obj.load_state_dict(s)
+        for obj, s in zip((self.sched_pretrain, self.sched_finetune, self.sched_reweight),
+                          state["schedulers"]):
+            obj.load_state_dict(s)
+        self.scaler_pretrain.load_state_dict(state["scalers"][0])
+        self.scaler_finetune.load_state_dict(state["scalers"][1])
+        streams = {"corpus": self.corpus, "train": self.train, "val": self.val}
+        for key, s in state["streams"].items():
+            streams[key].load_state_dict(s)

@@ -1,0 +1,70 @@
+"""The plugin surface: hook markers and hook specifications, nothing else.
+
+Every hook is ``register_<things>(register)``: the core passes a callback and the plugin
+calls it once per thing it provides. A plugin may implement any subset of the hooks.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tapweight")
+hookimpl = pluggy.HookimplMarker("tapweight")
+
+
+@hookspec
+def register_domains(register):
+    """Register domains: ``register(Domain(...))``.
+
+    A domain names its default backbone, objectives and head, its option dataclass
+    (``--set <domain>.<option>=...``), its presets, its splits, and ``build_data``, which
+    turns a loaded :class:`~tapweight.Table` into the engine's datasets.
+    """
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbones: ``register(BackboneSpec(name, build))``.
+
+    ``build(cfg)`` returns an ``nn.Module`` mapping a batch of inputs to features
+    ``[B, out_dim]`` and exposing ``out_dim``. Its parameters are θ_b at level I and w_b at
+    level II; the proximal term γ‖w_b − θ_b‖² runs over them.
+    """
+
+
+@hookspec
+def register_objectives(register):
+    """Register pretraining objectives: ``register(ObjectiveSpec(name, build))``.
+
+    ``build(backbone, corpus, cfg)`` returns an ``nn.Module`` whose ``forward(backbone,
+    batch)`` returns one unweighted scalar loss L_k; the engine owns the weights λ.
+    """
+
+
+@hookspec
+def register_heads(register):
+    """Register task heads: ``register(HeadSpec(name, build))``.
+
+    ``build(in_dim, n_outputs, cfg)`` returns an ``nn.Module`` from features to outputs.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register labelled data sets: ``register(DatasetSpec(name, load))``.
+
+    ``load(cfg)`` returns a :class:`~tapweight.Table`, reading ``cfg.data`` when set and
+    otherwise the data directory or the canonical download.
+    """
+
+
+@hookspec
+def register_tasks(register):
+    """Register downstream tasks: ``register(TaskSpec(domain, name, dataset, split, ...))``.
+
+    A task ties a data set to a split, a loss, a metric and task-specific config defaults;
+    users run it as ``tapweight run <domain> <name>``.
+    """
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``tapweight`` command line: ``cli`` is the ``typer.Typer`` app."""

@@ -1,0 +1,95 @@
+"""Task losses and metrics, with missing labels (NaN) masked in both.
+
+Loss kinds: ``bce`` (one logit per binary label column), ``ce`` (class ids in one column),
+``mse`` (regression). Metrics come from scikit-learn and SciPy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from sklearn import metrics as skm
+
+log = logging.getLogger(__name__)
+
+#: metric -> True when larger is better
+HIGHER_IS_BETTER = {
+    "roc_auc": True, "accuracy": True, "mcc": True, "f1": True,
+    "pearson": True, "spearman": True, "rmse": False, "mae": False,
+}
+
+
+def task_loss(kind: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean loss over the labels that are present."""
+    if kind == "ce":
+        return F.cross_entropy(outputs.float(), labels.reshape(-1).long())
+    present = ~torch.isnan(labels)
+    if not present.any():
+        return outputs.sum() * 0.0
+    target = torch.where(present, labels, torch.zeros_like(labels))
+    if kind == "bce":
+        per = F.binary_cross_entropy_with_logits(outputs.float(), target, reduction="none")
+    elif kind == "mse":
+        per = (outputs.float() - target) ** 2
+    else:
+        raise ValueError(f"unknown loss kind '{kind}'")
+    return per[present].mean()
+
+
+def predictions(kind: str, outputs: torch.Tensor) -> np.ndarray:
+    """Scores a metric reads: probabilities (bce), class ids (ce) or values (mse)."""
+    if kind == "bce":
+        return torch.sigmoid(outputs.float()).cpu().numpy()
+    if kind == "ce":
+        return outputs.argmax(-1).cpu().numpy()
+    return outputs.float().cpu().numpy()
+
+
+def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
+    """``metric`` over all label columns; NaN labels are ignored.
+
+    ROC-AUC averages over the columns that have both classes in this split and warns
+    about the others; it is NaN when no column has both.
+    """
+    if metric in ("accuracy", "mcc", "f1"):
+        y, p = labels.reshape(-1).astype(int), preds.reshape(-1).astype(int)
+        if metric == "accuracy":
+            return float(skm.accuracy_score(y, p))
+        if metric == "mcc":
+            return float(skm.matthews_corrcoef(y, p))
+        return float(skm.f1_score(y, p))
+    preds = preds.reshape(len(preds), -1)
+    labels = labels.reshape(len(labels), -1)
+    columns = []
+    for t in range(labels.shape[1]):
+        mask = ~np.isnan(labels[:, t])
+        y, p = labels[mask, t], preds[mask, t]
+        if metric == "roc_auc":
+            if len(np.unique(y)) < 2:
+                log.warning("ROC-AUC skips label column %d: only one class in this split", t)
+                continue
+            columns.append(skm.roc_auc_score(y, p))
+        elif metric == "rmse":
+            columns.append(np.sqrt(np.mean((y - p) ** 2)))
+        elif metric == "mae":
+            columns.append(np.mean(np.abs(y - p)))
+        elif metric == "pearson":
+            columns.append(stats.pearsonr(y, p)[0])
+        elif metric == "spearman":
+            columns.append(stats.spearmanr(y, p)[0])
+        else:
+            raise ValueError(f"unknown metric '{metric}'")
+    return float(np.mean(columns)) if columns else float("nan")
+
+
+def better(metric: str, new: float, old: float | None) -> bool:
+    """Whether ``new`` beats ``old`` (NaN never does)."""
+    if np.isnan(new):
+        return False
+    if old is None or np.isnan(old):
+        return True
+    return new > old if HIGHER_IS_BETTER[metric] else new < old

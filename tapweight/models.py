@@ -1,0 +1,78 @@
+"""The two models of the three levels.
+
+θ is a :class:`PretrainModel` (backbone θ_b plus each objective's own parameters); w is a
+:class:`TaskModel` (backbone w_b plus the task head). Level II ties w_b to θ_b through the
+proximal term γ‖w_b − θ_b‖², which is why both backbones must share parameter names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class PretrainModel(nn.Module):
+    """θ: the backbone and the K objectives; ``forward(batch)`` is the loss vector L(θ) ∈ R^K."""
+
+    def __init__(self, backbone: nn.Module, objectives: Sequence[nn.Module], names: Sequence[str]):
+        super().__init__()
+        self.backbone = backbone
+        self.objectives = nn.ModuleList(objectives)
+        self.names = list(names)
+
+    def forward(self, batch) -> torch.Tensor:
+        losses = [obj(self.backbone, batch).reshape(()) for obj in self.objectives]
+        # half-precision losses (under autocast) are compared in float32 by the hypergradient
+        return torch.stack([l.float() if l.dtype in (torch.float16, torch.bfloat16) else l
+                            for l in losses])
+
+
+class TaskModel(nn.Module):
+    """w: the backbone and the task head; ``forward(inputs)`` gives the task's outputs."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, inputs) -> torch.Tensor:
+        return self.head(self.backbone(inputs))
+
+
+def backbone_params(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable backbone parameters, in a fixed order shared by θ_b and w_b."""
+    return [p for _, p in model.backbone.named_parameters() if p.requires_grad]
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: nn.Module):
+    """Batch-norm uses batch statistics but does not update its running averages.
+
+    The hypergradient's extra forwards must not move the running statistics, or each
+    global step would count the same batch three times.
+    """
+    norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
+@contextlib.contextmanager
+def replay_rng(seed: int, device: torch.device):
+    """Run a block with torch's generators seeded by ``seed``, then restore them.
+
+    Every evaluation of a step's objectives (the level I backward, the hypergradient's
+    extra forwards) replays the same masks, crops and dropout.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(seed)
+        yield

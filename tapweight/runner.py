@@ -1,0 +1,233 @@
+"""From ``tapweight run DOMAIN TASK`` to a run folder.
+
+``resolve`` turns the command line into a typed config and the registered pieces;
+``run`` loads the data once and, for each seed, builds θ and w, runs the engine (unless
+the method is ``none``), re-finetunes the final backbone and scores the test split.
+
+Run folder layout::
+
+    config.yaml  metrics.json  weights.png  log.txt
+    seed<k>/  checkpoint.pt  weights.csv  losses.csv  weights.png  backbone.safetensors  metrics.json
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from tapweight.checkpoint import load_state, save_state, save_weights
+from tapweight.config import (
+    RunConfig,
+    build_config,
+    layer_from_dict,
+    layer_from_file,
+    layer_from_sets,
+    to_yaml,
+)
+from tapweight.data import BatchStream, random_split
+from tapweight.engine import Engine
+from tapweight.errors import TapweightError
+from tapweight.finetune import refinetune
+from tapweight.models import PretrainModel, TaskModel
+from tapweight.plugins import build_registry
+from tapweight.progress import Progress
+from tapweight.registry import Registry
+from tapweight.report import mean_pm_std, plot_weights, summarize, write_json, write_trajectory
+from tapweight.specs import Domain, Table, TaskSpec
+
+log = logging.getLogger("tapweight")
+
+
+@dataclass
+class Job:
+    """A resolved run: the config and the registered pieces it names."""
+
+    cfg: RunConfig
+    registry: Registry
+    domain: Domain
+    task: TaskSpec
+    preset: str
+
+
+def resolve(domain: str, task: str, preset: str = "auto", config_file: str | None = None,
+            options: dict | None = None, sets: list[str] = (),
+            registry: Registry | None = None) -> Job:
+    """Merge the config layers for ``domain/task``, lowest precedence first: the task's
+    defaults, the preset, ``config_file``, command-line ``options``, ``--set`` strings."""
+    registry = registry or build_registry()
+    dom = registry.require_domain(domain)
+    spec = registry.task(domain, task)
+    if preset == "auto":
+        preset = "paper" if torch.cuda.is_available() else "cpu"
+    if preset not in dom.presets and preset != "paper":
+        raise TapweightError(f"domain '{domain}' has no preset '{preset}' "
+                             f"(presets: {', '.join(sorted(dom.presets)) or 'none'})")
+    layers = [
+        (f"task {spec.key} defaults",
+         layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
+        (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
+    ]
+    if config_file:
+        layers.append((config_file, layer_from_file(config_file, domain)))
+    if options:
+        layers.append(("command-line options", layer_from_dict(options, domain)))
+    if sets:
+        layers.append(("--set", layer_from_sets(list(sets), domain)))
+    job = Job(build_config(dom.options, layers), registry, dom, spec, preset)
+    objective_names(job)  # fail on a bad objective before any work is done
+    return job
+
+
+def objective_names(job: Job) -> list[str]:
+    """The registered names of the objectives the method trains on."""
+    cfg, reg, dom = job.cfg, job.registry, job.domain.name
+    if cfg.method.startswith("single:"):
+        wanted = [cfg.method.split(":", 1)[1]]
+    else:
+        wanted = cfg.objectives or list(job.domain.objectives)
+    names = [reg.get("objectives", n, dom).name for n in wanted]
+    if len(set(names)) != len(names):
+        raise TapweightError(f"objectives are listed twice: {wanted}")
+    if cfg.method == "fixed" and len(cfg.weights) != len(names):
+        raise TapweightError(f"method 'fixed' needs one weight per objective ({len(names)}: "
+                             f"{', '.join(names)}), got {len(cfg.weights)}")
+    return names
+
+
+def pick_device(name: str) -> torch.device:
+    if name != "auto":
+        try:
+            return torch.device(name)
+        except RuntimeError as err:
+            raise TapweightError(f"bad device '{name}': {err}") from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def default_out(cfg: RunConfig) -> Path:
+    method = cfg.method.replace(":", "-")
+    return Path("runs") / f"{cfg.domain}-{cfg.task}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
+    """Every seed of the job; writes the run folder and returns the summary."""
+    cfg = job.cfg
+    out = Path(out) if out else default_out(cfg)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise TapweightError(f"run folder '{out}' already exists: pass --resume to continue it "
+                             "or --out for a new one")
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        (out / "config.yaml").write_text(to_yaml(cfg))
+        log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
+                 job.preset, out)
+        table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)
+        log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
+                 table.labels.shape[1], table.source or job.task.dataset)
+        seeds = list(cfg.seeds) or [cfg.seed]
+        results = {}
+        for seed in seeds:
+            results[seed] = run_seed(job, replace(cfg, seed=seed), table, out / f"seed{seed}", quiet)
+        summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
+                   "metric": job.task.metric, "seeds": results, **summarize(results)}
+        write_json(summary, out / "metrics.json")
+        curves = [out / f"seed{s}" / "weights.csv" for s in seeds]
+        if all(c.exists() for c in curves):
+            plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
+        log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
+        return summary
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, quiet: bool) -> dict:
+    """One seed: split, build, continued pretraining (levels I–III), final fine-tune."""
+    done = folder / "metrics.json"
+    if done.exists():
+        log.info("seed %d already finished; skipping", cfg.seed)
+        return OmegaConf.to_container(OmegaConf.load(done))
+    folder.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    splits = {"random": random_split, **job.domain.splits}
+    split_name = cfg.split or job.task.split
+    if split_name not in splits:
+        raise TapweightError(f"unknown split '{split_name}' (splits: {', '.join(sorted(splits))})")
+    data = job.domain.build_data(cfg, table, splits[split_name](table, cfg.seed))
+    for key, value in data.info.items():
+        log.info("data %s: %s", key, value)
+    reg, dom = job.registry, job.domain.name
+    backbone = reg.get("backbones", cfg.backbone or job.domain.backbone, dom).build(cfg)
+    head_spec = reg.get("heads", cfg.head or job.domain.head, dom)
+    n_outputs = job.task.n_classes if job.task.loss == "ce" else table.labels.shape[1]
+
+    if cfg.method != "none":
+        backbone = continued_pretraining(job, cfg, data, backbone,
+                                         head_spec.build(backbone.out_dim, n_outputs, cfg),
+                                         device, folder, quiet)
+    progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
+    with progress:
+        result = refinetune(backbone, head_spec.build(backbone.out_dim, n_outputs, cfg), data,
+                            job.task, cfg.final, device, cfg.seed, cfg.num_workers,
+                            on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"))
+    log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
+             result["val"], result["test"], result["best_epoch"])
+    write_json(result, done)
+    return result
+
+
+def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,
+                          quiet: bool):
+    """Levels I–III for ``cfg.steps`` global steps; returns the final θ backbone."""
+    names = objective_names(job)
+    objectives = [job.registry.get("objectives", n).build(backbone, data.corpus, cfg) for n in names]
+    theta = PretrainModel(backbone, objectives, names)
+    w = TaskModel(copy.deepcopy(backbone), head)
+    learn = cfg.method == "tapweight"
+    p, f, r = cfg.pretrain, cfg.finetune, cfg.reweight
+    corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers)
+    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1) if learn else None
+    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2) if learn else None
+    weights = cfg.weights or None
+    if cfg.method.startswith("single:"):
+        weights = [1.0]
+    engine = Engine(theta, w, corpus, train, val, cfg, job.task.loss, device, learn, weights)
+    checkpoint = folder / "checkpoint.pt"
+    if checkpoint.exists():
+        engine.load_state_dict(load_state(checkpoint))
+        log.info("resumed seed %d at step %d", cfg.seed, engine.step_count)
+    progress = Progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", quiet, start=engine.step_count)
+    with progress:
+        while engine.step_count < cfg.steps:
+            record = engine.step()
+            lam = " ".join(f"{k[7:]}={v:.3f}" for k, v in record.items() if k.startswith("lambda_"))
+            progress.advance(f"λ {lam}")
+            if quiet and engine.step_count % cfg.log_every == 0:
+                log.info("step %d/%d λ %s", engine.step_count, cfg.steps, lam)
+            if cfg.checkpoint_every and engine.step_count % cfg.checkpoint_every == 0:
+                save_state(engine.state_dict(), checkpoint)
+    save_state(engine.state_dict(), checkpoint)
+    write_trajectory(engine.history, folder)
+    plot_weights([folder / "weights.csv"], folder / "weights.png",
+                 f"{cfg.domain}/{cfg.task} seed {cfg.seed}: λ over steps")
+    save_weights(theta.backbone, folder / "backbone.safetensors")
+    return theta.backbone

@@ -1,0 +1,153 @@
+"""What plugins register: small frozen dataclasses, one per registry.
+
+The core never imports a domain. A domain arrives as these specs through the hooks in
+:mod:`tapweight.hookspecs`; every name is namespaced by its domain (``mol.jpp``,
+``nlp.mlm``), and the core's own generic pieces live under ``core.``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@dataclass(frozen=True)
+class Table:
+    """A labelled data set as loaded from disk, before any split.
+
+    ``inputs`` holds one raw example per row (a SMILES string, a sentence or a pair of them,
+    a feature vector); ``labels`` is float ``[N, T]`` with NaN where a label is missing.
+    """
+
+    inputs: Sequence[Any]
+    labels: np.ndarray  # [N, T] float, NaN = missing
+    label_names: tuple[str, ...]
+    source: str = ""  # where it came from, for the run log
+
+    def __post_init__(self):
+        if self.labels.ndim != 2 or len(self.labels) != len(self.inputs):
+            raise ValueError(f"labels must be [N, T] with N={len(self.inputs)}, got {self.labels.shape}")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of a :class:`Table` for the three splits."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class DomainData:
+    """Everything the engine iterates over, built by :attr:`Domain.build_data`.
+
+    ``corpus`` feeds level I (pretraining batches, any structure the objectives accept);
+    ``train``/``val``/``test`` yield ``(inputs, labels)`` pairs for levels II and III and
+    the final fine-tune. Each collate function turns a list of items into a batch.
+    """
+
+    corpus: Dataset
+    corpus_collate: Callable[[list], Any]
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    task_collate: Callable[[list], Any]
+    info: dict[str, Any] = field(default_factory=dict)  # facts for the run log (skipped rows...)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A family of data, models and objectives (molecules, text, tables...).
+
+    ``options`` is a dataclass whose fields become ``--set <domain>.<field>=...`` keys;
+    ``presets`` map a preset name (``cpu``, ``paper``) to dotted config overrides;
+    ``build_data(cfg, table, split)`` turns a loaded table into :class:`DomainData`;
+    ``splits`` map split names to ``fn(table, seed) -> Split``.
+    """
+
+    name: str
+    description: str
+    options: type
+    backbone: str
+    objectives: tuple[str, ...]
+    build_data: Callable[[Any, Table, Split], DomainData]
+    splits: Mapping[str, Callable[[Table, int], Split]] = field(default_factory=dict)
+    head: str = "core.linear"
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """``build(cfg) -> nn.Module`` whose forward maps inputs to features ``[B, out_dim]``.
+
+    The module must expose ``out_dim``. Objectives may call domain-specific methods on it.
+    """
+
+    name: str
+    build: Callable[[Any], nn.Module]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A pretraining objective L_k.
+
+    ``build(backbone, corpus, cfg)`` returns an ``nn.Module`` whose ``forward(backbone,
+    batch)`` returns ONE unweighted scalar loss; its own parameters (a classifier, a
+    decoder) belong to θ. It may draw random numbers from torch's global generator: the
+    engine replays the generator so every evaluation of the same step sees the same draw.
+    """
+
+    name: str
+    build: Callable[[nn.Module, Dataset, Any], nn.Module]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """``build(in_dim, n_outputs, cfg) -> nn.Module``: the task head on backbone features."""
+
+    name: str
+    build: Callable[[int, int, Any], nn.Module]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A labelled data set: ``load(cfg) -> Table`` (reads ``cfg.data`` or downloads)."""
+
+    name: str
+    load: Callable[[Any], Table]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A downstream task: which domain, data set, split, loss and metric.
+
+    ``loss`` is ``"bce"`` (binary, one logit per label column, NaN masked), ``"ce"``
+    (one label column of class ids, ``n_classes`` logits) or ``"mse"`` (regression).
+    ``metric`` is the model-selection metric; ``extra_metrics`` are reported beside it.
+    ``defaults`` are dotted config overrides that suit this task (steps, batch sizes).
+    """
+
+    domain: str
+    name: str
+    dataset: str
+    split: str
+    loss: str
+    metric: str
+    extra_metrics: tuple[str, ...] = ()
+    n_classes: int = 0  # for loss="ce"
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}/{self.name}"

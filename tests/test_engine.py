@@ -1,0 +1,114 @@
+"""Engine mechanics: accumulation, fixed weights, batch-norm statistics, optimizers, schedules."""
+
+import copy
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from tapweight.config import LevelConfig, RunConfig
+from tapweight.data import BatchStream
+from tapweight.engine import Engine, NonFiniteLoss
+from tapweight.models import PretrainModel, TaskModel
+from tapweight.optim import build_optimizer, lr_factor
+from tests import toy_plugin
+
+
+def collate(items):
+    return tuple(torch.stack(t) for t in zip(*items))
+
+
+def make_engine(cfg, learn=True, weights=None, seed=0):
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(64, 8, generator=g), (torch.rand(64, 1, generator=g) > 0.5).float()
+    backbone = toy_plugin.Backbone(8, 16)
+    objectives = [toy_plugin.Denoise(backbone, 0.1), toy_plugin.Spread()]
+    theta = PretrainModel(backbone, objectives, ["toy.denoise", "toy.spread"])
+    w = TaskModel(copy.deepcopy(backbone), torch.nn.Linear(16, 1))
+    corpus = BatchStream(TensorDataset(x), cfg.pretrain.batch_size, lambda it: torch.stack([i[0] for i in it]), 0)
+    train = BatchStream(TensorDataset(x, y), 16, collate, 1)
+    val = BatchStream(TensorDataset(x, y), 16, collate, 2)
+    return Engine(theta, w, corpus, train, val, cfg, "bce", torch.device("cpu"), learn, weights)
+
+
+def config(**pretrain):
+    cfg = RunConfig(steps=4)
+    for key, value in pretrain.items():
+        setattr(cfg.pretrain, key, value)
+    return cfg
+
+
+def test_accumulation_equals_one_big_batch():
+    """Two micro-batches of 16 give the same θ step as one batch of 32 (same examples), for
+    an objective that is a mean over examples (denoise; spread is switched off)."""
+    big = make_engine(config(batch_size=32, momentum=0.0), learn=False, weights=[1.0, 0.0])
+    small = make_engine(config(batch_size=16, accumulate=2, momentum=0.0), learn=False,
+                        weights=[1.0, 0.0])
+    # the same 32 examples: the big stream's first batch is the small stream's first two
+    small.corpus = BatchStream(big.corpus.dataset, 16, big.corpus.collate, 0)
+    small.corpus._batches = lambda: [b[i:i + 16] for b in BatchStream._batches(big.corpus) for i in (0, 16)]
+    for p in (big, small):
+        p.theta.objectives[0].noise = 0.0  # no random draw: the two runs draw differently
+    for layer in (big.theta.backbone.net[1], small.theta.backbone.net[1]):  # BN: batch-size dependent
+        layer.eval()
+    big.pretrain_step()
+    small.pretrain_step()
+    for a, b in zip(big.theta_params, small.theta_params):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_fixed_weights_stay_fixed_and_levels_two_three_are_skipped():
+    engine = make_engine(config(), learn=False, weights=[0.8, 0.2])
+    w_before = [p.detach().clone() for p in engine.w.parameters()]
+    for _ in range(3):
+        record = engine.step()
+    assert record["lambda_denoise"] == pytest.approx(0.8)
+    assert "val_loss" not in record
+    assert all(torch.equal(a, b) for a, b in zip(w_before, engine.w.parameters()))
+
+
+def test_hypergradient_forwards_leave_running_stats_alone():
+    engine = make_engine(config())
+    engine.pretrain_step()
+    bn = engine.theta.backbone.net[1]
+    before = (bn.running_mean.clone(), bn.num_batches_tracked.clone())
+    engine.losses_at([p.detach() for p in engine.theta_params])
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.num_batches_tracked, before[1])
+
+
+def test_random_objectives_are_replayed():
+    """The hypergradient's forwards see the level I step's noise: L(θ_before) is reproduced."""
+    engine = make_engine(config())
+    engine.theta.eval()  # batch-norm in eval mode: the loss depends on θ and the noise only
+    losses = engine.pretrain_step()
+    replayed = engine.losses_at(engine._theta_before)
+    assert torch.allclose(replayed, losses, atol=1e-6)
+
+
+def test_non_finite_loss_names_step_and_objective():
+    engine = make_engine(config())
+    with torch.no_grad():
+        engine.theta.objectives[0].decoder.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss, match="denoise.*step 0"):
+        engine.step()
+
+
+def test_param_groups_survive_and_adamw_is_adamw():
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(2))]},
+              {"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 0.5}]
+    opt = build_optimizer(groups, LevelConfig(optimizer="adamw", lr=0.1, weight_decay=0.01))
+    assert isinstance(opt, torch.optim.AdamW)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("step", [1, 1, 0.9, 0.9, 0.81]),
+    ("warmup", [0.5, 1, 1, 1, 1]),
+    ("cosine", [0.5, 1, 1, 0.5, 0.0]),
+    ("constant", [1, 1, 1, 1, 1]),
+])
+def test_schedules(kind, expected):
+    cfg = LevelConfig(scheduler=kind, step_size=2, decay=0.9, warmup_steps=0 if kind in ("step", "constant") else 2)
+    factor = lr_factor(cfg, total_steps=4)
+    assert [round(factor(s), 6) for s in range(5)] == pytest.approx(expected)

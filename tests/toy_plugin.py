@@ -1,0 +1,125 @@
+"""A throwaway domain that implements every hook, for the core's tests.
+
+Synthetic data from scikit-learn, a two-layer backbone, two objectives (one random, to
+exercise the engine's replay of random draws), and a plugin command.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.datasets import make_classification
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from tapweight import (
+    BackboneSpec,
+    DatasetSpec,
+    Domain,
+    DomainData,
+    HeadSpec,
+    ObjectiveSpec,
+    Table,
+    TaskSpec,
+    hookimpl,
+)
+
+
+@dataclass
+class ToyOptions:
+    hidden: int = 16
+    noise: float = 0.1
+
+
+class Backbone(nn.Module):
+    def __init__(self, n_in: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        self.out_dim = hidden
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Denoise(nn.Module):
+    """Reconstruct the input from features of a noisy copy (random: replayed by the engine)."""
+
+    def __init__(self, backbone, noise):
+        super().__init__()
+        self.decoder = nn.Linear(backbone.out_dim, 8)
+        self.noise = noise
+
+    def forward(self, backbone, x):
+        return ((self.decoder(backbone(x + self.noise * torch.randn_like(x))) - x) ** 2).mean()
+
+
+class Spread(nn.Module):
+    """Feature variance towards one (no parameters of its own)."""
+
+    def forward(self, backbone, x):
+        return (backbone(x).var(0) - 1).pow(2).mean()
+
+
+def load(cfg) -> Table:
+    x, y = make_classification(n_samples=240, n_features=8, n_informative=4, random_state=0)
+    return Table(list(x.astype(np.float32)), y[:, None].astype(np.float64), ("y",), "sklearn")
+
+
+def build_data(cfg, table, split) -> DomainData:
+    x = torch.tensor(np.stack(table.inputs))
+    y = torch.tensor(table.labels, dtype=torch.float32)
+    ce = cfg.task == "blobs-ce"
+    part = lambda idx: TensorDataset(x[idx], y[idx, 0].long() if ce else y[idx])  # noqa: E731
+    collate = lambda items: tuple(torch.stack(t) for t in zip(*items))  # noqa: E731
+    return DomainData(corpus=TensorDataset(x[split.train]), corpus_collate=lambda it: torch.stack([i[0] for i in it]),
+                      train=part(split.train), val=part(split.val), test=part(split.test),
+                      task_collate=collate, info={"rows": len(x)})
+
+
+TINY = {"steps": 6, "pretrain.batch_size": 32, "finetune.batch_size": 16, "reweight.batch_size": 16,
+        "final.epochs": 2, "final.batch_size": 16, "reweight.lr": 50.0}
+
+
+@hookimpl
+def register_domains(register):
+    register(Domain("toy", "synthetic test domain", ToyOptions, backbone="toy.mlp",
+                    objectives=("toy.denoise", "toy.spread"), build_data=build_data,
+                    presets={"cpu": TINY, "paper": TINY}))
+
+
+@hookimpl
+def register_backbones(register):
+    register(BackboneSpec("toy.mlp", lambda cfg: Backbone(8, cfg.options.hidden), "linear+BN+ReLU"))
+
+
+@hookimpl
+def register_objectives(register):
+    register(ObjectiveSpec("toy.denoise", lambda b, corpus, cfg: Denoise(b, cfg.options.noise)))
+    register(ObjectiveSpec("toy.spread", lambda b, corpus, cfg: Spread()))
+
+
+@hookimpl
+def register_heads(register):
+    register(HeadSpec("toy.double", lambda d, n, cfg: nn.Sequential(nn.Linear(d, d), nn.Linear(d, n))))
+
+
+@hookimpl
+def register_datasets(register):
+    register(DatasetSpec("toy.blobs", load, "make_classification, 240 rows"))
+
+
+@hookimpl
+def register_tasks(register):
+    register(TaskSpec("toy", "blobs", "toy.blobs", "random", "bce", "roc_auc"))
+    register(TaskSpec("toy", "blobs-ce", "toy.blobs", "random", "ce", "accuracy",
+                      extra_metrics=("mcc",), n_classes=2))
+    register(TaskSpec("toy", "blobs-reg", "toy.blobs", "random", "mse", "rmse",
+                      defaults={"head": "toy.double"}))
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("toy-hello")
+    def hello():
+        """Say hello from the toy plugin."""
+        print("hello from toy")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -163,7 +164,7 @@ def _setup_logging() -> None:
     handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
     handler.addFilter(OursOrWarnings())
     handler.tapweight = True
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
     root.addHandler(handler)
 
 

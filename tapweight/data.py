@@ -28,15 +28,20 @@ class BatchStream:
     """Shuffled batches over ``dataset`` forever, epoch after epoch.
 
     Epoch ``e`` is the permutation drawn from ``seed + e``, so the stream's position
-    (epoch, batch index) is all a checkpoint needs to resume it exactly.
+    (epoch, batch index) is all a checkpoint needs to resume it exactly. Under data
+    parallelism, ``shard=(rank, world)`` yields this rank's slice of each global batch.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, collate: Callable, seed: int,
-                 num_workers: int = 0):
+                 num_workers: int = 0, shard: tuple[int, int] = (0, 1)):
         if len(dataset) == 0:
             raise TapweightError("a data split is empty: check the data file and the split")
         self.dataset, self.collate, self.seed = dataset, collate, seed
         self.batch_size = min(batch_size, len(dataset))
+        self.rank, self.world = shard
+        if self.batch_size % self.world:
+            raise TapweightError(f"batch size {self.batch_size} does not split over {self.world} "
+                                 "processes: make it a multiple of the process count")
         self.num_workers = num_workers
         self.epoch, self.index = 0, 0
         self._iter = None
@@ -45,12 +50,15 @@ class BatchStream:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=gen).tolist()
         n = len(order) // self.batch_size  # drop the ragged tail: equal-size batches
-        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(n)]
+        part = self.batch_size // self.world
+        return [order[i * self.batch_size + self.rank * part:][:part] for i in range(n)]
 
     def _start(self) -> None:
         batches = self._batches()[self.index:]
+        # an own generator: creating a loader must not draw from torch's global one
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
         self._iter = iter(DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
-                                     num_workers=self.num_workers))
+                                     num_workers=self.num_workers, generator=gen))
 
     def __iter__(self):
         return self
@@ -77,7 +85,7 @@ class BatchStream:
 def eval_batches(dataset: Dataset, batch_size: int, collate: Callable, num_workers: int = 0):
     """Every example once, in order (evaluation)."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
-                      num_workers=num_workers)
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(0))
 
 
 def random_split(table: Table, seed: int, fractions=(0.8, 0.1, 0.1)) -> Split:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from tapweight import distributed
 from tapweight.config import RunConfig
 from tapweight.data import BatchStream, to_device
 from tapweight.errors import TapweightError
@@ -48,6 +49,9 @@ class Engine:
                  device: torch.device, learn_weights: bool = True,
                  initial_weights: Sequence[float] | None = None):
         self.theta, self.w = pretrain_model.to(device), task_model.to(device)
+        # the models levels I and II train through: DistributedDataParallel under torchrun
+        self.theta_ddp = distributed.wrap(self.theta, device)
+        self.w_ddp = distributed.wrap(self.w, device)
         self.corpus, self.train, self.val = corpus, train, val
         self.cfg, self.loss_kind, self.device = cfg, loss_kind, device
         self.learn_weights = learn_weights
@@ -107,11 +111,11 @@ class Engine:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _check_finite(self, values: torch.Tensor, what: Sequence[str]) -> None:
-        bad = [name for name, v in zip(what, values.tolist()) if not math.isfinite(v)]
+        bad = [f"{name} = {v}" for name, v in zip(what, values.tolist()) if not math.isfinite(v)]
         if bad:
             raise NonFiniteLoss(
-                f"loss of {', '.join(bad)} is {values.tolist()} at step {self.step_count}: lower "
-                "the learning rates or check the data; the last good checkpoint is kept")
+                f"non-finite loss at step {self.step_count + 1} ({'; '.join(bad)}): lower the learning "
+                "rates or check the data; the last good checkpoint is kept")
 
     def losses_at(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
         """L(θ) ∈ R^K on the last level I batches, θ's parameters replaced by ``params``."""
@@ -134,21 +138,24 @@ class Engine:
         self._last_pretrain, total = [], torch.zeros(len(self.names), device=self.device)
         for i in range(accumulate):
             batch, seed = to_device(next(self.corpus), self.device), self._seed(1, i)
-            with replay_rng(seed, self.device), self._autocast():
-                losses = self.theta(batch)  # [K], unweighted
-            self.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
+            sync = i == accumulate - 1 or self.theta_ddp is self.theta  # all-reduce once, at the end
+            with (contextlib.nullcontext() if sync else self.theta_ddp.no_sync()):
+                with replay_rng(seed, self.device), self._autocast():
+                    losses = self.theta_ddp(batch)  # [K], unweighted
+                self.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
             total += losses.detach() / accumulate
             self._last_pretrain.append((batch, seed))
-        self._check_finite(total, self.names)
+        distributed.mean_([total])
+        self._check_finite(total, [f"objective {n}" for n in self.names])
         self.scaler_pretrain.step(self.opt_pretrain)
         self.scaler_pretrain.update()
         self.sched_pretrain.step()
         return total
 
     # -- level II ----------------------------------------------------------------------------
-    def finetune_loss(self, x, y, seed: int) -> torch.Tensor:
+    def finetune_loss(self, x, y, seed: int, model=None) -> torch.Tensor:
         with replay_rng(seed, self.device), self._autocast():
-            return task_loss(self.loss_kind, self.w(x), y)
+            return task_loss(self.loss_kind, (model or self.w)(x), y)
 
     def finetune_step(self) -> float:
         """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form."""
@@ -156,7 +163,7 @@ class Engine:
         x, y = to_device(next(self.train), self.device)
         seed = self._seed(2)
         self.opt_finetune.zero_grad(set_to_none=True)
-        loss = self.finetune_loss(x, y, seed)
+        loss = self.finetune_loss(x, y, seed, self.w_ddp)
         self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"])
         self.scaler_finetune.scale(loss).backward()
         self.scaler_finetune.unscale_(self.opt_finetune)
@@ -179,7 +186,7 @@ class Engine:
         with replay_rng(self._seed(3), self.device), self._autocast():
             val_loss = task_loss(self.loss_kind, self.w(x), y)
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
-        u = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)]
+        u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
         problem = Problem(
             losses=self.losses_at, theta_before=self._theta_before,
             theta_after=[p.detach() for p in self.theta_params], n_backbone=self.n_backbone, u=u,
@@ -187,14 +194,14 @@ class Engine:
             eta_finetune=current_lr(self.opt_finetune))
         if self.hypergrad.needs_hessians:
             problem.hvp_finetune, problem.hvp_pretrain = self._hessians()
-        g_lam = self.hypergrad(problem)
+        g_lam = distributed.mean_([self.hypergrad(problem)])[0]  # this rank's shard -> global mean
         self._check_finite(g_lam.float(), ["the hypergradient"])
         lam = self.lam
         self.opt_reweight.zero_grad(set_to_none=True)
         self.alpha.grad = softmax_vjp(lam, g_lam.cpu().double()).float().to(self.device)
         self.opt_reweight.step()
         self.sched_reweight.step()
-        return float(val_loss.detach()), g_lam
+        return float(distributed.mean_([val_loss.detach()])[0]), g_lam
 
     def _hessians(self):
         """HVP closures for H_ft (with the proximal 2γ·I on w_b) and H_pt at the current point."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,13 +36,13 @@ def evaluate(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int
     return {m: score(m, preds, y) for m in (task.metric, *task.extra_metrics)}
 
 
-def refinetune(backbone: nn.Module, head: nn.Module, data: DomainData, task: TaskSpec,
-               cfg: FinalConfig, device: torch.device, seed: int, num_workers: int = 0,
-               on_epoch=None) -> dict[str, float]:
-    """Train ``backbone`` + ``head`` for ``cfg.epochs`` epochs; return val and test scores
-    of the epoch with the best validation metric."""
+def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: DomainData,
+               task: TaskSpec, cfg: FinalConfig, device: torch.device, seed: int,
+               num_workers: int = 0, on_epoch=None) -> dict[str, float]:
+    """Train a copy of ``backbone`` and a new head for ``cfg.epochs`` epochs; return val and
+    test scores of the epoch with the best validation metric."""
     torch.manual_seed(seed)
-    model = TaskModel(copy.deepcopy(backbone), head).to(device)
+    model = TaskModel(copy.deepcopy(backbone), make_head()).to(device)
     stream = BatchStream(data.train, cfg.batch_size, data.task_collate, seed, num_workers)
     per_epoch = max(len(data.train) // stream.batch_size, 1)
     params = [{"params": list(model.backbone.parameters())}, {"params": list(model.head.parameters())}]

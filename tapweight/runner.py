@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from tapweight import distributed
 from tapweight.checkpoint import load_state, save_state, save_weights
 from tapweight.config import (
     RunConfig,
@@ -121,16 +122,20 @@ def default_out(cfg: RunConfig) -> Path:
 def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
     """Every seed of the job; writes the run folder and returns the summary."""
     cfg = job.cfg
-    out = Path(out) if out else default_out(cfg)
-    if out.exists() and any(out.iterdir()) and not resume:
+    device = distributed.setup(pick_device(cfg.device))
+    out = Path(distributed.broadcast(str(out or default_out(cfg))))  # one folder for all ranks
+    if distributed.broadcast(out.exists() and any(out.iterdir())) and not resume:
         raise TapweightError(f"run folder '{out}' already exists: pass --resume to continue it "
                              "or --out for a new one")
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    main = distributed.is_main()
+    handler: logging.Handler = logging.NullHandler()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(out / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        (out / "config.yaml").write_text(to_yaml(cfg))
     logging.getLogger().addHandler(handler)
     try:
-        (out / "config.yaml").write_text(to_yaml(cfg))
         log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
                  job.preset, out)
         table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)
@@ -139,12 +144,14 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
         seeds = list(cfg.seeds) or [cfg.seed]
         results = {}
         for seed in seeds:
-            results[seed] = run_seed(job, replace(cfg, seed=seed), table, out / f"seed{seed}", quiet)
+            results[seed] = run_seed(job, replace(cfg, seed=seed), table, out / f"seed{seed}",
+                                     device, quiet)
         summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
                    "metric": job.task.metric, "seeds": results, **summarize(results)}
-        write_json(summary, out / "metrics.json")
         curves = [out / f"seed{s}" / "weights.csv" for s in seeds]
-        if all(c.exists() for c in curves):
+        if main:
+            write_json(summary, out / "metrics.json")
+        if main and all(c.exists() for c in curves):
             plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
         log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
         return summary
@@ -159,15 +166,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, quiet: bool) -> dict:
+def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch.device,
+             quiet: bool) -> dict:
     """One seed: split, build, continued pretraining (levels I–III), final fine-tune."""
     done = folder / "metrics.json"
     if done.exists():
         log.info("seed %d already finished; skipping", cfg.seed)
         return OmegaConf.to_container(OmegaConf.load(done))
-    folder.mkdir(parents=True, exist_ok=True)
+    if distributed.is_main():
+        folder.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
     splits = {"random": random_split, **job.domain.splits}
     split_name = cfg.split or job.task.split
     if split_name not in splits:
@@ -184,15 +192,18 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, quiet: bool) 
         backbone = continued_pretraining(job, cfg, data, backbone,
                                          head_spec.build(backbone.out_dim, n_outputs, cfg),
                                          device, folder, quiet)
-    progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
-    with progress:
-        result = refinetune(backbone, head_spec.build(backbone.out_dim, n_outputs, cfg), data,
-                            job.task, cfg.final, device, cfg.seed, cfg.num_workers,
-                            on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"))
-    log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
-             result["val"], result["test"], result["best_epoch"])
-    write_json(result, done)
-    return result
+    result = None
+    if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
+        progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
+        with progress:
+            result = refinetune(backbone, lambda: head_spec.build(backbone.out_dim, n_outputs, cfg),
+                                data, job.task, cfg.final, device, cfg.seed,
+                                cfg.num_workers,
+                                on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"))
+        log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
+                 result["val"], result["test"], result["best_epoch"])
+        write_json(result, done)
+    return distributed.broadcast(result)
 
 
 def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,
@@ -204,9 +215,10 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     w = TaskModel(copy.deepcopy(backbone), head)
     learn = cfg.method == "tapweight"
     p, f, r = cfg.pretrain, cfg.finetune, cfg.reweight
-    corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers)
-    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1) if learn else None
-    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2) if learn else None
+    shard = (distributed.rank(), distributed.world_size())
+    corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers, shard)
+    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1, shard=shard) if learn else None
+    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, shard=shard) if learn else None
     weights = cfg.weights or None
     if cfg.method.startswith("single:"):
         weights = [1.0]
@@ -215,16 +227,19 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     if checkpoint.exists():
         engine.load_state_dict(load_state(checkpoint))
         log.info("resumed seed %d at step %d", cfg.seed, engine.step_count)
-    progress = Progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", quiet, start=engine.step_count)
+    main = distributed.is_main()
+    progress = Progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", quiet or not main, start=engine.step_count)
     with progress:
         while engine.step_count < cfg.steps:
             record = engine.step()
             lam = " ".join(f"{k[7:]}={v:.3f}" for k, v in record.items() if k.startswith("lambda_"))
             progress.advance(f"λ {lam}")
-            if quiet and engine.step_count % cfg.log_every == 0:
+            if quiet and main and engine.step_count % cfg.log_every == 0:
                 log.info("step %d/%d λ %s", engine.step_count, cfg.steps, lam)
-            if cfg.checkpoint_every and engine.step_count % cfg.checkpoint_every == 0:
+            if main and cfg.checkpoint_every and engine.step_count % cfg.checkpoint_every == 0:
                 save_state(engine.state_dict(), checkpoint)
+    if not main:
+        return theta.backbone
     save_state(engine.state_dict(), checkpoint)
     write_trajectory(engine.history, folder)
     plot_weights([folder / "weights.csv"], folder / "weights.png",

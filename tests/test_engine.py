@@ -90,7 +90,7 @@ def test_non_finite_loss_names_step_and_objective():
     engine = make_engine(config())
     with torch.no_grad():
         engine.theta.objectives[0].decoder.weight.fill_(float("nan"))
-    with pytest.raises(NonFiniteLoss, match="denoise.*step 0"):
+    with pytest.raises(NonFiniteLoss, match=r"step 1 \(objective denoise = nan"):
         engine.step()
 
 

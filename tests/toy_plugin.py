@@ -29,12 +29,14 @@ from tapweight import (
 class ToyOptions:
     hidden: int = 16
     noise: float = 0.1
+    batchnorm: bool = True
 
 
 class Backbone(nn.Module):
-    def __init__(self, n_in: int, hidden: int):
+    def __init__(self, n_in: int, hidden: int, batchnorm: bool = True):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU())
+        norm = nn.BatchNorm1d(hidden) if batchnorm else nn.Identity()
+        self.net = nn.Sequential(nn.Linear(n_in, hidden), norm, nn.ReLU())
         self.out_dim = hidden
 
     def forward(self, x):
@@ -51,6 +53,13 @@ class Denoise(nn.Module):
 
     def forward(self, backbone, x):
         return ((self.decoder(backbone(x + self.noise * torch.randn_like(x))) - x) ** 2).mean()
+
+
+class Center(nn.Module):
+    """Mean squared feature (a mean over examples, so it splits exactly over data shards)."""
+
+    def forward(self, backbone, x):
+        return backbone(x).pow(2).mean()
 
 
 class Spread(nn.Module):
@@ -89,13 +98,14 @@ def register_domains(register):
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("toy.mlp", lambda cfg: Backbone(8, cfg.options.hidden), "linear+BN+ReLU"))
+    register(BackboneSpec("toy.mlp", lambda cfg: Backbone(8, cfg.options.hidden, cfg.options.batchnorm), "linear+BN+ReLU"))
 
 
 @hookimpl
 def register_objectives(register):
     register(ObjectiveSpec("toy.denoise", lambda b, corpus, cfg: Denoise(b, cfg.options.noise)))
     register(ObjectiveSpec("toy.spread", lambda b, corpus, cfg: Spread()))
+    register(ObjectiveSpec("toy.center", lambda b, corpus, cfg: Center()))
 
 
 @hookimpl

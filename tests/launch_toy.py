@@ -1,0 +1,14 @@
+"""``tapweight`` with the toy plugin registered, for tests that need a real process
+(kill and resume, torchrun): ``python tests/launch_toy.py run toy blobs ...``."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tapweight import plugins  # noqa: E402
+from tapweight.cli import main  # noqa: E402
+from tests import toy_plugin  # noqa: E402
+
+plugins.register_plugin(toy_plugin, "toy")
+main(sys.argv[1:])

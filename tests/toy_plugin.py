@@ -98,7 +98,8 @@ def register_domains(register):
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("toy.mlp", lambda cfg: Backbone(8, cfg.options.hidden, cfg.options.batchnorm), "linear+BN+ReLU"))
+    register(BackboneSpec("toy.mlp", lambda cfg: Backbone(8, cfg.options.hidden, cfg.options.batchnorm),
+                          "linear + batch-norm + ReLU"))
 
 
 @hookimpl

@@ -1,0 +1,44 @@
+"""Losses and metrics with missing labels, checked against direct scikit-learn calls."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from tapweight.metrics import better, score, task_loss
+
+
+def test_roc_auc_masks_missing_labels_and_averages_columns():
+    labels = np.array([[1, 0], [0, np.nan], [1, 1], [0, 0], [np.nan, 1]], dtype=float)
+    preds = np.array([[0.9, 0.2], [0.3, 0.5], [0.6, 0.7], [0.1, 0.4], [0.5, 0.9]])
+    first = roc_auc_score([1, 0, 1, 0], [0.9, 0.3, 0.6, 0.1])
+    second = roc_auc_score([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.9])
+    assert score("roc_auc", preds, labels) == pytest.approx((first + second) / 2)
+
+
+def test_roc_auc_skips_a_single_class_column_with_a_warning(caplog):
+    labels = np.array([[1, 1], [0, 1], [1, 1]], dtype=float)
+    preds = np.array([[0.8, 0.1], [0.2, 0.2], [0.7, 0.3]])
+    with caplog.at_level(logging.WARNING):
+        value = score("roc_auc", preds, labels)
+    assert value == pytest.approx(1.0)
+    assert "skips label column 1: only one class" in caplog.text
+    assert np.isnan(score("roc_auc", preds[:, 1:], labels[:, 1:]))  # nothing left to score
+
+
+def test_masked_bce_equals_bce_on_present_labels():
+    logits = torch.tensor([[0.5, -1.0], [2.0, 0.3]])
+    labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([0.5, 2.0, 0.3]), torch.tensor([1.0, 0.0, 1.0]))
+    assert task_loss("bce", logits, labels) == pytest.approx(float(expected))
+
+
+def test_regression_metrics_and_direction():
+    y = np.array([[1.0], [2.0], [np.nan], [4.0]])
+    p = np.array([[1.5], [2.0], [9.0], [3.0]])
+    assert score("rmse", p, y) == pytest.approx(np.sqrt((0.25 + 0 + 1) / 3))
+    assert better("rmse", 0.5, 0.6) and not better("roc_auc", 0.5, 0.6)
+    assert not better("roc_auc", float("nan"), None)

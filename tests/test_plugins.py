@@ -156,3 +156,16 @@ def test_allow_list_environment_variable(entry_points, monkeypatch):
     entry_points(FakeEntryPoint("a", ValueError("a")), FakeEntryPoint("b", ValueError("b")))
     monkeypatch.setenv("TAPWEIGHT_LOAD_PLUGINS", "b")
     assert [p.plugin for p in plugins.build_registry().problems] == ["b"]
+
+
+def test_builtin_domains_load_or_name_their_extra():
+    """With its extra installed a built-in domain loads; without, it names the pip command."""
+    import importlib.util
+
+    registry = plugins.build_registry()
+    for domain, module in (("mol", "rdkit"), ("nlp", "transformers")):
+        if importlib.util.find_spec(module) is None:
+            problem = next(p for p in registry.problems if p.plugin == domain)
+            assert problem.fix == f"pip install 'tapweight[{domain}]'"
+        else:
+            assert domain in registry.names("domains"), registry.problems

@@ -53,10 +53,14 @@ def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
     """``metric`` over all label columns; NaN labels are ignored.
 
     ROC-AUC averages over the columns that have both classes in this split and warns
-    about the others; it is NaN when no column has both.
+    about the others; it is NaN when no column has both. Accuracy, MCC and F1 read class
+    ids (``ce``) or probabilities thresholded at 0.5 (``bce``).
     """
     if metric in ("accuracy", "mcc", "f1"):
-        y, p = labels.reshape(-1).astype(int), preds.reshape(-1).astype(int)
+        if np.issubdtype(preds.dtype, np.floating):  # bce probabilities: decide at 0.5
+            preds = preds >= 0.5
+        mask = ~np.isnan(labels.reshape(-1))
+        y, p = labels.reshape(-1)[mask].astype(int), preds.reshape(-1)[mask].astype(int)
         if metric == "accuracy":
             return float(skm.accuracy_score(y, p))
         if metric == "mcc":

@@ -42,3 +42,11 @@ def test_regression_metrics_and_direction():
     assert score("rmse", p, y) == pytest.approx(np.sqrt((0.25 + 0 + 1) / 3))
     assert better("rmse", 0.5, 0.6) and not better("roc_auc", 0.5, 0.6)
     assert not better("roc_auc", float("nan"), None)
+
+
+def test_label_metrics_threshold_probabilities_and_read_class_ids():
+    labels = np.array([[1.0], [0.0], [1.0], [np.nan]])
+    probabilities = np.array([[0.7], [0.6], [0.2], [0.9]], dtype=np.float32)  # bce: 0.5 cut
+    assert score("accuracy", probabilities, labels) == pytest.approx(1 / 3)
+    class_ids = np.array([1, 0, 1])  # ce: argmax ids
+    assert score("accuracy", class_ids, np.array([[1.0], [0.0], [0.0]])) == pytest.approx(2 / 3)

@@ -1,0 +1,68 @@
+"""The ``tabular.mlp`` backbone: a ReLU multi-layer perceptron on standardized features.
+
+SCARF (Bahri et al., ICLR 2022) and VIME (Yoon et al., NeurIPS 2020) both encode rows
+with a plain MLP; so does this one: ``layers`` blocks of Linear-ReLU(-Dropout) of width
+``hidden``, then a linear map to ``out_dim`` features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tapweight import TapweightError
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: int, layers: int, out_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """``layers`` hidden Linear-ReLU blocks of width ``hidden``, then Linear to ``out_dim``."""
+    blocks: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        blocks += [nn.Linear(width, hidden), nn.ReLU()]
+        if dropout:
+            blocks.append(nn.Dropout(dropout))
+        width = hidden
+    return nn.Sequential(*blocks, nn.Linear(width, out_dim))
+
+
+class MLPBackbone(nn.Module):
+    """Rows ``[B, n_features]`` -> features ``[B, out_dim]``."""
+
+    def __init__(self, n_features: int, hidden: int, layers: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.n_features, self.out_dim = n_features, out_dim
+        self.net = mlp(n_features, hidden, layers, out_dim, dropout)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.net(rows)
+
+
+def build_mlp(cfg) -> MLPBackbone:
+    """Build from ``cfg.options``; ``cfg.init`` names a state dict (``.pt``) to start from."""
+    o = cfg.options
+    if o.n_features < 1:
+        raise ValueError("tabular.n_features is unset: build the data (build_data) first")
+    model = MLPBackbone(o.n_features, o.hidden, o.layers, o.out_dim, o.dropout)
+    if cfg.init:
+        load_init(model, cfg.init)
+    return model
+
+
+def load_init(model: nn.Module, path: str) -> None:
+    """Load backbone weights saved with ``torch.save(state_dict)``.
+
+    Keys may carry the ``backbone.`` prefix of a whole θ or w model's state dict.
+    """
+    if not Path(path).is_file():
+        raise TapweightError(f"--init file '{path}' does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    prefix = "backbone."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
+        raise TapweightError(f"--init '{path}' does not fit tabular.mlp with these options: "
+                             f"{first}") from None

@@ -1,0 +1,162 @@
+"""Tabular data: scikit-learn's bundled data sets, a stratified split, standardization.
+
+Features are standardized with the mean and standard deviation of the TRAIN split only,
+so nothing about the validation or test rows leaks into training; regression targets are
+standardized the same way. The pretraining corpus is the task's own training rows (TAPT,
+Gururangan et al., ACL 2020) unless ``--corpus`` names a CSV or ``.npy`` file of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn import datasets as skdatasets
+from sklearn.model_selection import train_test_split
+from tapweight import DomainData, Split, Table, TapweightError
+from torch.utils.data import TensorDataset
+
+#: data set name -> (scikit-learn loader, label column name, description)
+SKLEARN_DATASETS: dict[str, tuple[Callable, str, str]] = {
+    "breast-cancer": (skdatasets.load_breast_cancer, "benign",
+                      "Wisconsin diagnostic breast cancer: 569 rows, 30 features, benign or not"),
+    "wine": (skdatasets.load_wine, "cultivar",
+             "wine recognition: 178 rows, 13 chemical features, 3 cultivars"),
+    "digits": (skdatasets.load_digits, "digit",
+               "optical digits: 1797 rows, 8x8 = 64 pixel features, 10 classes"),
+    "diabetes": (skdatasets.load_diabetes, "progression",
+                 "diabetes: 442 rows, 10 features, disease progression after one year"),
+}
+
+MAX_CLASSES = 20  # a label column with at most this many values is stratified by class
+N_BINS = 10  # otherwise by deciles of its value
+
+
+def load_sklearn(name: str, cfg) -> Table:
+    """Load one of :data:`SKLEARN_DATASETS` (bundled with scikit-learn: no download)."""
+    if cfg.data:
+        raise TapweightError(
+            f"dataset '{name}' is scikit-learn's bundled copy and reads no file: drop --data")
+    loader, label, _ = SKLEARN_DATASETS[name]
+    bunch = loader()
+    features = np.asarray(bunch.data, dtype=np.float32)  # [N, F]
+    labels = np.asarray(bunch.target, dtype=np.float64).reshape(-1, 1)  # [N, 1]
+    return Table(list(features), labels, (label,), source=f"sklearn.datasets.{loader.__name__}")
+
+
+def strata(labels: np.ndarray) -> np.ndarray:
+    """Stratum of each row: its class, or the decile of its value for a continuous label."""
+    y = labels[:, 0]
+    values = np.unique(y[~np.isnan(y)])
+    if len(values) <= MAX_CLASSES:
+        return np.where(np.isnan(y), -1, y).astype(np.int64)
+    edges = np.nanquantile(y, np.linspace(0, 1, N_BINS + 1)[1:-1])
+    return np.where(np.isnan(y), -1, np.digitize(y, edges)).astype(np.int64)
+
+
+def stratified_split(table: Table, seed: int) -> Split:
+    """Random 8:1:1 split that keeps each stratum's share (the first label column's)."""
+    rows = np.arange(len(table.inputs))
+    groups = strata(table.labels)
+    try:
+        train, rest = train_test_split(rows, test_size=0.2, stratify=groups, random_state=seed)
+        val, test = train_test_split(rest, test_size=0.5, stratify=groups[rest],
+                                     random_state=seed)
+    except ValueError as err:
+        raise TapweightError(f"cannot split the data stratified ({err}); use --set split=random")\
+            from None
+    return Split(np.sort(train), np.sort(val), np.sort(test))
+
+
+def feature_matrix(inputs, rows: np.ndarray | None = None) -> np.ndarray:
+    """Stack a table's feature vectors (all, or ``rows``) into ``[N, F]`` float32."""
+    picked = inputs if rows is None else [inputs[i] for i in rows]
+    return np.stack([np.asarray(x, dtype=np.float32) for x in picked])
+
+
+class Standardizer:
+    """``(x - mean) / std`` per column, fitted on the rows given (the train split).
+
+    Constant columns (std 0, e.g. the border pixels of ``digits``) are only centred;
+    NaN entries are ignored by the fit and stay NaN.
+    """
+
+    def __init__(self, values: np.ndarray):
+        self.mean = np.nanmean(values, axis=0)  # NaN (a missing label) is left out
+        std = np.nanstd(values, axis=0)
+        self.std = np.where(std > 1e-8, std, 1.0)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+
+def load_corpus(path: str, n_features: int) -> np.ndarray:
+    """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``."""
+    file = Path(path)
+    if not file.is_file():
+        raise TapweightError(f"corpus file '{path}' does not exist")
+    if file.suffix == ".npy":
+        rows = np.load(file)
+    else:
+        rows = pd.read_csv(file).select_dtypes("number").to_numpy()
+    if rows.ndim != 2 or rows.shape[1] != n_features:
+        raise TapweightError(f"corpus '{path}' has shape {rows.shape}; it needs {n_features} "
+                             "numeric feature columns, like the task's data")
+    if not np.isfinite(rows).all():
+        raise TapweightError(f"corpus '{path}' has missing or infinite values: fill or drop them")
+    return rows.astype(np.float32)
+
+
+def collate_rows(items: list) -> torch.Tensor:
+    """Corpus items ``(x,)`` -> a batch of rows ``[B, F]``."""
+    return torch.stack([x for (x,) in items])
+
+
+def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task items ``(x, y)`` -> ``([B, F], labels)``; labels ``[B, T]`` float or ``[B]`` long."""
+    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
+def build_data(cfg, table: Table, split: Split, loss: str = "bce") -> DomainData:
+    """Standardize with train statistics, build the three task sets and the corpus.
+
+    ``loss`` is the task's loss kind: ``ce`` labels become class ids ``[N]`` (long),
+    ``bce``/``mse`` labels stay ``[N, T]`` float with NaN = missing; ``mse`` targets are
+    standardized with train statistics when ``tabular.standardize_targets`` is on.
+    Records the input width in ``cfg.options.n_features`` so the backbone can size itself.
+    """
+    features = feature_matrix(table.inputs)  # [N, F]
+    n_features = features.shape[1]
+    options = cfg.options
+    if options.n_features and options.n_features != n_features:
+        raise TapweightError(f"tabular.n_features={options.n_features} but the data has "
+                             f"{n_features} features: drop the option")
+    options.n_features = n_features
+    scale_x = Standardizer(features[split.train])
+    info = {"features": n_features, "standardized_on": f"{len(split.train)} train rows"}
+
+    labels = table.labels.astype(np.float32)  # [N, T]
+    if loss == "mse" and options.standardize_targets:
+        scale_y = Standardizer(labels[split.train])
+        labels = scale_y(labels)
+        info["targets"] = (f"standardized with train mean {scale_y.mean.round(4).tolist()} and "
+                           f"std {scale_y.std.round(4).tolist()}: metrics are in those units")
+
+    def task_set(rows: np.ndarray) -> TensorDataset:
+        x = torch.from_numpy(scale_x(features[rows]))  # [n, F]
+        y = torch.from_numpy(labels[rows])  # [n, T]
+        return TensorDataset(x, y[:, 0].long() if loss == "ce" else y)
+
+    if cfg.corpus:
+        corpus_rows = scale_x(load_corpus(cfg.corpus, n_features))
+        info["corpus"] = f"{len(corpus_rows)} rows from {cfg.corpus}"
+    else:
+        corpus_rows = scale_x(features[split.train])
+        info["corpus"] = f"{len(corpus_rows)} training rows (TAPT)"
+    return DomainData(
+        corpus=TensorDataset(torch.from_numpy(corpus_rows)), corpus_collate=collate_rows,
+        train=task_set(split.train), val=task_set(split.val), test=task_set(split.test),
+        task_collate=collate_pairs, info=info)

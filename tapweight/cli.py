@@ -57,11 +57,14 @@ def run(
     """Continued pretraining with learned weights, final fine-tune, test metric."""
     from tapweight import runner
 
-    if resume is not None:
-        return _resume(resume, quiet)
     options = {key: value for key, value in {
         "method": method, "steps": steps, "data": data, "corpus": corpus, "init": init,
         "device": device, "seeds": _seeds(seeds) if seeds else None}.items() if value is not None}
+    if resume is not None:
+        if options or set_ or config or model or out_dir:
+            raise TapweightError("--resume continues a run with its saved config.yaml; "
+                                 "drop the other options")
+        return _resume(resume, quiet, expect=(domain, task))
     job = runner.resolve(domain, task, preset, config, options, set_ or [])
     if model is not None:
         if not hasattr(job.cfg.options, "model"):
@@ -71,13 +74,16 @@ def run(
     _print_summary(runner.run(job, out_dir, quiet))
 
 
-def _resume(folder: Path, quiet: bool) -> None:
+def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
     from tapweight import runner
 
     saved = folder / "config.yaml"
     if not saved.is_file():
         raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
     head = OmegaConf.load(saved)
+    if expect is not None and expect != (head.domain, head.task):
+        raise TapweightError(f"'{folder}' is a run of {head.domain}/{head.task}, "
+                             f"not {expect[0]}/{expect[1]}")
     job = runner.resolve(head.domain, head.task, "paper", str(saved))
     _print_summary(runner.run(job, folder, quiet, resume=True))
 

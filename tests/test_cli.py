@@ -114,6 +114,16 @@ def test_user_errors_are_one_line_exit_2(toy, tmp_path, capsys, monkeypatch, arg
     assert message in err
 
 
+def test_resume_checks_its_arguments(toy, tmp_path, capsys):
+    out = run_toy(tmp_path)
+    capsys.readouterr()
+    assert cli("run", "toy", "blobs-ce", "--resume", str(out)) == 2
+    assert "is a run of toy/blobs, not toy/blobs-ce" in capsys.readouterr().err
+    assert cli("run", "toy", "blobs", "--resume", str(out), "--steps", "9") == 2
+    assert "drop the other options" in capsys.readouterr().err
+    assert cli("run", "toy", "blobs", "--resume", str(out), "--quiet") == 0  # finished: nothing to do
+
+
 def test_existing_run_folder_is_not_overwritten(toy, tmp_path, capsys):
     out = run_toy(tmp_path)
     before = (out / "metrics.json").read_text()

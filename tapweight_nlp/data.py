@@ -1,0 +1,151 @@
+"""Splits, the pretraining corpus and the batches of the NLP domain.
+
+Splits: ``glue`` is the TapWeight paper's GLUE protocol — the GLUE dev set (rows loaded
+as ``test``) is the test set, everything else is split 8:1 into train and val with the
+seed; ``given`` keeps the files' own train/dev/test. The level I corpus is the task's
+training text (TAPT, Gururangan et al., 2020) unless ``cfg.corpus`` names a text file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tapweight import DomainData, Split, TapweightError, random_split
+from tapweight_nlp.load import TextTable
+from tapweight_nlp.tokenizer import load_tokenizer
+
+
+def glue_split(table: TextTable, seed: int) -> Split:
+    """Test = the GLUE dev set; the rest split 8:1 into train/val. No test rows: 8:1:1."""
+    parts = table.parts
+    test = np.flatnonzero(parts == "test")
+    if len(test) == 0:
+        return random_split(table, seed)
+    pool = np.random.default_rng(seed).permutation(np.flatnonzero(parts != "test"))
+    n_val = int(round(len(pool) / 9))
+    return Split(train=pool[n_val:], val=pool[:n_val], test=test)
+
+
+def given_split(table: TextTable, seed: int) -> Split:
+    """The files' own train, dev and test splits."""
+    parts = table.parts
+    split = Split(*(np.flatnonzero(parts == p) for p in ("train", "dev", "test")))
+    if min(len(split.train), len(split.val), len(split.test)) == 0:
+        raise TapweightError(f"split 'given' needs labelled train, dev and test files in "
+                             f"{table.source}; use --split glue")
+    return split
+
+
+class Examples(Dataset):
+    """Labelled examples: ``(text or (text, text), label)``."""
+
+    def __init__(self, inputs: Sequence, labels: np.ndarray):
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i):
+        return self.inputs[i], self.labels[i]
+
+
+class TextCorpus(Dataset):
+    """Level I texts; ``tokenizer`` is what the objectives mask and reorder with."""
+
+    def __init__(self, texts: Sequence[str], tokenizer):
+        self.texts, self.tokenizer = texts, tokenizer
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i) -> str:
+        return self.texts[i]
+
+
+class CorpusCollate:
+    """Texts -> ``{input_ids, attention_mask, special_tokens_mask}``, each [B, L]."""
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                   return_special_tokens_mask=True, return_tensors="pt"))
+
+
+class TaskCollate:
+    """Examples -> ``(inputs, labels)``: class ids long [B] or scores float [B, 1].
+
+    Sentence pairs are encoded together (``<s> a </s></s> b </s>`` for RoBERTa).
+    """
+
+    def __init__(self, tokenizer, max_length: int, classification: bool):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.classification = classification
+
+    def __call__(self, items: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        inputs, labels = zip(*items)
+        pairs = isinstance(inputs[0], tuple)
+        first = [x[0] for x in inputs] if pairs else list(inputs)
+        second = [x[1] for x in inputs] if pairs else None
+        encoded = self.tokenizer(first, second, padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
+        batch = {k: encoded[k] for k in ("input_ids", "attention_mask")}
+        y = torch.tensor(np.stack(labels))  # [B, 1] float
+        return batch, (y[:, 0].long() if self.classification else y.float())
+
+
+def corpus_texts(table: TextTable, rows: np.ndarray) -> list[str]:
+    """The level I text of table rows: a pair becomes one text, the two joined by a space."""
+    return [x if isinstance(x, str) else " ".join(x) for x in (table.inputs[i] for i in rows)]
+
+
+def read_corpus(path: str) -> list[str]:
+    """One text per non-empty line of ``path``."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise TapweightError(f"--corpus '{path}' is not a file (expected one text per line)")
+    texts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise TapweightError(f"--corpus '{path}' has no text")
+    return texts
+
+
+def subsample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``rows`` (all when ``limit`` is 0), drawn with ``seed``."""
+    if not limit or len(rows) <= limit:
+        return rows
+    return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
+
+
+def build_data(cfg, table: TextTable, split: Split) -> DomainData:
+    """Datasets for the engine; the cpu preset's subsampling is logged with its counts."""
+    opts = cfg.options
+    info: dict = {f"data note {i + 1}": n for i, n in enumerate(table.notes)}
+    train = subsample(split.train, opts.max_train, cfg.seed)
+    val = subsample(split.val, opts.max_val, cfg.seed + 1)
+    for name, kept, full in (("train", train, split.train), ("val", val, split.val)):
+        subsampled = f" of {len(full)}, subsampled by nlp.max_{name}" if len(kept) < len(full) else ""
+        info[f"{name} rows"] = f"{len(kept)}{subsampled}"
+    info["test rows"] = len(split.test)
+    if cfg.corpus:
+        texts = read_corpus(cfg.corpus)
+        info["corpus"] = f"{cfg.corpus}: {len(texts)} texts"
+    else:
+        texts = corpus_texts(table, train)
+        info["corpus"] = f"task training text (TAPT): {len(texts)} texts"
+    tokenizer, info["tokenizer"] = load_tokenizer(opts, texts)
+
+    def examples(rows):
+        return Examples([table.inputs[i] for i in rows], table.labels[rows])
+
+    return DomainData(
+        corpus=TextCorpus(texts, tokenizer), corpus_collate=CorpusCollate(tokenizer, opts.max_length),
+        train=examples(train), val=examples(val), test=examples(split.test),
+        task_collate=TaskCollate(tokenizer, opts.max_length, bool(table.classes)), info=info)

@@ -1,0 +1,192 @@
+"""Reading a labelled text data set into a :class:`TextTable`, through `datasets`.
+
+Where the rows come from, first match wins: ``cfg.data`` (a folder of ``train``/``dev``/
+``test`` files or one file; csv, tsv, json(l) or parquet with a header row), the data
+directory ``<data_dir>/nlp/<name>``, the Hugging Face hub. Each row remembers which file
+(split) it came from, because the paper's GLUE protocol tests on the GLUE dev set.
+
+Split roles: ``train``; ``dev`` (``dev``, ``validation``, ``val``, their ``_matched``
+MNLI forms); ``test`` (``test``, ``test_matched``). A test split without labels (GLUE's)
+is dropped and the dev split becomes the test set, as the paper does.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+from datasets.exceptions import DatasetGenerationError
+
+from tapweight import Table, TapweightError
+from tapweight.paths import data_dir
+from tapweight_nlp.tasks import TextDataset
+
+ROLES = {"train": "train", "dev": "dev", "validation": "dev", "val": "dev",
+         "dev_matched": "dev", "validation_matched": "dev", "test": "test", "test_matched": "test"}
+SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet")
+
+
+@dataclass(frozen=True)
+class TextTable(Table):
+    """A :class:`Table` of texts (str, or a (str, str) pair) that knows each row's split role."""
+
+    parts: np.ndarray | None = None  # [N] str: "train" | "dev" | "test"
+    classes: tuple[str, ...] = ()  # class names; () = regression
+    notes: tuple[str, ...] = ()  # what loading skipped, for the run log
+
+
+def load_table(spec: TextDataset, cfg) -> TextTable:
+    """The data set ``spec`` from ``cfg.data``, the data directory or the hub."""
+    opts = cfg.options
+    columns = _columns(spec, opts)
+    if cfg.data:
+        path = Path(cfg.data).expanduser()
+        if not path.exists():
+            raise TapweightError(f"--data '{cfg.data}' does not exist")
+        return _from_splits(_read_local(path), spec, columns, str(path))
+    local = data_dir() / "nlp" / spec.name
+    if local.is_dir():
+        return _from_splits(_read_local(local), spec, columns, str(local))
+    return _from_splits(_read_hub(spec, columns, local), spec, columns, f"hub:{spec.hub}")
+
+
+def _columns(spec: TextDataset, opts) -> tuple[tuple[str, ...], str]:
+    """(text columns, label column), with the user's ``nlp.*_column`` overrides."""
+    text = list(spec.text_columns)
+    if opts.text_column:
+        text[0] = opts.text_column
+    if opts.pair_column:
+        text = [text[0], opts.pair_column]
+    return tuple(text), opts.label_column or spec.label_column
+
+
+def _read_local(path: Path) -> dict[str, datasets.Dataset]:
+    """One `datasets.Dataset` per recognised file: ``{split name: rows}``."""
+    if path.is_file():
+        return {"train": _read_file(path)}
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+    named = {p.stem.lower(): p for p in files if p.stem.lower() in ROLES}
+    if not named:
+        found = ", ".join(p.name for p in files) or "no data files"
+        raise TapweightError(
+            f"folder '{path}' has no train/dev/test files (found: {found}); name them "
+            f"train, dev and test with a suffix among {', '.join(SUFFIXES)}")
+    order = ("train", "dev", "test")
+    return {name: _read_file(named[name])
+            for name in sorted(named, key=lambda n: order.index(ROLES[n]))}
+
+
+def _read_file(path: Path) -> datasets.Dataset:
+    suffix = path.suffix.lower()
+    builder, kwargs = {".parquet": ("parquet", {}), ".json": ("json", {}), ".jsonl": ("json", {})}.get(
+        suffix, ("csv", {"keep_default_na": False, "na_values": [""]}))  # only empty cells are missing
+    if suffix == ".tsv":
+        kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)  # GLUE's tsv files hold bare quotes
+    try:
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+    except DatasetGenerationError as err:
+        cause = err.__cause__ or err
+        reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+        raise TapweightError(f"could not read '{path}' as {suffix[1:]}: {reason}") from None
+
+
+def _read_hub(spec: TextDataset, columns, local: Path) -> Mapping[str, datasets.Dataset]:
+    fix = (f"pass --data DIR (train/dev/test files: {', '.join(SUFFIXES)}; columns "
+           f"{', '.join(columns[0])}, {columns[1]}) or put them in {local}")
+    if datasets.config.HF_HUB_OFFLINE:
+        raise TapweightError(f"no local copy of '{spec.name}' and the hub is offline: {fix}")
+    try:
+        return datasets.load_dataset(spec.hub, spec.hub_config)
+    except OSError as err:  # ConnectionError, missing repository, no disk
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise TapweightError(f"could not load '{spec.name}' from the hub ({reason}): {fix}") from None
+
+
+def _from_splits(splits: Mapping[str, datasets.Dataset], spec: TextDataset, columns,
+                 source: str) -> TextTable:
+    """Rows of every split with a known role, labels converted; unlabelled test dropped."""
+    text_columns, label_column = columns
+    frames, notes = [], []
+    for name, ds in splits.items():
+        role = ROLES.get(name.lower())
+        if role is None:
+            notes.append(f"ignored split '{name}' ({len(ds)} rows)")
+            continue
+        missing = [c for c in text_columns if c not in ds.column_names]
+        if missing:
+            raise TapweightError(
+                f"{source} split '{name}' has no column {', '.join(repr(c) for c in missing)} "
+                f"(columns: {', '.join(ds.column_names)}); set --set nlp.text_column=NAME "
+                f"(and nlp.pair_column for sentence pairs)")
+        if label_column not in ds.column_names:
+            if role == "test":
+                notes.append(f"split '{name}' has no labels: not used")
+                continue
+            raise TapweightError(
+                f"{source} split '{name}' has no label column '{label_column}' "
+                f"(columns: {', '.join(ds.column_names)}); set --set nlp.label_column=NAME")
+        frame = ds.select_columns([*text_columns, label_column]).to_pandas()
+        frame.columns = [f"text{i}" for i in range(len(text_columns))] + ["label"]
+        frame["label"] = _labels(frame["label"], spec, f"{source} split '{name}'")
+        frame["part"] = role
+        unlabelled = int(frame["label"].isna().sum())
+        if unlabelled == len(frame) and role == "test":
+            notes.append(f"split '{name}' has no labels: not used")
+            continue
+        empty = frame[[c for c in frame.columns if c.startswith("text")]].isna().any(axis=1)
+        if (dropped := int((empty | frame["label"].isna()).sum())):
+            notes.append(f"split '{name}': skipped {dropped} rows without text or label")
+        frames.append(frame[~empty & frame["label"].notna()])
+    if not frames:
+        raise TapweightError(f"{source} has no labelled rows in a train, dev or test split")
+    rows = pd.concat(frames, ignore_index=True)
+    parts = rows["part"].to_numpy().astype(str)
+    if not (parts == "test").any() and (parts == "dev").any():
+        parts = np.where(parts == "dev", "test", parts)  # GLUE: the dev set is the test set
+        notes.append("no labelled test split: the dev split is the test set (GLUE protocol)")
+    elif not (parts == "test").any():
+        notes.append("no dev or test split: split 'glue' draws train/val/test 8:1:1 at random")
+    texts = [rows[f"text{i}"].astype(str).tolist() for i in range(len(text_columns))]
+    inputs = texts[0] if len(texts) == 1 else list(zip(*texts))
+    labels = rows["label"].to_numpy(dtype=float).reshape(-1, 1)
+    return TextTable(inputs, labels, (spec.name,), source, parts=parts, classes=spec.classes,
+                     notes=tuple(notes))
+
+
+def _labels(values: pd.Series, spec: TextDataset, where: str) -> pd.Series:
+    """Labels as floats: class ids (from ids or class names) or scores; NaN = unlabelled.
+
+    Class id -1 (the hub's mark for a hidden test label) counts as unlabelled.
+    """
+    if not spec.classes:
+        converted = pd.to_numeric(values, errors="coerce")
+        if converted.isna().all() and values.notna().any():
+            raise TapweightError(f"{where}: labels of '{spec.name}' must be numbers")
+        return converted
+    index = {c.lower(): i for i, c in enumerate(spec.classes)}
+
+    def one(value):
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return np.nan
+        text = str(value).strip().lower()
+        if text in index:
+            return float(index[text])
+        try:
+            number = float(text)
+        except ValueError:
+            raise TapweightError(
+                f"{where}: unknown label '{value}' for '{spec.name}'; "
+                f"expected a class id or one of {', '.join(spec.classes)}") from None
+        if number == -1:
+            return np.nan
+        if number != int(number) or not 0 <= number < len(spec.classes):
+            raise TapweightError(f"{where}: label {value} is not a class id of '{spec.name}' "
+                                 f"(0..{len(spec.classes) - 1})")
+        return number
+
+    return values.map(one).astype(float)

@@ -1,0 +1,154 @@
+"""The three pretraining objectives of TapWeight's NLP experiments, one loss each.
+
+- ``mlm``: masked language modelling (BERT, Devlin et al., 2019; RoBERTa): 15% of the
+  non-special tokens are chosen, 80% of those become ``<mask>``, 10% a random token, 10%
+  stay; the masking is transformers' ``DataCollatorForLanguageModeling``, drawn from torch's
+  global generator so that the engine's replay sees the same masks.
+- ``cl``: unsupervised SimCSE (Gao et al., 2021): each sentence encoded twice under
+  different dropout, in-batch negatives, cosine similarity over temperature 0.05.
+- ``sop``: segment-order prediction (ALBERT, Lan et al., 2020): a text's tokens are cut
+  into two halves, swapped with probability 0.5; a binary classifier tells which.
+
+Each objective owns its head (part of θ) and receives the backbone at call time: the
+engine swaps the parameters functionally, so nothing here keeps a parameter tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+
+from tapweight_nlp.backbone import RobertaBackbone
+from tapweight_nlp.tokenizer import TINY
+
+log = logging.getLogger(__name__)
+
+MLM_PROBABILITY = 0.15  # BERT / RoBERTa
+TEMPERATURE = 0.05  # SimCSE's τ, as in the paper
+
+
+def _encoding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+class MaskedLanguageModeling(nn.Module):
+    """L_mlm: cross-entropy of the original token at the chosen positions.
+
+    The decoder is tied to the backbone's input embeddings as in RoBERTa (read from the
+    backbone at call time); ``dense``, ``layer_norm`` and ``bias`` are RoBERTa's LM head.
+    """
+
+    def __init__(self, tokenizer, hidden: int, vocab: int, eps: float):
+        super().__init__()
+        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY)
+        self.dense = nn.Linear(hidden, hidden)
+        self.layer_norm = nn.LayerNorm(hidden, eps=eps)
+        self.bias = nn.Parameter(torch.zeros(vocab))
+
+    def mask(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked input_ids, labels) [B, L]; labels are -100 where nothing is predicted."""
+        ids = batch["input_ids"]
+        masked, labels = self.collator.torch_mask_tokens(
+            ids.detach().cpu().clone(), batch["special_tokens_mask"].cpu())
+        return masked.to(ids.device), labels.to(ids.device)
+
+    def forward(self, backbone: RobertaBackbone, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        masked, labels = self.mask(batch)
+        states = backbone.token_states({"input_ids": masked,
+                                        "attention_mask": batch["attention_mask"]})  # [B, L, H]
+        chosen = labels != -100
+        if not chosen.any():  # a tiny batch may draw no position: a zero that keeps the graph
+            return states.sum() * 0.0
+        h = self.layer_norm(F.gelu(self.dense(states[chosen])))  # [M, H], M chosen positions
+        logits = F.linear(h, backbone.word_embeddings, self.bias)  # [M, vocab]
+        return F.cross_entropy(logits.float(), labels[chosen])
+
+
+class ContrastiveLearning(nn.Module):
+    """L_cl: SimCSE's InfoNCE over the batch; ``mlp`` is SimCSE's training-time pooler."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
+
+    def forward(self, backbone: RobertaBackbone, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = _encoding(batch)
+        n = inputs["input_ids"].shape[0]
+        # both views in one forward: the batch twice, each copy with its own dropout
+        z = self.mlp(backbone({k: torch.cat([v, v]) for k, v in inputs.items()})).float()  # [2B, H]
+        z1, z2 = z[:n], z[n:]
+        sim = F.cosine_similarity(z1[:, None], z2[None, :], dim=-1) / TEMPERATURE  # [B, B]
+        return F.cross_entropy(sim, torch.arange(n, device=sim.device))
+
+
+def reorder_segments(ids: torch.Tensor, lengths: torch.Tensor, swap: torch.Tensor,
+                     cls_id: int, sep_id: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """``<s> A </s></s> B </s>`` from ``<s> x </s>`` with x cut into halves A, B (B, A if swap).
+
+    ``ids`` [B, L] with ``lengths`` [B] real tokens each; the result is [B, max(L, 4)]: a
+    text of more than L - 4 tokens loses its tail to make room for the two separators.
+    """
+    rows, width = ids.shape[0], max(ids.shape[1], 4)
+    out = torch.full((rows, width), pad_id, dtype=ids.dtype)
+    attention = torch.zeros((rows, width), dtype=torch.long)
+    cls, sep = torch.tensor([cls_id], dtype=ids.dtype), torch.tensor([sep_id], dtype=ids.dtype)
+    for i in range(rows):
+        content = ids[i, 1:int(lengths[i]) - 1][:width - 4]
+        cut = len(content) // 2
+        first, second = content[:cut], content[cut:]
+        if swap[i]:
+            first, second = second, first
+        row = torch.cat([cls, first, sep, sep, second, sep])
+        out[i, :len(row)], attention[i, :len(row)] = row, 1
+    return {"input_ids": out, "attention_mask": attention}
+
+
+class SegmentOrderPrediction(nn.Module):
+    """L_sop: cross-entropy of a linear classifier on the ``<s>`` state; label 1 = swapped."""
+
+    def __init__(self, tokenizer, hidden: int):
+        super().__init__()
+        self.special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+        self.classifier = nn.Linear(hidden, 2)
+
+    def forward(self, backbone: RobertaBackbone, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids = batch["input_ids"]
+        swap = torch.rand(ids.shape[0]) < 0.5  # [B], from the global generator (replayed)
+        lengths = batch["attention_mask"].sum(1).cpu()
+        inputs = reorder_segments(ids.detach().cpu(), lengths, swap, *self.special)
+        logits = self.classifier(backbone({k: v.to(ids.device) for k, v in inputs.items()}))
+        return F.cross_entropy(logits.float(), swap.long().to(ids.device))
+
+
+def build_mlm(backbone: RobertaBackbone, corpus, cfg) -> MaskedLanguageModeling:
+    """The MLM objective; with a pretrained model its LM head starts from the checkpoint's."""
+    config = backbone.encoder.config
+    objective = MaskedLanguageModeling(corpus.tokenizer, config.hidden_size,
+                                       backbone.word_embeddings.shape[0], config.layer_norm_eps)
+    if cfg.options.model != TINY:
+        _load_lm_head(objective, cfg.options.model)
+    return objective
+
+
+def _load_lm_head(objective: MaskedLanguageModeling, model: str) -> None:
+    """Copy RoBERTa's ``lm_head`` (dense, layer_norm, bias) from ``model``, if it has one."""
+    head = getattr(AutoModelForMaskedLM.from_pretrained(model), "lm_head", None)
+    if head is None or not all(hasattr(head, n) for n in ("dense", "layer_norm", "bias")):
+        log.warning("'%s' has no RoBERTa lm_head: the MLM head starts from scratch", model)
+        return
+    with torch.no_grad():
+        objective.dense.load_state_dict(head.dense.state_dict())
+        objective.layer_norm.load_state_dict(head.layer_norm.state_dict())
+        objective.bias.copy_(head.bias)
+
+
+def build_cl(backbone: RobertaBackbone, corpus, cfg) -> ContrastiveLearning:
+    return ContrastiveLearning(backbone.out_dim)
+
+
+def build_sop(backbone: RobertaBackbone, corpus, cfg) -> SegmentOrderPrediction:
+    return SegmentOrderPrediction(corpus.tokenizer, backbone.out_dim)

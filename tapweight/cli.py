@@ -19,8 +19,10 @@ from rich.logging import RichHandler
 from rich.table import Table as RichTable
 
 from tapweight import plugins as plugin_manager
+from tapweight import runner
 from tapweight.config import METHODS
 from tapweight.errors import TapweightError
+from tapweight.runner import OursOrWarnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Task-adaptive continued pretraining with learned objective weights.")
@@ -55,8 +57,6 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars")] = False,
 ):
     """Continued pretraining with learned weights, final fine-tune, test metric."""
-    from tapweight import runner
-
     options = {key: value for key, value in {
         "method": method, "steps": steps, "data": data, "corpus": corpus, "init": init,
         "device": device, "seeds": _seeds(seeds) if seeds else None}.items() if value is not None}
@@ -75,8 +75,6 @@ def run(
 
 
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
-    from tapweight import runner
-
     saved = folder / "config.yaml"
     if not saved.is_file():
         raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
@@ -162,11 +160,6 @@ def _setup_logging() -> None:
     root = logging.getLogger()
     if any(getattr(h, "tapweight", False) for h in root.handlers):
         return
-
-    class OursOrWarnings(logging.Filter):
-        def filter(self, record):
-            return record.name.startswith("tapweight") or record.levelno >= logging.WARNING
-
     handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
     handler.addFilter(OursOrWarnings())
     handler.tapweight = True

@@ -47,6 +47,20 @@ from tapweight.specs import Domain, Table, TaskSpec
 log = logging.getLogger("tapweight")
 
 
+class OursOrWarnings(logging.Filter):
+    """tapweight's (and its plugins') INFO lines, everyone's warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("tapweight") or record.levelno >= logging.WARNING
+
+
+def run_log_handler(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(OursOrWarnings())
+    return handler
+
+
 @dataclass
 class Job:
     """A resolved run: the config and the registered pieces it names."""
@@ -128,13 +142,13 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
         raise TapweightError(f"run folder '{out}' already exists: pass --resume to continue it "
                              "or --out for a new one")
     main = distributed.is_main()
-    handler: logging.Handler = logging.NullHandler()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(out / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         (out / "config.yaml").write_text(to_yaml(cfg))
-    logging.getLogger().addHandler(handler)
+    root, level = logging.getLogger(), logging.getLogger().level
+    handler = run_log_handler(out / "log.txt") if main else logging.NullHandler()
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))  # our INFO lines reach log.txt however we are called
     try:
         log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
                  job.preset, out)
@@ -156,7 +170,8 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
         log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
         return summary
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(level)
         handler.close()
 
 

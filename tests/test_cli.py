@@ -130,3 +130,12 @@ def test_existing_run_folder_is_not_overwritten(toy, tmp_path, capsys):
     assert cli("run", "toy", "blobs", "--quiet", "--out", str(out)) == 2
     assert "already exists" in capsys.readouterr().err
     assert (out / "metrics.json").read_text() == before
+
+
+def test_library_runs_log_to_the_run_folder(toy, tmp_path):
+    """Without the CLI's logging set-up, log.txt still gets the run's INFO lines."""
+    from tapweight import runner
+
+    runner.run(runner.resolve("toy", "blobs", "cpu"), tmp_path / "lib", quiet=True)
+    text = (tmp_path / "lib" / "log.txt").read_text()
+    assert "run toy/blobs, method tapweight" in text and "seed 0: val roc_auc" in text

@@ -132,10 +132,13 @@ def test_existing_run_folder_is_not_overwritten(toy, tmp_path, capsys):
     assert (out / "metrics.json").read_text() == before
 
 
-def test_library_runs_log_to_the_run_folder(toy, tmp_path):
+def test_library_runs_log_to_the_run_folder(toy, tmp_path, monkeypatch):
     """Without the CLI's logging set-up, log.txt still gets the run's INFO lines."""
+    import logging
+
     from tapweight import runner
 
+    monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)  # as a library user has it
     runner.run(runner.resolve("toy", "blobs", "cpu"), tmp_path / "lib", quiet=True)
     text = (tmp_path / "lib" / "log.txt").read_text()
     assert "run toy/blobs, method tapweight" in text and "seed 0: val roc_auc" in text

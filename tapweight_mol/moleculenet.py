@@ -1,0 +1,171 @@
+"""MoleculeNet data sets (Wu et al., Chem. Sci. 2018): where they live and how to read them.
+
+Files are the canonical CSVs deepchem serves, with their own column names. A file is found
+at ``cfg.data`` (a file, or a folder holding it), in the data directory
+(``$TAPWEIGHT_DATA_DIR``, as ``moleculenet/<name>.csv`` or ``<name>.csv``), or downloaded
+from deepchem's bucket on first use into the data directory. Rows whose SMILES RDKit
+cannot parse are dropped and reported (BBBP has 11).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tapweight import Table, TapweightError
+from tapweight.paths import data_dir
+from tapweight_mol.render import canonical, quiet_rdkit
+
+log = logging.getLogger(__name__)
+
+S3 = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
+SHOW_INVALID = 5  # invalid rows named in the warning
+
+
+@dataclass(frozen=True)
+class MoleculeNetSet:
+    """One MoleculeNet CSV: its download, SMILES column and label columns.
+
+    ``tasks=()`` means every column but the SMILES column (SIDER, ToxCast).
+    """
+
+    name: str
+    url: str
+    smiles: str
+    tasks: tuple[str, ...]
+    loss: str  # bce | mse
+    description: str
+
+
+MUV_TASKS = tuple(f"MUV-{n}" for n in (466, 548, 600, 644, 652, 689, 692, 712, 713, 733, 737,
+                                       810, 832, 846, 852, 858, 859))
+TOX21_TASKS = ("NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER", "NR-ER-LBD",
+               "NR-PPAR-gamma", "SR-ARE", "SR-ATAD5", "SR-HSE", "SR-MMP", "SR-p53")
+
+SETS = {s.name: s for s in (
+    MoleculeNetSet("bbbp", S3 + "BBBP.csv", "smiles", ("p_np",), "bce",
+                   "blood-brain barrier penetration, 1 task"),
+    MoleculeNetSet("bace", S3 + "bace.csv", "mol", ("Class",), "bce",
+                   "BACE-1 inhibition, 1 task"),
+    MoleculeNetSet("clintox", S3 + "clintox.csv.gz", "smiles", ("FDA_APPROVED", "CT_TOX"), "bce",
+                   "FDA approval and clinical-trial toxicity, 2 tasks"),
+    MoleculeNetSet("hiv", S3 + "HIV.csv", "smiles", ("HIV_active",), "bce",
+                   "inhibition of HIV replication, 1 task"),
+    MoleculeNetSet("muv", S3 + "muv.csv.gz", "smiles", MUV_TASKS, "bce",
+                   "maximum unbiased validation, 17 tasks"),
+    MoleculeNetSet("sider", S3 + "sider.csv.gz", "smiles", (), "bce",
+                   "side effects by organ class, 27 tasks"),
+    MoleculeNetSet("tox21", S3 + "tox21.csv.gz", "smiles", TOX21_TASKS, "bce",
+                   "Tox21 toxicity assays, 12 tasks"),
+    MoleculeNetSet("toxcast", S3 + "toxcast_data.csv.gz", "smiles", (), "bce",
+                   "ToxCast in-vitro assays, 617 tasks"),
+    MoleculeNetSet("esol", S3 + "delaney-processed.csv", "smiles",
+                   ("measured log solubility in mols per litre",), "mse",
+                   "aqueous solubility (log mol/L), regression"),
+    MoleculeNetSet("freesolv", S3 + "SAMPL.csv", "smiles", ("expt",), "mse",
+                   "hydration free energy (kcal/mol), regression"),
+    MoleculeNetSet("lipophilicity", S3 + "Lipophilicity.csv", "smiles", ("exp",), "mse",
+                   "octanol/water distribution coefficient (logD), regression"),
+)}
+
+
+class Molecules(list):
+    """The SMILES of a :class:`~tapweight.Table`, with the rows dropped as invalid.
+
+    ``skipped`` holds ``(row, smiles)`` of the rows RDKit could not parse (row numbers
+    count data rows from 1, as a spreadsheet would below its header).
+    """
+
+    def __init__(self, smiles, skipped=()):
+        super().__init__(smiles)
+        self.skipped = list(skipped)
+
+
+def _suffixes(spec: MoleculeNetSet) -> tuple[str, ...]:
+    return (".csv.gz", ".csv") if spec.url.endswith(".gz") else (".csv", ".csv.gz")
+
+
+def local_candidates(spec: MoleculeNetSet, folder: Path) -> list[Path]:
+    """Where a copy of ``spec`` may sit inside ``folder``."""
+    remote = spec.url.rsplit("/", 1)[1]
+    names = [f"{spec.name}{s}" for s in _suffixes(spec)] + [remote]
+    return [folder / sub / n for sub in ("moleculenet", ".") for n in names]
+
+
+def locate(spec: MoleculeNetSet, data: str) -> Path:
+    """The file to read for ``spec``: ``data``, the data directory, or a fresh download."""
+    if data:
+        path = Path(data).expanduser()
+        if path.is_file():
+            return path
+        if path.is_dir():
+            for candidate in local_candidates(spec, path):
+                if candidate.is_file():
+                    return candidate
+            raise TapweightError(f"no {spec.name} file in folder '{data}': expected "
+                                 f"{local_candidates(spec, path)[0].name} there or in moleculenet/")
+        raise TapweightError(f"data path '{data}' does not exist")
+    for candidate in local_candidates(spec, data_dir()):
+        if candidate.is_file():
+            return candidate
+    return download(spec)
+
+
+def download(spec: MoleculeNetSet) -> Path:
+    """Fetch ``spec`` from deepchem's bucket into the data directory (once)."""
+    target = data_dir() / "moleculenet" / f"{spec.name}{_suffixes(spec)[0]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".part")
+    log.info("downloading %s from %s", spec.name, spec.url)
+    try:
+        with urllib.request.urlopen(spec.url, timeout=30) as response, open(tmp, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise TapweightError(
+            f"cannot download {spec.name} ({err}); put {spec.url.rsplit('/', 1)[1]} at {target} "
+            f"or pass --data PATH") from None
+    tmp.replace(target)
+    return target
+
+
+def read_table(spec: MoleculeNetSet, path: Path) -> Table:
+    """The labelled molecules of ``path``, invalid SMILES dropped (and reported)."""
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as err:
+        raise TapweightError(f"cannot read {path} as CSV: {err}") from None
+    tasks = list(spec.tasks) or [c for c in frame.columns if c != spec.smiles]
+    missing = [c for c in [spec.smiles, *tasks] if c not in frame.columns]
+    if missing:
+        raise TapweightError(f"{path} has no column {', '.join(map(repr, missing))} (columns: "
+                             f"{', '.join(frame.columns[:8])}...); is it the {spec.name} CSV?")
+    try:
+        labels = frame[tasks].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    except ValueError as err:
+        raise TapweightError(f"{path}: label columns are not numeric: {err}") from None
+    quiet_rdkit()
+    keep, skipped = [], []
+    for row, smiles in enumerate(frame[spec.smiles].tolist(), start=1):
+        (keep if canonical(smiles) is not None else skipped).append((row, smiles))
+    if not keep:
+        raise TapweightError(f"no SMILES in column '{spec.smiles}' of {path} is valid for RDKit")
+    if skipped:
+        shown = ", ".join(f"row {r} ({s!r})" for r, s in skipped[:SHOW_INVALID])
+        log.warning("%s: skipped %d invalid SMILES of %d: %s%s", path.name, len(skipped),
+                    len(frame), shown, ", ..." if len(skipped) > SHOW_INVALID else "")
+    rows = np.array([r - 1 for r, _ in keep])
+    return Table(inputs=Molecules([s for _, s in keep], skipped), labels=labels[rows],
+                 label_names=tuple(tasks), source=str(path))
+
+
+def load(name: str, cfg) -> Table:
+    """``DatasetSpec.load`` for MoleculeNet set ``name``."""
+    spec = SETS[name]
+    return read_table(spec, locate(spec, cfg.data))

@@ -1,0 +1,41 @@
+"""The molecular domain's options (``--set mol.<field>=...``) and presets.
+
+Defaults are ImageMol's: 224-pixel depictions, 100 jigsaw permutations of which 80 % of
+images stay unshuffled, a quarter of the image masked for MCL, 64-pixel MIR targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class MolOptions:
+    image_size: int = 224  # pixels per side of the RGB depiction (ImageMol: 224)
+    render_workers: int = 0  # processes drawing images and fingerprints (0: one per CPU core)
+    cache_dir: str = ""  # images and cluster ids; empty: <tapweight cache>/mol
+    jigsaw_permutations: int = 100  # JPP classes besides "unshuffled" (ImageMol: 100)
+    jigsaw_unshuffled: float = 0.8  # probability that JPP leaves an image as is (ImageMol)
+    mcl_mask_ratio: float = 0.25  # share of the 8×8 grid cells masked for MCL
+    mir_size: int = 64  # side of the image MIR reconstructs (ImageMol: 64)
+
+
+PRESETS = {
+    # 2 CPU cores, real BBBP in under 10 minutes: 64-px images, small batches, 100 steps.
+    # Measured on one thread: a tapweight step costs 3.3 CPU-s (uniform: 1.4), a final
+    # fine-tuning epoch about 21 CPU-s; with rendering and k-means, ~9 CPU-minutes in all.
+    "cpu": {
+        "steps": 100, "log_every": 10,
+        "pretrain.batch_size": 32, "finetune.batch_size": 32, "reweight.batch_size": 32,
+        "final.epochs": 8, "final.batch_size": 64,
+        "mol.image_size": 64, "mol.mir_size": 32,
+    },
+    # The paper's ImageMol setting (TapWeight, TMLR 2025, §5): 224 px, batch 1024 / 64 / 64;
+    # learning rates and γ are RunConfig's defaults (0.02, 0.01, 200; γ = 1e-3).
+    "paper": {
+        "steps": 3000,
+        "pretrain.batch_size": 1024, "finetune.batch_size": 64, "reweight.batch_size": 64,
+        "final.batch_size": 64, "final.epochs": 30,
+        "mol.image_size": 224, "mol.mir_size": 64,
+    },
+}

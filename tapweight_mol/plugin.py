@@ -1,0 +1,97 @@
+"""The molecular domain's registrations: domain, backbone, objectives, data sets and tasks.
+
+Importing this module imports RDKit and torchvision (through the modules below), so a
+missing ``tapweight[mol]`` extra shows up as the ModuleNotFoundError the loader reports.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from tapweight import (
+    BackboneSpec,
+    DatasetSpec,
+    Domain,
+    ObjectiveSpec,
+    TaskSpec,
+    hookimpl,
+)
+from tapweight_mol import backbone, moleculenet, objectives
+from tapweight_mol.data import build_data
+from tapweight_mol.options import PRESETS, MolOptions
+from tapweight_mol.splits import random_scaffold_split, scaffold_split
+
+DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
+
+
+@hookimpl
+def register_domains(register):
+    register(Domain(
+        name="mol",
+        description="molecules as RDKit images, ImageMol ResNet18, MoleculeNet tasks",
+        options=MolOptions,
+        backbone="mol.resnet18",
+        objectives=DEFAULT_OBJECTIVES,
+        build_data=build_data,
+        splits={"scaffold": scaffold_split, "random_scaffold": random_scaffold_split},
+        head="core.linear",
+        presets=PRESETS,
+    ))
+
+
+@hookimpl
+def register_backbones(register):
+    register(BackboneSpec("mol.resnet18", backbone.build,
+                          "torchvision ResNet18 without fc, 512-d (ImageMol); --init loads "
+                          "ImageMol, torchvision or tapweight checkpoints"))
+
+
+def _mg(k: int, net, corpus, cfg):
+    ids, n_clusters = corpus.clusters(k)
+    return objectives.ClusterClassification(net.out_dim, ids, n_clusters)
+
+
+def _jpp(net, corpus, cfg):
+    o = cfg.options
+    return objectives.JigsawPuzzle(net.out_dim, o.jigsaw_permutations, o.jigsaw_unshuffled)
+
+
+def _mcl(net, corpus, cfg):
+    return objectives.MaskedConsistency(cfg.options.mcl_mask_ratio)
+
+
+def _mrd(net, corpus, cfg):
+    return objectives.RationalityDiscrimination(net.out_dim, cfg.options.jigsaw_permutations)
+
+
+def _mir(net, corpus, cfg):
+    return objectives.ImageReconstruction(net.out_dim, cfg.options.mir_size)
+
+
+@hookimpl
+def register_objectives(register):
+    for k in (100, 1000, 10000):
+        register(ObjectiveSpec(f"mol.mg{k}", partial(_mg, k),
+                               f"classify the k-means cluster (k={k}) of MACCS keys"))
+    register(ObjectiveSpec("mol.jpp", _jpp, "jigsaw puzzle: which of 101 tile orders"))
+    register(ObjectiveSpec("mol.mcl", _mcl, "feature distance: image vs its masked view"))
+    register(ObjectiveSpec("mol.mrd", _mrd, "original vs tile-shuffled (irrational) image"))
+    register(ObjectiveSpec("mol.mir", _mir, "reconstruct the image from its features"))
+
+
+@hookimpl
+def register_datasets(register):
+    for name, spec in moleculenet.SETS.items():
+        register(DatasetSpec(f"mol.{name}", partial(moleculenet.load, name),
+                             f"MoleculeNet {spec.description}"))
+
+
+@hookimpl
+def register_tasks(register):
+    for name, spec in moleculenet.SETS.items():
+        classification = spec.loss == "bce"
+        register(TaskSpec(
+            domain="mol", name=name, dataset=f"mol.{name}", split="scaffold", loss=spec.loss,
+            metric="roc_auc" if classification else "rmse",
+            extra_metrics=() if classification else ("mae",),
+            description=f"MoleculeNet {spec.description}, scaffold split 8:1:1"))

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real data sets, a cache for rendered images kept for the session."""
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+BBBP = DATA / "moleculenet" / "bbbp.csv"
+CLINTOX = DATA / "moleculenet" / "clintox.csv"
+IMAGEMOL = DATA / "imagemol"
+
+# a few drug-like molecules (aspirin, caffeine, ibuprofen, paracetamol, ...) for small corpora
+SMILES = [
+    "CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
+    "CC(=O)Nc1ccc(O)cc1", "c1ccc2ccccc2c1", "OC1CCCCC1", "CCN(CC)CC", "c1ccncc1",
+    "O=C(O)c1ccccc1O", "CC1=CC(=O)C=CC1=O", "Clc1ccc(Cl)cc1", "NCCc1ccc(O)c(O)c1",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """TAPWEIGHT_CACHE_DIR for the whole session: images drawn once, reused by later tests."""
+    path = tmp_path_factory.mktemp("tapweight-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAPWEIGHT_CACHE_DIR", str(path))
+        yield path
+
+
+@pytest.fixture
+def mol_config(cache_dir):
+    """A resolved ``mol``/``bbbp`` config at 32 px, built like the runner builds one."""
+    from tapweight.runner import resolve
+
+    def make(*sets: str):
+        return resolve("mol", "bbbp", preset="cpu",
+                       sets=["mol.image_size=32", "mol.mir_size=16", "mol.render_workers=1",
+                             *sets]).cfg
+
+    return make

@@ -1,0 +1,37 @@
+"""``tapweight run mol bbbp`` end to end on a slice of the real BBBP file, tiny settings."""
+
+import json
+import math
+
+import pytest
+
+from tapweight.runner import resolve, run
+from tapweight_mol.backbone import ImageMolResNet18, load_init
+from tests.mol.conftest import BBBP
+
+TINY = ["steps=2", "pretrain.batch_size=8", "finetune.batch_size=8", "reweight.batch_size=8",
+        "final.epochs=1", "final.batch_size=16", "mol.image_size=32", "mol.mir_size=16",
+        "mol.render_workers=1", "split=random"]
+
+
+@pytest.mark.slow
+def test_tapweight_run_then_init_from_its_checkpoints(tmp_path, cache_dir):
+    lines = BBBP.read_text().splitlines()
+    data = tmp_path / "bbbp.csv"
+    data.write_text("\n".join(lines[:121]) + "\n")  # header + 120 rows, 2 invalid SMILES among them
+    job = resolve("mol", "bbbp", preset="cpu", options={"data": str(data)}, sets=TINY)
+    summary = run(job, tmp_path / "run", quiet=True)
+    seed = tmp_path / "run" / "seed0"
+    result = json.loads((seed / "metrics.json").read_text())
+    assert math.isfinite(result["val"]) or math.isnan(result["val"])
+    assert summary["metric"] == "roc_auc"
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "skipped 2 invalid SMILES" in log and "row 60" in log
+    assert (seed / "weights.csv").read_text().startswith("step,mg100,mg1000,mg10000,jpp,mcl")
+
+    for checkpoint in ("backbone.safetensors", "checkpoint.pt"):  # the runner's own formats
+        assert load_init(ImageMolResNet18(), str(seed / checkpoint)) in ("tapweight", "torchvision")
+    again = resolve("mol", "bbbp", preset="cpu", sets=[*TINY, f"data={data}", "method=none",
+                                                       f"init={seed / 'checkpoint.pt'}"])
+    run(again, tmp_path / "none", quiet=True)
+    assert (tmp_path / "none" / "seed0" / "metrics.json").exists()

@@ -15,8 +15,9 @@ def register_domains(register):
     """Register domains: ``register(Domain(...))``.
 
     A domain names its default backbone, objectives and head, its option dataclass
-    (``--set <domain>.<option>=...``), its presets, its splits, and ``build_data``, which
-    turns a loaded :class:`~tapweight.Table` into the engine's datasets.
+    (``--set <domain>.<option>=...``), its presets, its splits, and ``build_data(cfg,
+    table, split, task)``, which turns a loaded :class:`~tapweight.Table` into the
+    engine's datasets.
     """
 
 
@@ -24,9 +25,10 @@ def register_domains(register):
 def register_backbones(register):
     """Register backbones: ``register(BackboneSpec(name, build))``.
 
-    ``build(cfg)`` returns an ``nn.Module`` mapping a batch of inputs to features
-    ``[B, out_dim]`` and exposing ``out_dim``. Its parameters are θ_b at level I and w_b at
-    level II; the proximal term γ‖w_b − θ_b‖² runs over them.
+    ``build(cfg, data)`` returns an ``nn.Module`` mapping a batch of inputs to features
+    ``[B, out_dim]`` and exposing ``out_dim``; ``data`` is the run's ``DomainData``. Its
+    parameters are θ_b at level I and w_b at level II; the proximal term γ‖w_b − θ_b‖²
+    runs over them.
     """
 
 

@@ -195,11 +195,11 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
     split_name = cfg.split or job.task.split
     if split_name not in splits:
         raise TapweightError(f"unknown split '{split_name}' (splits: {', '.join(sorted(splits))})")
-    data = job.domain.build_data(cfg, table, splits[split_name](table, cfg.seed))
+    data = job.domain.build_data(cfg, table, splits[split_name](table, cfg.seed), job.task)
     for key, value in data.info.items():
         log.info("data %s: %s", key, value)
     reg, dom = job.registry, job.domain.name
-    backbone = reg.get("backbones", cfg.backbone or job.domain.backbone, dom).build(cfg)
+    backbone = reg.get("backbones", cfg.backbone or job.domain.backbone, dom).build(cfg, data)
     head_spec = reg.get("heads", cfg.head or job.domain.head, dom)
     n_outputs = job.task.n_classes if job.task.loss == "ce" else table.labels.shape[1]
 

@@ -67,7 +67,8 @@ class Domain:
 
     ``options`` is a dataclass whose fields become ``--set <domain>.<field>=...`` keys;
     ``presets`` map a preset name (``cpu``, ``paper``) to dotted config overrides;
-    ``build_data(cfg, table, split)`` turns a loaded table into :class:`DomainData`;
+    ``build_data(cfg, table, split, task)`` turns a loaded table into :class:`DomainData`
+    (``task`` is the :class:`TaskSpec` being run: its loss says how labels are used);
     ``splits`` map split names to ``fn(table, seed) -> Split``.
     """
 
@@ -76,7 +77,7 @@ class Domain:
     options: type
     backbone: str
     objectives: tuple[str, ...]
-    build_data: Callable[[Any, Table, Split], DomainData]
+    build_data: Callable[[Any, Table, Split, TaskSpec], DomainData]
     splits: Mapping[str, Callable[[Table, int], Split]] = field(default_factory=dict)
     head: str = "core.linear"
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -84,13 +85,15 @@ class Domain:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """``build(cfg) -> nn.Module`` whose forward maps inputs to features ``[B, out_dim]``.
+    """``build(cfg, data) -> nn.Module`` whose forward maps inputs to features ``[B, out_dim]``.
 
-    The module must expose ``out_dim``. Objectives may call domain-specific methods on it.
+    ``data`` is the run's :class:`DomainData`, for backbones whose shape depends on it (an
+    input width, a vocabulary). The module must expose ``out_dim``. Objectives may call
+    domain-specific methods on it.
     """
 
     name: str
-    build: Callable[[Any], nn.Module]
+    build: Callable[[Any, DomainData], nn.Module]
     description: str = ""
 
 

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
 
-from tapweight import DomainData, Split, Table, TapweightError
+from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from tapweight.paths import cache_dir
 from tapweight_mol.clusters import cluster_ids
 from tapweight_mol.moleculenet import SHOW_INVALID
@@ -135,8 +135,10 @@ def _report_invalid(what: str, bad: list, total: int) -> list[str]:
     return shown
 
 
-def build_data(cfg, table: Table, split: Split) -> DomainData:
-    """``Domain.build_data``: render (or reuse) every image, build the splits and the corpus."""
+def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
+    """``Domain.build_data``: render (or reuse) every image, build the splits and the corpus.
+
+    ``task`` is not needed: molecular labels are float columns whatever the loss."""
     options = cfg.options
     quiet_rdkit()
     root = cache_root(options)

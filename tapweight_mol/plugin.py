@@ -41,7 +41,7 @@ def register_domains(register):
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("mol.resnet18", backbone.build,
+    register(BackboneSpec("mol.resnet18", lambda cfg, data: backbone.build(cfg),
                           "torchvision ResNet18 without fc, 512-d (ImageMol); --init loads "
                           "ImageMol, torchvision or tapweight checkpoints"))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tapweight import DomainData, Split, TapweightError, random_split
+from tapweight import DomainData, Split, TapweightError, TaskSpec, random_split
 from tapweight_nlp.load import TextTable
 from tapweight_nlp.tokenizer import load_tokenizer
 
@@ -124,8 +124,9 @@ def subsample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
 
 
-def build_data(cfg, table: TextTable, split: Split) -> DomainData:
-    """Datasets for the engine; the cpu preset's subsampling is logged with its counts."""
+def build_data(cfg, table: TextTable, split: Split, task: TaskSpec) -> DomainData:
+    """Datasets for the engine; the cpu preset's subsampling is logged with its counts.
+    Labels are class ids for a ``ce`` task and floats otherwise."""
     opts = cfg.options
     info: dict = {f"data note {i + 1}": n for i, n in enumerate(table.notes)}
     train = subsample(split.train, opts.max_train, cfg.seed)
@@ -148,4 +149,4 @@ def build_data(cfg, table: TextTable, split: Split) -> DomainData:
     return DomainData(
         corpus=TextCorpus(texts, tokenizer), corpus_collate=CorpusCollate(tokenizer, opts.max_length),
         train=examples(train), val=examples(val), test=examples(split.test),
-        task_collate=TaskCollate(tokenizer, opts.max_length, bool(table.classes)), info=info)
+        task_collate=TaskCollate(tokenizer, opts.max_length, task.loss == "ce"), info=info)

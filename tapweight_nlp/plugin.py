@@ -81,7 +81,7 @@ def register_domains(register):
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("nlp.roberta", build_backbone,
+    register(BackboneSpec("nlp.roberta", lambda cfg, data: build_backbone(cfg),
                           "RoBERTa-family encoder (--model NAME|DIR|tiny), <s> features"))
 
 

@@ -66,8 +66,8 @@ def test_misspelt_hook_is_refused_with_a_hint(toy, cleanup):
 
 def test_duplicate_name_is_reported_and_the_plugin_dropped(toy, cleanup):
     def backbones(register):
-        register(BackboneSpec("toy.other", lambda cfg: None))
-        register(BackboneSpec("toy.mlp", lambda cfg: None))
+        register(BackboneSpec("toy.other", lambda cfg, data: None))
+        register(BackboneSpec("toy.mlp", lambda cfg, data: None))
 
     cleanup.append("dup")
     assert plugins.register_plugin(_plugin("dup", register_backbones=backbones), "dup")

@@ -74,10 +74,10 @@ def load(cfg) -> Table:
     return Table(list(x.astype(np.float32)), y[:, None].astype(np.float64), ("y",), "sklearn")
 
 
-def build_data(cfg, table, split) -> DomainData:
+def build_data(cfg, table, split, task) -> DomainData:
     x = torch.tensor(np.stack(table.inputs))
     y = torch.tensor(table.labels, dtype=torch.float32)
-    ce = cfg.task == "blobs-ce"
+    ce = task.loss == "ce"
     part = lambda idx: TensorDataset(x[idx], y[idx, 0].long() if ce else y[idx])  # noqa: E731
     collate = lambda items: tuple(torch.stack(t) for t in zip(*items))  # noqa: E731
     return DomainData(corpus=TensorDataset(x[split.train]), corpus_collate=lambda it: torch.stack([i[0] for i in it]),
@@ -98,7 +98,7 @@ def register_domains(register):
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("toy.mlp", lambda cfg: Backbone(8, cfg.options.hidden, cfg.options.batchnorm),
+    register(BackboneSpec("toy.mlp", lambda cfg, data: Backbone(8, cfg.options.hidden, cfg.options.batchnorm),
                           "linear + batch-norm + ReLU"))
 
 

@@ -4,9 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from tapweight import TaskSpec
+
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BBBP = DATA / "moleculenet" / "bbbp.csv"
 CLINTOX = DATA / "moleculenet" / "clintox.csv"
+#: the task that build_data receives in unit tests (molecular data ignores it)
+BBBP_TASK = TaskSpec("mol", "bbbp", "mol.bbbp", "scaffold", "bce", "roc_auc")
 IMAGEMOL = DATA / "imagemol"
 
 # a few drug-like molecules (aspirin, caffeine, ibuprofen, paracetamol, ...) for small corpora

@@ -9,7 +9,7 @@ from tapweight import Split, Table, TapweightError
 from tapweight.metrics import score, task_loss
 from tapweight_mol import moleculenet
 from tapweight_mol.data import build_data
-from tests.mol.conftest import BBBP, CLINTOX, DATA, SMILES
+from tests.mol.conftest import BBBP, BBBP_TASK, CLINTOX, DATA, SMILES
 
 
 class Cfg:
@@ -32,7 +32,7 @@ def test_skipped_rows_reach_the_run_info(mol_config):
     table = Table(moleculenet.Molecules(SMILES[:6], skipped=[(3, "C1CC"), (9, "xyz")]),
                   np.zeros((6, 1), np.float32), ("y",))
     split = Split(np.arange(4), np.array([4]), np.array([5]))
-    data = build_data(mol_config(), table, split)
+    data = build_data(mol_config(), table, split, BBBP_TASK)
     assert data.info["invalid_smiles"] == 2
     assert data.info["invalid_rows"] == ["row 3: 'C1CC'", "row 9: 'xyz'"]
     assert len(data.train) == 4 and len(data.corpus) == 4

@@ -15,7 +15,7 @@ from tapweight_mol.data import build_data
 from tapweight_mol.jigsaw import shuffle_tiles
 from tapweight_mol.moleculenet import Molecules
 from tapweight_mol.objectives import JigsawPuzzle, RationalityDiscrimination
-from tests.mol.conftest import SMILES
+from tests.mol.conftest import BBBP_TASK, SMILES
 
 NAMES = ["mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl", "mol.mrd", "mol.mir"]
 
@@ -30,7 +30,7 @@ def corpus_batch(mol_config):
     cfg = mol_config()
     table = Table(Molecules(SMILES), np.zeros((len(SMILES), 1), np.float32), ("y",))
     n = len(SMILES)
-    data = build_data(cfg, table, Split(np.arange(n - 2), np.array([n - 2]), np.array([n - 1])))
+    data = build_data(cfg, table, Split(np.arange(n - 2), np.array([n - 2]), np.array([n - 1])), BBBP_TASK)
     batch = data.corpus_collate([data.corpus[i] for i in range(len(data.corpus))])
     return cfg, data.corpus, batch
 

@@ -50,6 +50,7 @@ def tiny(nlp_config):
     from tapweight_nlp.backbone import build_backbone
     from tapweight_nlp.data import build_data
     from tapweight_nlp.load import TextTable
+    from tapweight_nlp.tasks import DATASETS, task_spec
 
     cfg = nlp_config()
     texts = SENTENCES * 4
@@ -58,5 +59,5 @@ def tiny(nlp_config):
                       classes=("negative", "positive"))
     n = len(texts)
     split = Split(np.arange(n - 8), np.arange(n - 8, n - 4), np.arange(n - 4, n))
-    data = build_data(cfg, table, split)
+    data = build_data(cfg, table, split, task_spec(DATASETS["sst2"]))
     return cfg, data, build_backbone(cfg)

@@ -13,8 +13,10 @@ from tapweight import Split, TapweightError
 from tapweight_nlp import load
 from tapweight_nlp.data import build_data, given_split, glue_split
 from tapweight_nlp.load import load_table
-from tapweight_nlp.tasks import DATASETS
+from tapweight_nlp.tasks import DATASETS, task_spec
 from tests.nlp.conftest import SENTENCES, SST2
+
+SST2_TASK = task_spec(DATASETS["sst2"])
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,7 @@ def test_json_regression_data_and_its_batches(tmp_path, nlp_config):
                      task="stsb", data=str(tmp_path))
     table = load_table(DATASETS["stsb"], cfg)
     assert table.classes == () and table.labels[:, 0].tolist() == [s for _, _, s in rows]
-    data = build_data(cfg, table, glue_split(table, 0))
+    data = build_data(cfg, table, glue_split(table, 0), task_spec(DATASETS["stsb"]))
     inputs, labels = data.task_collate([data.test[i] for i in range(2)])
     assert labels.dtype == torch.float32 and labels.shape == (2, 1)
     assert labels[:, 0].tolist() == pytest.approx([s for _, _, s in rows[9:11]])
@@ -159,7 +161,7 @@ def test_data_dir_copy_is_used(tmp_path, nlp_config, monkeypatch):
 def test_build_data_subsamples_and_builds_the_tapt_corpus(nlp_config, sst2):
     cfg = nlp_config("nlp.max_train=200", "nlp.max_val=50")
     split = glue_split(sst2, 0)
-    data = build_data(cfg, sst2, split)
+    data = build_data(cfg, sst2, split, SST2_TASK)
     assert (len(data.train), len(data.val), len(data.test)) == (200, 50, 872)
     assert data.info["train rows"] == f"200 of {len(split.train)}, subsampled by nlp.max_train"
     assert data.info["test rows"] == 872
@@ -175,7 +177,7 @@ def test_build_data_subsamples_and_builds_the_tapt_corpus(nlp_config, sst2):
 def test_corpus_file_replaces_the_task_text(tmp_path, nlp_config, sst2):
     (tmp_path / "corpus.txt").write_text("first line of text\n\n  second line  \n")
     split = Split(np.arange(10), np.arange(10, 12), np.arange(12, 14))
-    data = build_data(nlp_config(corpus=str(tmp_path / "corpus.txt")), sst2, split)
+    data = build_data(nlp_config(corpus=str(tmp_path / "corpus.txt")), sst2, split, SST2_TASK)
     assert data.corpus.texts == ["first line of text", "second line"]
     with pytest.raises(TapweightError, match="is not a file"):
-        build_data(nlp_config(corpus=str(tmp_path / "missing.txt")), sst2, split)
+        build_data(nlp_config(corpus=str(tmp_path / "missing.txt")), sst2, split, SST2_TASK)

@@ -16,6 +16,7 @@ from tapweight.plugins import build_registry
 from tapweight.runner import resolve
 from tapweight_nlp.data import build_data
 from tapweight_nlp.load import TextTable
+from tapweight_nlp.tasks import DATASETS, task_spec
 from tests.nlp.conftest import SENTENCES
 
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
@@ -63,7 +64,7 @@ def scored(nlp_config, task, labels, classes, n_outputs):
     table = TextTable(texts, np.array(labels, float).reshape(-1, 1), (task,),
                       parts=np.full(len(texts), "train"), classes=classes)
     everything = np.arange(len(texts))
-    data = build_data(cfg, table, Split(everything, everything, everything))
+    data = build_data(cfg, table, Split(everything, everything, everything), task_spec(DATASETS[task]))
     from tapweight_nlp.backbone import build_backbone
 
     torch.manual_seed(0)

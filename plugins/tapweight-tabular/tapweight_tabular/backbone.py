@@ -38,12 +38,11 @@ class MLPBackbone(nn.Module):
         return self.net(rows)
 
 
-def build_mlp(cfg) -> MLPBackbone:
-    """Build from ``cfg.options``; ``cfg.init`` names a state dict (``.pt``) to start from."""
+def build_mlp(cfg, data) -> MLPBackbone:
+    """Build from ``cfg.options`` for the data's input width; ``cfg.init`` names a state dict
+    (``.pt``) to start from."""
     o = cfg.options
-    if o.n_features < 1:
-        raise ValueError("tabular.n_features is unset: build the data (build_data) first")
-    model = MLPBackbone(o.n_features, o.hidden, o.layers, o.out_dim, o.dropout)
+    model = MLPBackbone(data.info["features"], o.hidden, o.layers, o.out_dim, o.dropout)
     if cfg.init:
         load_init(model, cfg.init)
     return model

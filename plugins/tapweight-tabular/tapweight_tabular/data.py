@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from sklearn import datasets as skdatasets
 from sklearn.model_selection import train_test_split
-from tapweight import DomainData, Split, Table, TapweightError
+from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from torch.utils.data import TensorDataset
 
 #: data set name -> (scikit-learn loader, label column name, description)
@@ -120,26 +120,22 @@ def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
 
-def build_data(cfg, table: Table, split: Split, loss: str = "bce") -> DomainData:
+def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     """Standardize with train statistics, build the three task sets and the corpus.
 
-    ``loss`` is the task's loss kind: ``ce`` labels become class ids ``[N]`` (long),
-    ``bce``/``mse`` labels stay ``[N, T]`` float with NaN = missing; ``mse`` targets are
-    standardized with train statistics when ``tabular.standardize_targets`` is on.
-    Records the input width in ``cfg.options.n_features`` so the backbone can size itself.
+    Labels stay ``[N, T]`` float with NaN = missing (a ``ce`` task's column holds class ids,
+    which the core reads as such); a regression (``mse``) task's targets are standardized
+    with train statistics when ``tabular.standardize_targets`` is on. ``info["features"]``
+    is the input width the backbone sizes itself by.
     """
     features = feature_matrix(table.inputs)  # [N, F]
     n_features = features.shape[1]
     options = cfg.options
-    if options.n_features and options.n_features != n_features:
-        raise TapweightError(f"tabular.n_features={options.n_features} but the data has "
-                             f"{n_features} features: drop the option")
-    options.n_features = n_features
     scale_x = Standardizer(features[split.train])
     info = {"features": n_features, "standardized_on": f"{len(split.train)} train rows"}
 
     labels = table.labels.astype(np.float32)  # [N, T]
-    if loss == "mse" and options.standardize_targets:
+    if task.loss == "mse" and options.standardize_targets:
         scale_y = Standardizer(labels[split.train])
         labels = scale_y(labels)
         info["targets"] = (f"standardized with train mean {scale_y.mean.round(4).tolist()} and "
@@ -148,7 +144,7 @@ def build_data(cfg, table: Table, split: Split, loss: str = "bce") -> DomainData
     def task_set(rows: np.ndarray) -> TensorDataset:
         x = torch.from_numpy(scale_x(features[rows]))  # [n, F]
         y = torch.from_numpy(labels[rows])  # [n, T]
-        return TensorDataset(x, y[:, 0].long() if loss == "ce" else y)
+        return TensorDataset(x, y)
 
     if cfg.corpus:
         corpus_rows = scale_x(load_corpus(cfg.corpus, n_features))

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 class TabularOptions:
     """Options of the ``tabular`` domain, set as ``--set tabular.<field>=value``."""
 
-    n_features: int = 0  # input width; 0: taken from the data when it is loaded
     hidden: int = 256  # hidden units per layer (SCARF: 256)
     layers: int = 3  # hidden layers of the backbone; SCARF's encoder has 4 linear layers
     out_dim: int = 64  # feature size the task head sees

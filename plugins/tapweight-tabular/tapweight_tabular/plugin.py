@@ -34,12 +34,6 @@ TASKS = (
              extra_metrics=("pearson",),
              description="disease progression after one year (regression, standardized units)"),
 )
-_LOSS = {task.name: task.loss for task in TASKS}
-
-
-def _build_data(cfg, table, split):
-    """The domain's ``build_data``: labels shaped for the loss of the task being run."""
-    return build_data(cfg, table, split, loss=_LOSS.get(cfg.task, "bce"))
 
 
 @hookimpl
@@ -50,7 +44,7 @@ def register_domains(register):
         options=TabularOptions,
         backbone="tabular.mlp",
         objectives=("tabular.mfr", "tabular.denoise", "tabular.scarf"),
-        build_data=_build_data,
+        build_data=build_data,
         splits={"stratified": stratified_split},
         presets=PRESETS,
     ))

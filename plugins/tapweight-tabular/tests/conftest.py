@@ -1,5 +1,7 @@
 """Shared fixtures: a run config with the tabular options, a small backbone."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from tapweight import RunConfig
@@ -20,10 +22,14 @@ def make_cfg():
 
 @pytest.fixture
 def cfg() -> RunConfig:
-    return _make_cfg(n_features=6, hidden=16, layers=2, out_dim=8)
+    return _make_cfg(hidden=16, layers=2, out_dim=8)
+
+
+#: what build_mlp reads of the run's DomainData: the input width
+SIX_FEATURES = SimpleNamespace(info={"features": 6})
 
 
 @pytest.fixture
 def backbone(cfg):
     torch.manual_seed(0)
-    return build_mlp(cfg)
+    return build_mlp(cfg, SIX_FEATURES)

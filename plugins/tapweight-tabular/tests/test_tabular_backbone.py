@@ -1,7 +1,10 @@
 """The MLP backbone: shapes, and starting from saved weights (``--init``)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from conftest import SIX_FEATURES
 from tapweight import TapweightError
 
 from tapweight_tabular.backbone import build_mlp
@@ -14,9 +17,9 @@ def test_maps_rows_to_out_dim_features(cfg, backbone):
     assert [(m.in_features, m.out_features) for m in linear] == [(6, 16), (16, 16), (16, 8)]
 
 
-def test_needs_the_input_width(make_cfg):
-    with pytest.raises(ValueError, match="n_features"):
-        build_mlp(make_cfg())
+def test_input_width_comes_from_the_data(cfg):
+    wide = build_mlp(cfg, SimpleNamespace(info={"features": 9}))
+    assert wide.n_features == 9 and wide(torch.randn(2, 9)).shape == (2, 8)
 
 
 def test_init_loads_a_saved_backbone_with_or_without_prefix(cfg, backbone, tmp_path):
@@ -27,15 +30,15 @@ def test_init_loads_a_saved_backbone_with_or_without_prefix(cfg, backbone, tmp_p
         torch.save(state, tmp_path / name)
         cfg.init = str(tmp_path / name)
         torch.manual_seed(99)  # a different random init, overwritten by the file
-        assert torch.equal(build_mlp(cfg)(rows), backbone(rows))
+        assert torch.equal(build_mlp(cfg, SIX_FEATURES)(rows), backbone(rows))
 
 
 def test_init_errors_are_one_line(cfg, make_cfg, backbone, tmp_path):
     cfg.init = str(tmp_path / "missing.pt")
     with pytest.raises(TapweightError, match="does not exist"):
-        build_mlp(cfg)
+        build_mlp(cfg, SIX_FEATURES)
     torch.save(backbone.state_dict(), tmp_path / "b.pt")
-    wider = make_cfg(n_features=6, hidden=32, layers=2, out_dim=8)
+    wider = make_cfg(hidden=32, layers=2, out_dim=8)
     wider.init = str(tmp_path / "b.pt")
     with pytest.raises(TapweightError, match="does not fit"):
-        build_mlp(wider)
+        build_mlp(wider, SIX_FEATURES)

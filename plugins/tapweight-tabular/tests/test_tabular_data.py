@@ -8,6 +8,9 @@ from sklearn import datasets as skdatasets
 from tapweight import Table, TapweightError
 
 from tapweight_tabular.data import build_data, load_sklearn, stratified_split
+from tapweight_tabular.plugin import TASKS
+
+TASK = {task.name: task for task in TASKS}
 
 SHAPES = {"breast-cancer": (569, 30), "wine": (178, 13), "digits": (1797, 64),
           "diabetes": (442, 10)}
@@ -67,7 +70,7 @@ def test_features_are_standardized_with_train_statistics_only(make_cfg):
     cfg = make_cfg("wine")
     table = load_sklearn("wine", cfg)
     split = stratified_split(table, 0)
-    data = build_data(cfg, table, split, loss="ce")
+    data = build_data(cfg, table, split, TASK["wine"])
     x = skdatasets.load_wine().data
     mean, std = x[split.train].mean(0), x[split.train].std(0)  # independent of the plugin
     for part, rows in ((data.train, split.train), (data.test, split.test)):
@@ -76,13 +79,13 @@ def test_features_are_standardized_with_train_statistics_only(make_cfg):
     # the full data's statistics would give different test features: no leak
     full = (x[split.test] - x.mean(0)) / x.std(0)
     assert not np.allclose(data.test.tensors[0].numpy(), full, atol=1e-3)
-    assert cfg.options.n_features == 13
+    assert data.info["features"] == 13
 
 
 def test_constant_columns_are_centred_not_divided_by_zero(make_cfg):
     cfg = make_cfg("digits")
     table = load_sklearn("digits", cfg)
-    data = build_data(cfg, table, stratified_split(table, 0), loss="ce")
+    data = build_data(cfg, table, stratified_split(table, 0), TASK["wine"])
     assert torch.isfinite(data.train.tensors[0]).all()
 
 
@@ -90,10 +93,11 @@ def test_labels_are_shaped_for_the_loss(make_cfg):
     cfg = make_cfg("wine")
     table = load_sklearn("wine", cfg)
     split = stratified_split(table, 0)
-    data = build_data(cfg, table, split, loss="ce")
+    data = build_data(cfg, table, split, TASK["wine"])
     x, y = data.task_collate([data.train[i] for i in range(4)])
-    assert x.shape == (4, 13) and y.dtype == torch.long and y.shape == (4,)
-    y = build_data(make_cfg(), table, split, loss="bce").train.tensors[1]
+    assert x.shape == (4, 13) and y.shape == (4, 1)  # float class ids: the core reads them for ce
+    assert set(y[:, 0].tolist()) <= {0.0, 1.0, 2.0}
+    y = build_data(make_cfg(), table, split, TASK["breast-cancer"]).train.tensors[1]
     assert y.dtype == torch.float32 and y.shape == (len(split.train), 1)
 
 
@@ -101,7 +105,7 @@ def test_regression_targets_are_standardized_on_train_rows(make_cfg):
     cfg = make_cfg("diabetes")
     table = load_sklearn("diabetes", cfg)
     split = stratified_split(table, 0)
-    data = build_data(cfg, table, split, loss="mse")
+    data = build_data(cfg, table, split, TASK["diabetes"])
     y = table.labels[:, 0]
     expected = (y[split.val] - y[split.train].mean()) / y[split.train].std()
     assert np.allclose(data.val.tensors[1][:, 0].numpy(), expected, atol=1e-4)
@@ -111,7 +115,7 @@ def test_regression_targets_are_standardized_on_train_rows(make_cfg):
 def test_default_corpus_is_the_standardized_training_rows(make_cfg):
     cfg = make_cfg()
     table = load_sklearn("breast-cancer", cfg)
-    data = build_data(cfg, table, stratified_split(table, 0))
+    data = build_data(cfg, table, stratified_split(table, 0), TASK["breast-cancer"])
     assert torch.equal(data.corpus.tensors[0], data.train.tensors[0])
     batch = data.corpus_collate([data.corpus[i] for i in range(5)])
     assert batch.shape == (5, 30)
@@ -124,7 +128,7 @@ def test_corpus_file_replaces_the_training_rows(make_cfg, tmp_path):
     rows = np.random.default_rng(0).normal(size=(50, 13))
     pd.DataFrame(rows, columns=[f"f{i}" for i in range(13)]).to_csv(tmp_path / "c.csv", index=False)
     cfg.corpus = str(tmp_path / "c.csv")
-    data = build_data(cfg, table, split, loss="ce")
+    data = build_data(cfg, table, split, TASK["wine"])
     assert len(data.corpus) == 50
     x = skdatasets.load_wine().data[split.train]
     assert np.allclose(data.corpus.tensors[0].numpy(), (rows - x.mean(0)) / x.std(0), atol=1e-4)
@@ -142,4 +146,4 @@ def test_bad_corpus_files_are_one_line_errors(make_cfg, tmp_path, content, messa
     cfg.corpus = str(path)
     table = load_sklearn("wine", cfg)
     with pytest.raises(TapweightError, match=message):
-        build_data(cfg, table, stratified_split(table, 0), loss="ce")
+        build_data(cfg, table, stratified_split(table, 0), TASK["wine"])

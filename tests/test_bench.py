@@ -1,0 +1,79 @@
+"""The benchmark harness on a tiny shape: the structure of what it reports (not the timings)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.__main__ import main
+from tapweight.errors import TapweightError
+
+# one torch thread: on a loaded 2-core machine two threads spin against each other
+TINY = ["step", "--shape", "tiny", "--models", "toy", "--repeats", "2", "--warmup", "1", "--threads", "1"]
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagemol" / "pretrain_toy.csv"
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_step_reports_every_variant(tmp_path):
+    out = tmp_path / "step.json"
+    result = main([*TINY, "--no-memory", "--variants", "plain,fd,jvp,neumann,cg", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["variants"].keys() == result["variants"].keys() == {"plain", "fd", "jvp", "neumann", "cg"}
+    for v in saved["variants"].values():
+        assert len(v["times_s"]) == 2 and v["median_s"] > 0 and v["pretrain_images_per_s"] > 0
+    assert saved["variants"]["plain"]["ratio"] == pytest.approx(1.0)
+    assert saved["shape"]["pretrain_batch"] == 4 and saved["repeats"] == 2
+    assert set(saved["targets"]) == {"step_ratio", "betty_speedup", "peak_ratio"}
+    assert saved["targets"]["peak_ratio"]["met"] is None  # no memory measured
+    assert len(saved["load_average"]["before"]) == 3 and "torch" in saved["machine"]
+
+
+def test_missing_betty_is_a_note_not_a_failure(monkeypatch):
+    monkeypatch.setitem(sys.modules, "betty", None)  # `import betty` now fails as if absent
+    from tapweight.betty_engine import import_betty
+
+    with pytest.raises(TapweightError, match="--no-deps --ignore-requires-python betty-ml==0.2.1"):
+        import_betty()
+    result = main([*TINY, "--no-memory", "--variants", "plain,betty"])
+    betty = result["variants"]["betty"]
+    assert "median_s" not in betty and any("pip install" in n for n in betty["notes"])
+    assert result["targets"]["betty_speedup"]["value"] is None
+
+
+def test_betty_variant_runs_when_installed():
+    pytest.importorskip("betty", reason="betty-ml is not installed")
+    result = main([*TINY, "--no-memory", "--variants", "plain,fd,betty"])
+    assert result["targets"]["betty_speedup"]["value"] > 0
+
+
+def test_unknown_variant_is_a_one_line_error():
+    with pytest.raises(TapweightError, match="unknown variant"):
+        main([*TINY, "--variants", "plain,darts"])
+
+
+@pytest.mark.slow
+def test_cpu_peak_memory_per_variant_in_subprocesses():
+    result = main([*TINY, "--variants", "plain,fd"])
+    for v in result["variants"].values():
+        assert v["peak_bytes"] > 0
+    assert result["variants"]["plain"]["peak_ratio"] == pytest.approx(1.0)
+    assert "subprocess" in result["memory_method"]
+
+
+def test_data_throughput_rows():
+    pytest.importorskip("rdkit")
+    if not DATA.is_file():
+        pytest.skip(f"no {DATA}")
+    result = main(["data", "--smiles", str(DATA), "--n", "8", "--size", "32", "--batch", "4",
+                   "--workers", "1"])
+    stages = [r["stage"] for r in result["rows"]]
+    assert any("without the cache" in s for s in stages) and any("from the cache" in s for s in stages)
+    assert all(r["images_per_s"] > 0 and r["images"] > 0 for r in result["rows"])

@@ -16,6 +16,8 @@ nox.options.reuse_existing_virtualenvs = True
 
 # CUDA builds that also run on CPU; a plain `torch` may pull a newer multi-GB build
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+# the reference engine's library; it declares Python < 3.11, so it is never a dependency
+BETTY = ["--no-deps", "--ignore-requires-python", "betty-ml==0.2.1"]
 PLUGINS = sorted(str(p) for p in Path("plugins").iterdir() if (p / "pyproject.toml").is_file())
 PYTEST = ["pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 
@@ -24,13 +26,14 @@ PYTEST = ["pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 def lint(session):
     session.install("ruff")
     session.run("ruff", "check", "tapweight", "tapweight_mol", "tapweight_nlp", "plugins", "tests",
-                "noxfile.py")
+                "bench", "noxfile.py")
 
 
 @nox.session
 def core(session):
     session.install(*TORCH)
     session.install("-e", ".[dev]")
+    session.install(*BETTY)
     session.run(*PYTEST, "tests", "--ignore=tests/mol", "--ignore=tests/nlp", *session.posargs)
 
 
@@ -38,6 +41,7 @@ def core(session):
 def tests(session):
     session.install(*TORCH)
     session.install("-e", ".[all,dev]", *[f"-e{p}" for p in PLUGINS])
+    session.install(*BETTY)
     session.run(*PYTEST, "tests", *session.posargs)
     for folder in PLUGINS:  # each plugin's tests in their own run: their own rootdir and conftest
         session.run(*PYTEST, f"{folder}/tests", *session.posargs)
@@ -58,3 +62,12 @@ def plugins(session, folder):
     session.install("-e", ".[dev]", "-e", folder)
     session.run(*PYTEST, f"{folder}/tests", *session.posargs)
     session.run(*PYTEST, "tests", "--ignore=tests/mol", "--ignore=tests/nlp", *session.posargs)
+
+
+@nox.session
+def bench(session):
+    """`nox -s bench -- step --shape paper --device cuda` (default: the cpu shape)."""
+    session.install(*TORCH)
+    session.install("-e", ".[mol,dev]")
+    session.install(*BETTY)
+    session.run("python", "-m", "bench", *(session.posargs or ["step", "--shape", "cpu"]))

@@ -1,0 +1,9 @@
+"""The benchmark harness: what a TapWeight global step costs over plain continued pretraining.
+
+``python -m bench step`` times, in one process with warm-up and interleaved repetitions, a
+plain continued-pretraining step (level I, uniform weights), a full TapWeight global step for
+each hypergradient method (fd, jvp, neumann, cg), and the same step through the Betty
+reference engine (tapweight.betty_engine); it reports medians, ratios to the plain step and
+peak memory. ``python -m bench data`` measures molecule rendering and image loading
+throughput, with and without the render cache. Results: docs/benchmarks.md.
+"""

@@ -1,0 +1,116 @@
+"""``python -m bench step|data``: the command line of the benchmark harness (see bench/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from bench import data, report, step
+from bench.workload import SHAPES, VARIANTS, Workload
+from tapweight.errors import TapweightError
+
+
+def _workload_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="cpu",
+                        help="paper: ImageMol 224 px, batch 1024/64/64; cpu: 64 px, 32/16/16")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda if present)")
+    parser.add_argument("--amp", choices=("no", "bf16", "fp16"), default="no", help="autocast (CUDA only)")
+    parser.add_argument("--accumulate", type=int, default=1,
+                        help="level I micro-batches per step (the level I batch is split, not grown)")
+    parser.add_argument("--models", choices=("auto", "mol", "stand-in", "toy"), default="auto",
+                        help="mol: tapweight_mol's ResNet18 and objectives; stand-in: torchvision "
+                             "ResNet18 + linear heads; toy: a small conv net (tests); auto: mol when it loads")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def _child_args(args) -> list[str]:
+    return ["--shape", args.shape, "--device", args.device, "--amp", args.amp,
+            "--accumulate", str(args.accumulate), "--models", args.models, "--threads", str(args.threads)]
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("step", help="time one global step per variant; peak memory")
+    _workload_args(s)
+    s.add_argument("--repeats", type=int, default=5, help="timed rounds (each times every variant once)")
+    s.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    s.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    s.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
+    s.add_argument("--profile", type=Path, help="folder for a torch.profiler table per variant")
+    s.add_argument("--json", type=Path, help="write the numbers here")
+    d = sub.add_parser("data", help="rendering and image loading throughput")
+    d.add_argument("--smiles", type=Path, default=data.DEFAULT_SMILES, help="CSV with a smiles column")
+    d.add_argument("--n", type=int, default=256, help="molecules")
+    d.add_argument("--size", type=int, default=224, help="image side in pixels")
+    d.add_argument("--batch", type=int, default=64)
+    d.add_argument("--workers", type=int, default=2, help="render processes and DataLoader workers")
+    d.add_argument("--json", type=Path)
+    m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
+    _workload_args(m)
+    m.add_argument("--variant", choices=VARIANTS, required=True)
+    return top
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TapweightError("--device cuda: no CUDA device is visible")
+    return device
+
+
+def _workload(args) -> Workload:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return Workload(SHAPES[args.shape], _device(args.device), args.amp, args.accumulate, args.models)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parser().parse_args(argv)
+    if args.command == "_memory":
+        result = step.memory_child(_workload(args), args.variant)
+        print(json.dumps(result))
+        return result
+    if args.command == "data":
+        result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
+        print(report.data_table(result))
+    else:
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise TapweightError(f"unknown variant(s) {', '.join(unknown)}; variants: {', '.join(VARIANTS)}")
+        workload = _workload(args)
+        shape = SHAPES[args.shape]
+        print(f"bench step: shape {shape.name} ({shape.image_size} px, batch {shape.pretrain_batch}/"
+              f"{shape.finetune_batch}/{shape.reweight_batch}), device {workload.device}, "
+              f"models {workload.source}", flush=True)
+        try:
+            result = step.run(workload, variants, args.warmup, args.repeats, args.memory, _child_args(args),
+                              args.profile)
+        except torch.OutOfMemoryError:
+            raise TapweightError(f"out of device memory at level I batch {shape.pretrain_batch}: pass "
+                                 "--accumulate 2 (or 4), or --amp bf16, or use a larger GPU") from None
+        result = {"command": "step", "shape": vars(shape), "device": str(workload.device),
+                  "models": workload.source, "amp": args.amp, "accumulate": args.accumulate,
+                  "warmup": args.warmup, "repeats": args.repeats, **result}
+        result["targets"] = report.targets(result["variants"])
+        print(report.step_table(result))
+    result["machine"] = report.machine(_device(getattr(args, "device", "cpu")))
+    result["argv"] = sys.argv[1:] if argv is None else list(argv)
+    if args.json:
+        report.write_json(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except TapweightError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,88 @@
+"""Tables for the terminal and the JSON record of a benchmark, with the machine it ran on.
+
+The issue's targets (GPU, ImageMol paper shapes) are checked for the default method
+(``fd``): global step ≤ 1.8× the plain step, ≥ 1.7× faster than Betty, peak memory ≤ 1.15×.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+DEFAULT_METHOD = "fd"
+TARGETS = {"step_ratio_max": 1.8, "betty_speedup_min": 1.7, "peak_ratio_max": 1.15}
+
+
+def machine(device: torch.device) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "processor": platform.processor()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def targets(variants: dict) -> dict:
+    """The three targets for the default method, where its numbers exist (None otherwise)."""
+    ours, betty = variants.get(DEFAULT_METHOD, {}), variants.get("betty", {})
+    speedup = None
+    if "median_s" in ours and "median_s" in betty:
+        speedup = betty["median_s"] / ours["median_s"]
+    checks = {"step_ratio": (ours.get("ratio"), TARGETS["step_ratio_max"], "<="),
+              "betty_speedup": (speedup, TARGETS["betty_speedup_min"], ">="),
+              "peak_ratio": (ours.get("peak_ratio"), TARGETS["peak_ratio_max"], "<=")}
+    out = {}
+    for name, (value, bound, op) in checks.items():
+        met = None if value is None else (value <= bound if op == "<=" else value >= bound)
+        out[name] = {"value": value, "target": f"{op} {bound}", "met": met}
+    return out
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def step_table(result: dict) -> str:
+    head = f"{'variant':<8} {'median s':>9} {'× plain':>8} {'min s':>8} {'max s':>8} " \
+           f"{'peak MiB':>9} {'× plain':>8} {'img/s (I)':>10}"
+    lines = [head, "-" * len(head)]
+    for name, v in result["variants"].items():
+        times = v.get("times_s")
+        peak = v.get("peak_bytes")
+        lines.append(
+            f"{name:<8} {_fmt(v.get('median_s'), '9.3f', 'skipped'):>9} {_fmt(v.get('ratio'), '8.2f'):>8} "
+            f"{_fmt(min(times) if times else None, '8.3f'):>8} {_fmt(max(times) if times else None, '8.3f'):>8} "
+            f"{_fmt(peak / 2**20 if peak is not None else None, '9.1f'):>9} "
+            f"{_fmt(v.get('peak_ratio'), '8.2f'):>8} {_fmt(v.get('pretrain_images_per_s'), '10.1f'):>10}")
+    for name, v in result["variants"].items():
+        lines += [f"note ({name}): {n}" for n in v["notes"]]
+    lines.append("targets (GPU, paper shape; default method fd): " + ", ".join(
+        f"{k} {_fmt(t['value'], '.2f')} ({t['target']}: "
+        f"{'n/a' if t['met'] is None else 'met' if t['met'] else 'MISSED'})"
+        for k, t in result["targets"].items()))
+    load = result["load_average"]
+    lines.append(f"load average (1/5/15 min) before {_load(load['before'])}, after {_load(load['after'])}")
+    return "\n".join(lines)
+
+
+def _load(values) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def data_table(result: dict) -> str:
+    head = f"{'stage':<34} {'workers':>7} {'images':>7} {'images/s':>9}"
+    lines = [head, "-" * len(head)]
+    for row in result["rows"]:
+        lines.append(f"{row['stage']:<34} {row['workers']:>7} {row['images']:>7} {row['images_per_s']:>9.1f}")
+    load = result["load_average"]
+    lines.append(f"load average (1/5/15 min) before {_load(load['before'])}, after {_load(load['after'])}")
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")

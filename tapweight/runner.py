@@ -141,6 +141,7 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     if distributed.broadcast(out.exists() and any(out.iterdir())) and not resume:
         raise TapweightError(f"run folder '{out}' already exists: pass --resume to continue it "
                              "or --out for a new one")
+    table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)  # bad data: no folder
     main = distributed.is_main()
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -152,7 +153,6 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     try:
         log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
                  job.preset, out)
-        table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)
         log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
                  table.labels.shape[1], table.source or job.task.dataset)
         seeds = list(cfg.seeds) or [cfg.seed]

@@ -146,10 +146,13 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     if missing:
         raise TapweightError(f"{path} has no column {', '.join(map(repr, missing))} (columns: "
                              f"{', '.join(frame.columns[:8])}...); is it the {spec.name} CSV?")
-    try:
-        labels = frame[tasks].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
-    except ValueError as err:
-        raise TapweightError(f"{path}: label columns are not numeric: {err}") from None
+    numeric = frame[tasks].apply(pd.to_numeric, errors="coerce")  # empty cells: missing labels
+    not_numbers = numeric.isna() & frame[tasks].notna()
+    if not_numbers.any().any():
+        row, column = next((r, c) for c in tasks for r in np.flatnonzero(not_numbers[c]))
+        raise TapweightError(f"{path}: label column '{column}' holds {frame[column].iloc[row]!r} "
+                             f"(row {row + 1}); labels must be numbers (0/1 for classification)")
+    labels = numeric.to_numpy(np.float32)
     quiet_rdkit()
     keep, skipped = [], []
     for row, smiles in enumerate(frame[spec.smiles].tolist(), start=1):

@@ -165,8 +165,11 @@ def _labels(values: pd.Series, spec: TextDataset, where: str) -> pd.Series:
     """
     if not spec.classes:
         converted = pd.to_numeric(values, errors="coerce")
-        if converted.isna().all() and values.notna().any():
-            raise TapweightError(f"{where}: labels of '{spec.name}' must be numbers")
+        not_numbers = converted.isna() & values.notna()
+        if not_numbers.any():
+            first = values[not_numbers].iloc[0]
+            raise TapweightError(f"{where}: labels of '{spec.name}' must be numbers, found "
+                                 f"{first!r} ({int(not_numbers.sum())} such rows)")
         return converted
     index = {c.lower(): i for i, c in enumerate(spec.classes)}
 

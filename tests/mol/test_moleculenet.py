@@ -69,6 +69,13 @@ def test_a_file_without_the_expected_columns_is_a_user_error(tmp_path):
         moleculenet.load("bace", Cfg(str(path)))
 
 
+def test_labels_that_are_not_numbers_are_a_user_error(tmp_path):
+    path = tmp_path / "bbbp.csv"
+    path.write_text("num,name,p_np,smiles\n1,a,1,CCO\n2,b,yes,CCN\n3,c,,CCC\n")
+    with pytest.raises(TapweightError, match=r"label column 'p_np' holds 'yes' \(row 2\)"):
+        moleculenet.read_table(moleculenet.SETS["bbbp"], path)
+
+
 def test_a_file_of_only_invalid_smiles_is_a_user_error(tmp_path):
     path = tmp_path / "bbbp.csv"
     path.write_text("num,name,p_np,smiles\n1,a,1,C1CC\n2,b,0,xyz\n")

@@ -3,6 +3,7 @@
 The public API for plugins is what this module exports; anything else is internal.
 """
 
+from tapweight.checkpoint import load_backbone, read_weights
 from tapweight.config import RunConfig
 from tapweight.data import random_split
 from tapweight.errors import TapweightError
@@ -22,5 +23,6 @@ from tapweight.specs import (
 __version__ = "0.1.0"
 __all__ = [
     "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "ObjectiveSpec",
-    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "hookimpl", "random_split",
+    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "hookimpl", "load_backbone",
+    "random_split", "read_weights",
 ]

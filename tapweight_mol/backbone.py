@@ -19,15 +19,12 @@ Keys may carry DataParallel's ``module.`` prefix.
 from __future__ import annotations
 
 import logging
-import pickle
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from tapweight import TapweightError
+from tapweight import TapweightError, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +51,6 @@ class ImageMolResNet18(ResNet):
         return super().forward((images - self.mean) / self.std)
 
 
-def read_checkpoint(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise TapweightError(f"--init {path}: not a readable torch checkpoint "
-                             f"({str(err).splitlines()[0]})") from None
-
-
 def backbone_state(checkpoint: dict) -> tuple[dict[str, torch.Tensor], str]:
     """The ResNet body's state dict in torchvision names, and the format it came in."""
     state = checkpoint
@@ -85,14 +72,7 @@ def backbone_state(checkpoint: dict) -> tuple[dict[str, torch.Tensor], str]:
 
 def load_init(model: ImageMolResNet18, init: str) -> str:
     """Load ``init`` into ``model``; returns the checkpoint format's name."""
-    path = Path(init).expanduser()
-    if not path.is_file():
-        raise TapweightError(f"--init checkpoint '{init}' does not exist")
-    checkpoint = read_checkpoint(path)
-    if not isinstance(checkpoint, dict):
-        raise TapweightError(
-            f"--init {init}: expected a state dict, got {type(checkpoint).__name__}")
-    state, fmt = backbone_state(checkpoint)
+    state, fmt = backbone_state(read_weights(init))
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]

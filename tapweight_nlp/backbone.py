@@ -9,13 +9,11 @@ and SimCSE read. The encoder alone carries θ_b / w_b, so the proximal term cove
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from tapweight import TapweightError
+from tapweight import TapweightError, load_backbone
 from tapweight_nlp.tokenizer import TINY
 
 
@@ -66,27 +64,6 @@ def build_backbone(cfg) -> RobertaBackbone:
                 "model folder with --model DIR, or --model tiny") from None
     backbone = RobertaBackbone(encoder)
     if cfg.init:
-        load_init(backbone, cfg.init)
+        load_backbone(backbone, cfg.init)
     return backbone
 
-
-def load_init(backbone: RobertaBackbone, path: str) -> None:
-    """Load backbone weights saved with ``torch.save`` or safetensors (a ``backbone.`` prefix,
-    as in a saved θ or w, is stripped)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise TapweightError(f"--init '{path}' is not a file")
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(file))
-    else:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    prefix = "backbone."
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        backbone.load_state_dict(state)
-    except RuntimeError as err:
-        raise TapweightError(
-            f"--init '{path}' does not fit this backbone: "
-            f"{' '.join(str(err).split())[:300]}") from None

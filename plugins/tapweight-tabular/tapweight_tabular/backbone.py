@@ -7,10 +7,8 @@ with a plain MLP; so does this one: ``layers`` blocks of Linear-ReLU(-Dropout) o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-from tapweight import TapweightError
+from tapweight import load_backbone
 from torch import nn
 
 
@@ -44,24 +42,6 @@ def build_mlp(cfg, data) -> MLPBackbone:
     o = cfg.options
     model = MLPBackbone(data.info["features"], o.hidden, o.layers, o.out_dim, o.dropout)
     if cfg.init:
-        load_init(model, cfg.init)
+        load_backbone(model, cfg.init)
     return model
 
-
-def load_init(model: nn.Module, path: str) -> None:
-    """Load backbone weights saved with ``torch.save(state_dict)``.
-
-    Keys may carry the ``backbone.`` prefix of a whole θ or w model's state dict.
-    """
-    if not Path(path).is_file():
-        raise TapweightError(f"--init file '{path}' does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    prefix = "backbone."
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if "\n" in str(err) else str(err)
-        raise TapweightError(f"--init '{path}' does not fit tabular.mlp with these options: "
-                             f"{first}") from None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tapweight import hookspecs, plugins
-from tapweight.cli import main
+from tests.test_cli import cli
 
 TUTORIAL = Path(__file__).parents[1] / "docs" / "writing-plugins.md"
 
@@ -32,14 +32,6 @@ def iris(tmp_path):
     yield module
     plugins.pm.unregister(name="iris")
     del sys.modules[spec.name]
-
-
-def cli(*args):
-    try:
-        main(list(args))
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 def test_tutorial_plugin_runs_end_to_end(iris, tmp_path, capsys):

@@ -21,15 +21,6 @@ SMILES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """TAPWEIGHT_CACHE_DIR for the whole session: images drawn once, reused by later tests."""
-    path = tmp_path_factory.mktemp("tapweight-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TAPWEIGHT_CACHE_DIR", str(path))
-        yield path
-
-
 @pytest.fixture
 def mol_config(cache_dir):
     """A resolved ``mol``/``bbbp`` config at 32 px, built like the runner builds one."""

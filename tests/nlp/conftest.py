@@ -21,15 +21,6 @@ SENTENCES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory):
-    """TAPWEIGHT_CACHE_DIR for the whole session: a tokenizer is trained once per corpus."""
-    path = tmp_path_factory.mktemp("tapweight-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TAPWEIGHT_CACHE_DIR", str(path))
-        yield path
-
-
 @pytest.fixture
 def nlp_config(cache_dir):
     """A resolved ``nlp`` config with the tiny test model, built like the runner builds one."""

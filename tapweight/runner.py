@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, replace
+from logging.handlers import MemoryHandler
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,38 @@ class OursOrWarnings(logging.Filter):
         return record.name.startswith("tapweight") or record.levelno >= logging.WARNING
 
 
-def run_log_handler(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(OursOrWarnings())
-    return handler
+class RunLog:
+    """The run's ``log.txt``. Records are held in memory until the run folder exists (the
+    data is read first, so a bad file leaves no folder behind), then written with all later
+    ones; our INFO lines reach it however tapweight is called (CLI or library)."""
+
+    def __init__(self):
+        self.root, self.level = logging.getLogger(), logging.getLogger().level
+        self.held = MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
+        self.held.addFilter(OursOrWarnings())
+        self.file: logging.Handler | None = None
+
+    def __enter__(self) -> RunLog:
+        self.root.setLevel(min(self.level, logging.INFO))
+        self.root.addHandler(self.held)
+        return self
+
+    def open(self, path: Path) -> None:
+        self.file = logging.FileHandler(path)
+        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.file.addFilter(OursOrWarnings())
+        self.held.setTarget(self.file)
+        self.held.flush()
+        self.root.addHandler(self.file)
+        self.root.removeHandler(self.held)
+
+    def __exit__(self, *exc) -> None:
+        self.root.removeHandler(self.held)
+        self.held.close()
+        if self.file is not None:
+            self.root.removeHandler(self.file)
+            self.file.close()
+        self.root.setLevel(self.level)
 
 
 @dataclass
@@ -141,16 +169,13 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     if distributed.broadcast(out.exists() and any(out.iterdir())) and not resume:
         raise TapweightError(f"run folder '{out}' already exists: pass --resume to continue it "
                              "or --out for a new one")
-    table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)  # bad data: no folder
-    main = distributed.is_main()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(to_yaml(cfg))
-    root, level = logging.getLogger(), logging.getLogger().level
-    handler = run_log_handler(out / "log.txt") if main else logging.NullHandler()
-    root.addHandler(handler)
-    root.setLevel(min(level, logging.INFO))  # our INFO lines reach log.txt however we are called
-    try:
+    with RunLog() as run_log:
+        table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)  # bad data: no folder
+        main = distributed.is_main()
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.yaml").write_text(to_yaml(cfg))
+            run_log.open(out / "log.txt")
         log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
                  job.preset, out)
         log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
@@ -169,10 +194,6 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
             plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
         log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
         return summary
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-        handler.close()
 
 
 def seed_everything(seed: int) -> None:

@@ -56,11 +56,6 @@ def broadcast(value):
     return box[0]
 
 
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
-
-
 def wrap(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``DistributedDataParallel(module)`` under torchrun, else ``module`` itself."""
     if world_size() == 1:

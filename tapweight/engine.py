@@ -93,6 +93,7 @@ class Engine:
         self._last_pretrain: list[tuple[object, int]] = []
         self._last_train: tuple[object, object, int] | None = None
         self._theta_before: list[torch.Tensor] = []
+        self._inner = 0  # which of the step's `unroll` level I/II steps is running (for seeds)
 
     # -- helpers -----------------------------------------------------------------------------
     @property
@@ -137,7 +138,8 @@ class Engine:
         self.opt_pretrain.zero_grad(set_to_none=True)
         self._last_pretrain, total = [], torch.zeros(len(self.names), device=self.device)
         for i in range(accumulate):
-            batch, seed = to_device(next(self.corpus), self.device), self._seed(1, i)
+            batch = to_device(next(self.corpus), self.device)
+            seed = self._seed(1, self._inner * accumulate + i)
             sync = i == accumulate - 1 or self.theta_ddp is self.theta  # all-reduce once, at the end
             with (contextlib.nullcontext() if sync else self.theta_ddp.no_sync()):
                 with replay_rng(seed, self.device), self._autocast():
@@ -161,7 +163,7 @@ class Engine:
         """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form."""
         gamma = self.cfg.finetune.gamma
         x, y = to_device(next(self.train), self.device)
-        seed = self._seed(2)
+        seed = self._seed(2, self._inner)
         self.opt_finetune.zero_grad(set_to_none=True)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)
         self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"])
@@ -220,7 +222,8 @@ class Engine:
         """``unroll`` × (level I, level II), then level III; returns the step's record."""
         record: dict[str, float] = {"step": self.step_count + 1}
         lam = self.lam
-        for _ in range(self.cfg.reweight.unroll if self.learn_weights else 1):
+        for inner in range(self.cfg.reweight.unroll if self.learn_weights else 1):
+            self._inner = inner
             losses = self.pretrain_step()
             if self.learn_weights:
                 record["finetune_loss"] = self.finetune_step()

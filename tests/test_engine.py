@@ -112,3 +112,14 @@ def test_schedules(kind, expected):
     cfg = LevelConfig(scheduler=kind, step_size=2, decay=0.9, warmup_steps=0 if kind in ("step", "constant") else 2)
     factor = lr_factor(cfg, total_steps=4)
     assert [round(factor(s), 6) for s in range(5)] == pytest.approx(expected)
+
+
+def test_each_unrolled_step_draws_its_own_randomness():
+    cfg = config()
+    cfg.reweight.unroll = 2
+    engine = make_engine(cfg)
+    engine.pretrain_step()
+    first = engine._last_pretrain[0][1]
+    engine._inner = 1
+    engine.pretrain_step()
+    assert engine._last_pretrain[0][1] != first

@@ -5,6 +5,7 @@ User errors print one line and exit with code 2; bugs keep their tracebacks.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -65,12 +66,12 @@ def run(
             raise TapweightError("--resume continues a run with its saved config.yaml; "
                                  "drop the other options")
         return _resume(resume, quiet, expect=(domain, task))
-    job = runner.resolve(domain, task, preset, config, options, set_ or [])
+    registry = plugin_manager.build_registry()
     if model is not None:
-        if not hasattr(job.cfg.options, "model"):
+        if "model" not in {f.name for f in dataclasses.fields(registry.require_domain(domain).options)}:
             raise TapweightError(f"domain '{domain}' has no --model option; use --init for weights")
-        job = runner.resolve(domain, task, preset, config, {**options, f"{domain}.model": model},
-                             set_ or [], registry=job.registry)
+        options[f"{domain}.model"] = model
+    job = runner.resolve(domain, task, preset, config, options, set_ or [], registry=registry)
     _print_summary(runner.run(job, out_dir, quiet))
 
 

@@ -190,8 +190,8 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
         curves = [out / f"seed{s}" / "weights.csv" for s in seeds]
         if main:
             write_json(summary, out / "metrics.json")
-        if main and all(c.exists() for c in curves):
-            plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
+            if all(c.exists() for c in curves):
+                plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
         log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
         return summary
 

@@ -16,7 +16,8 @@ from tapweight.errors import TapweightError
 
 def _workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="cpu",
-                        help="paper: ImageMol 224 px, batch 1024/64/64; cpu: 64 px, 32/16/16")
+                        help="paper: ImageMol 224 px, batch 1024/64/64; cpu: 64 px, 32/16/16; "
+                             "ratio: 64 px, 256/16/16 (the paper's batch ratio)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: cuda if present)")
     parser.add_argument("--amp", choices=("no", "bf16", "fp16"), default="no", help="autocast (CUDA only)")
     parser.add_argument("--accumulate", type=int, default=1,
@@ -41,7 +42,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     s.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     s.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
-    s.add_argument("--profile", type=Path, help="folder for a torch.profiler table per variant")
+    s.add_argument("--profile", type=Path, help="folder for a torch.profiler table per variant, and a "
+                                                 "table of the time per level")
+    s.add_argument("--profile-steps", type=int, default=3, help="global steps per profile (mean)")
     s.add_argument("--json", type=Path, help="write the numbers here")
     d = sub.add_parser("data", help="rendering and image loading throughput")
     d.add_argument("--smiles", type=Path, default=data.DEFAULT_SMILES, help="CSV with a smiles column")
@@ -85,6 +88,14 @@ def main(argv: list[str] | None = None) -> dict:
         unknown = [v for v in variants if v not in VARIANTS]
         if unknown:
             raise TapweightError(f"unknown variant(s) {', '.join(unknown)}; variants: {', '.join(VARIANTS)}")
+        counts = {"--repeats": args.repeats, "--profile-steps": args.profile_steps}
+        for flag, value in counts.items():
+            if value < 1:
+                raise TapweightError(f"{flag} {value}: give at least 1")
+        if args.warmup < 0:
+            raise TapweightError(f"--warmup {args.warmup}: give 0 or more")
+        if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
+            raise TapweightError(f"--profile {args.profile} is a file; give a folder for the profile tables")
         workload = _workload(args)
         shape = SHAPES[args.shape]
         print(f"bench step: shape {shape.name} ({shape.image_size} px, batch {shape.pretrain_batch}/"
@@ -92,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"models {workload.source}", flush=True)
         try:
             result = step.run(workload, variants, args.warmup, args.repeats, args.memory, _child_args(args),
-                              args.profile)
+                              args.profile, args.profile_steps)
         except torch.OutOfMemoryError:
             raise TapweightError(f"out of device memory at level I batch {shape.pretrain_batch}: pass "
                                  "--accumulate 2 (or 4), or --amp bf16, or use a larger GPU") from None

@@ -64,9 +64,34 @@ def step_table(result: dict) -> str:
         f"{k} {_fmt(t['value'], '.2f')} ({t['target']}: "
         f"{'n/a' if t['met'] is None else 'met' if t['met'] else 'MISSED'})"
         for k, t in result["targets"].items()))
+    lines += phase_table(result["variants"])
     load = result["load_average"]
     lines.append(f"load average (1/5/15 min) before {_load(load['before'])}, after {_load(load['after'])}")
     return "\n".join(lines)
+
+
+PHASE_COLUMNS = (("step", "step"), ("level I", "tapweight.level_I"), ("level II", "tapweight.level_II"),
+                 ("level III", "tapweight.level_III"), ("of which hypergrad", "tapweight.hypergradient"))
+
+
+def phase_table(variants: dict) -> list[str]:
+    """Where a profiled step's time goes (``--profile``): seconds per level, and in brackets
+    as a multiple of the plain step's whole step; empty when nothing was profiled."""
+    rows = {name: v["phases_s"] for name, v in variants.items() if "phases_s" in v}
+    if not rows:
+        return []
+    base = rows.get("plain", {}).get("step")
+    head = f"{'profiled':<8} " + " ".join(f"{title:>19}" for title, _ in PHASE_COLUMNS)
+    lines = ["", head, "-" * len(head)]
+    for name, phases in rows.items():
+        cells = []
+        for _, key in PHASE_COLUMNS:
+            value = phases.get(key)
+            share = f" ({value / base:4.2f}×)" if value is not None and base else ""
+            cells.append(f"{_fmt(value, '.3f') + share:>19}")
+        lines.append(f"{name:<8} " + " ".join(cells))
+    lines.append("(mean seconds per profiled step; in brackets × the plain step; profiling adds overhead)")
+    return lines
 
 
 def _load(values) -> str:

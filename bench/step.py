@@ -157,20 +157,36 @@ def cpu_peak(variant: str, child_args: list[str]) -> int:
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-def profile_step(engine, device: torch.device, path: Path, rows: int = 25) -> None:
-    """torch.profiler over one global step; the top operators by self time go to ``path``."""
+PHASES = ("tapweight.level_I", "tapweight.level_II", "tapweight.level_III", "tapweight.hypergradient")
+
+
+def profile_step(engine, device: torch.device, path: Path, steps: int = 3, rows: int = 25) -> dict[str, float]:
+    """torch.profiler over ``steps`` global steps: the top operators by self time go to
+    ``path``; returns mean seconds per step of each phase (the engine's ``record_function``
+    ranges, see ``PHASES``, and ``step``, the whole step), device time on CUDA where the
+    profiler has it."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
-        engine.step()
         synchronize(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            engine.step()
+        synchronize(device)
+        phases = {"step": (time.perf_counter() - start) / steps}
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    path.write_text(prof.key_averages().table(sort_by=key, row_limit=rows))
+    events = prof.key_averages()
+    path.write_text(f"{steps} global steps\n" + events.table(sort_by=key, row_limit=rows))
+    for event in events:
+        if event.key in PHASES:
+            micros = getattr(event, "device_time_total", 0) if device.type == "cuda" else 0
+            phases[event.key] = (micros or event.cpu_time_total) / 1e6 / steps
+    return phases
 
 
 def run(workload: Workload, variants: list[str], warmup: int, repeats: int, memory: bool,
-        child_args: list[str], profile: Path | None = None) -> dict:
+        child_args: list[str], profile: Path | None = None, profile_steps: int = 3) -> dict:
     """The whole step benchmark; returns the numbers (report.py prints and saves them)."""
     device = workload.device
     notes: dict[str, list[str]] = {}
@@ -187,11 +203,12 @@ def run(workload: Workload, variants: list[str], warmup: int, repeats: int, memo
         if memory and device.type != "cuda":
             peaks = {name: cpu_peak(name, child_args) for name in engines}
         times = time_steps(engines, warmup, repeats, device, running)
+        phases = {}
         if profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
             for name, engine in engines.items():
                 running[0] = name
-                profile_step(engine, device, profile / f"profile_{name}.txt")
+                phases[name] = profile_step(engine, device, profile / f"profile_{name}.txt", profile_steps)
     results = {}
     base_time = statistics.median(times["plain"]) if "plain" in times else None
     base_peak = peaks.get("plain")
@@ -202,6 +219,8 @@ def run(workload: Workload, variants: list[str], warmup: int, repeats: int, memo
             entry.update(times_s=times[name], median_s=median,
                          ratio=median / base_time if base_time else None,
                          pretrain_images_per_s=workload.shape.pretrain_batch / median)
+        if name in phases:
+            entry["phases_s"] = phases[name]
         if name in peaks:
             entry.update(peak_bytes=peaks[name],
                          peak_ratio=peaks[name] / base_peak if base_peak else None)

@@ -8,6 +8,7 @@ from tapweight.config import RunConfig
 from tapweight.data import random_split
 from tapweight.errors import TapweightError
 from tapweight.hookspecs import hookimpl
+from tapweight.models import computed_once
 from tapweight.specs import (
     BackboneSpec,
     DatasetSpec,
@@ -23,6 +24,6 @@ from tapweight.specs import (
 __version__ = "0.1.0"
 __all__ = [
     "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "ObjectiveSpec",
-    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "hookimpl", "load_backbone",
+    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "computed_once", "hookimpl", "load_backbone",
     "random_split", "read_weights",
 ]

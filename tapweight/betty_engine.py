@@ -29,9 +29,6 @@ Known pitfalls (ARCHITECTURE.md §2), and what this module does about each:
   initialisation our optimizer objects are put back and our schedulers installed.
 - Betty's ``cg`` has a sign bug (and iterates with the old residual): only ``darts``, the
   reference setting, is wired here; the IFT methods are hypergrad.py's own.
-- ``darts`` perturbs parameters through ``.data``, which does not bump tensor versions, so a
-  per-batch memo keyed on them (tapweight_mol's clean-feature memo) would serve features of
-  the wrong parameters: every loss evaluation gets a shallow copy of a dict batch.
 - Random draws: each evaluation of a level's loss replays that level's seed for the step
   (the Engine's seeds), so darts's difference compares the same masks and crops, as ours.
   The reference code does not replay; its difference then also carries sampling noise.
@@ -122,7 +119,7 @@ def _problem_classes(implicit_problem: type) -> SimpleNamespace:
         def training_step(self, batch):
             stats = contextlib.nullcontext() if self.descending else frozen_running_stats(self.module)
             with stats, replay_rng(self.seed, self.owner.device):
-                return self.loss(dict(batch) if isinstance(batch, dict) else batch)
+                return self.loss(batch)
 
     class Pretrain(Level):
         """Level I: Σ_k softmax(α)_k L_k(θ), differentiable in α for darts."""

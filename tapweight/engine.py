@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from tapweight import distributed
 from tapweight.config import RunConfig
@@ -135,7 +136,6 @@ class Engine:
         if self.learn_weights:
             self._theta_before = [p.detach().clone() for p in self.theta_params]
         lam = self.lam.float().to(self.device)
-        self.opt_pretrain.zero_grad(set_to_none=True)
         self._last_pretrain, total = [], torch.zeros(len(self.names), device=self.device)
         for i in range(accumulate):
             batch = to_device(next(self.corpus), self.device)
@@ -151,6 +151,7 @@ class Engine:
         self._check_finite(total, [f"objective {n}" for n in self.names])
         self.scaler_pretrain.step(self.opt_pretrain)
         self.scaler_pretrain.update()
+        self.opt_pretrain.zero_grad(set_to_none=True)  # release θ's gradients before levels II, III
         self.sched_pretrain.step()
         return total
 
@@ -164,7 +165,6 @@ class Engine:
         gamma = self.cfg.finetune.gamma
         x, y = to_device(next(self.train), self.device)
         seed = self._seed(2, self._inner)
-        self.opt_finetune.zero_grad(set_to_none=True)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)
         self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"])
         self.scaler_finetune.scale(loss).backward()
@@ -174,9 +174,10 @@ class Engine:
                                       [p.detach() for p in self.theta_params[:self.n_backbone]])
             for p, d in zip(self.w_backbone, diff):  # ∇ γ‖w_b − θ_b‖² = 2γ (w_b − θ_b)
                 p.grad = 2 * gamma * d if p.grad is None else p.grad.add_(d, alpha=2 * gamma)
-            proximal = gamma * sum(float(d.double().pow(2).sum()) for d in diff)
+            proximal = gamma * float(torch.stack(torch._foreach_norm(diff)).double().pow(2).sum())
         self.scaler_finetune.step(self.opt_finetune)
         self.scaler_finetune.update()
+        self.opt_finetune.zero_grad(set_to_none=True)  # release w's gradients before level III
         self.sched_finetune.step()
         self._last_train = (x, y, seed)
         return float(loss.detach()) + proximal
@@ -194,9 +195,10 @@ class Engine:
             theta_after=[p.detach() for p in self.theta_params], n_backbone=self.n_backbone, u=u,
             gamma=self.cfg.finetune.gamma, eta_pretrain=current_lr(self.opt_pretrain),
             eta_finetune=current_lr(self.opt_finetune))
-        if self.hypergrad.needs_hessians:
-            problem.hvp_finetune, problem.hvp_pretrain = self._hessians()
-        g_lam = distributed.mean_([self.hypergrad(problem)])[0]  # this rank's shard -> global mean
+        with record_function("tapweight.hypergradient"):
+            if self.hypergrad.needs_hessians:
+                problem.hvp_finetune, problem.hvp_pretrain = self._hessians()
+            g_lam = distributed.mean_([self.hypergrad(problem)])[0]  # this rank's shard -> global mean
         self._check_finite(g_lam.float(), ["the hypergradient"])
         lam = self.lam
         self.opt_reweight.zero_grad(set_to_none=True)
@@ -219,16 +221,24 @@ class Engine:
 
     # -- one global step ---------------------------------------------------------------------
     def step(self) -> dict[str, float]:
-        """``unroll`` × (level I, level II), then level III; returns the step's record."""
+        """``unroll`` × (level I, level II), then level III; returns the step's record.
+
+        Each level runs inside a ``torch.profiler.record_function`` range named
+        ``tapweight.level_I`` / ``_II`` / ``_III`` (and ``tapweight.hypergradient`` within
+        level III), so a profile shows where a step's time goes.
+        """
         record: dict[str, float] = {"step": self.step_count + 1}
         lam = self.lam
         for inner in range(self.cfg.reweight.unroll if self.learn_weights else 1):
             self._inner = inner
-            losses = self.pretrain_step()
+            with record_function("tapweight.level_I"):
+                losses = self.pretrain_step()
             if self.learn_weights:
-                record["finetune_loss"] = self.finetune_step()
+                with record_function("tapweight.level_II"):
+                    record["finetune_loss"] = self.finetune_step()
         if self.learn_weights:
-            record["val_loss"], g_lam = self.reweight_step()
+            with record_function("tapweight.level_III"):
+                record["val_loss"], g_lam = self.reweight_step()
             record.update({f"hypergrad_{n}": float(g) for n, g in zip(self.names, g_lam)})
         record.update({f"loss_{n}": float(v) for n, v in zip(self.names, losses)})
         record.update({f"lambda_{n}": float(v) for n, v in zip(self.names, lam)})

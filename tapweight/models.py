@@ -8,11 +8,32 @@ proximal term γ‖w_b − θ_b‖², which is why both backbones must share par
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import contextvars
+from collections.abc import Callable, Hashable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+_forward_cache: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tapweight_forward", default=None)
+
+
+def computed_once(key: Hashable, compute: Callable[[], object]):
+    """``compute()``, shared by all objectives of one evaluation of L(θ).
+
+    Objectives often need the same tensor, e.g. the backbone's features of the unaltered
+    inputs: the first to ask computes it under ``key``, the others get the same tensor (and
+    gradients flow through it to each). The cache lives exactly as long as one
+    :class:`PretrainModel` forward, so every evaluation (level I, the hypergradient's
+    perturbed forwards, another engine's) computes afresh. Outside such a forward
+    (an objective called on its own), ``compute()`` runs every time.
+    """
+    cache = _forward_cache.get()
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
 
 
 class PretrainModel(nn.Module):
@@ -25,7 +46,11 @@ class PretrainModel(nn.Module):
         self.names = list(names)
 
     def forward(self, batch) -> torch.Tensor:
-        losses = [obj(self.backbone, batch).reshape(()) for obj in self.objectives]
+        token = _forward_cache.set({})  # computed_once's cache, for this evaluation only
+        try:
+            losses = [obj(self.backbone, batch).reshape(()) for obj in self.objectives]
+        finally:
+            _forward_cache.reset(token)
         # half-precision losses (under autocast) are compared in float32 by the hypergradient
         return torch.stack([l.float() if l.dtype in (torch.float16, torch.bfloat16) else l
                             for l in losses])

@@ -28,37 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tapweight import computed_once
 from tapweight_mol.jigsaw import TILES, max_hamming_permutations, shuffle_tiles
-
-MEMO = "_clean_features"  # key under which a batch remembers its clean images' features
 
 
 def clean_features(backbone: nn.Module, batch: dict) -> torch.Tensor:
-    """``backbone(batch["image"])`` ``[B, out_dim]``, computed once per set of weights.
-
-    The MG objectives, MCL and MIR all need the features of the unaltered images; the
-    first asks, the others reuse. The memo lives in the batch and holds only while the
-    parameters are the very same tensors at the same version (an optimizer step or the
-    engine's functional parameter swap ends it), grad and train modes are unchanged, and
-    no backward pass has gone through the features yet (a hook ends it then: the graph
-    is freed). It keeps the tensors it compares alive, so their ids cannot be recycled.
-    """
-    params = tuple(backbone.parameters())
-    state = (tuple(p._version for p in params), torch.is_grad_enabled(), backbone.training)
-    memo = batch.get(MEMO)
-    if (memo is not None and memo["live"] and memo["state"] == state
-            and len(memo["params"]) == len(params)
-            and all(a is b for a, b in zip(memo["params"], params, strict=True))):
-        return memo["features"]
-    features = backbone(batch["image"])
-    memo = {"params": params, "state": state, "features": features, "live": True}
-    if features.requires_grad:
-        def consumed(grad):
-            memo["live"] = False
-
-        features.register_hook(consumed)
-    batch[MEMO] = memo
-    return features
+    """``backbone(batch["image"])`` ``[B, out_dim]``: the MG objectives, MCL and MIR all need
+    the features of the unaltered images; within one evaluation of θ's losses the first
+    computes them and the others share them (``tapweight.computed_once``)."""
+    return computed_once("mol.clean_features", lambda: backbone(batch["image"]))
 
 
 class ClusterClassification(nn.Module):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import step
 from bench.__main__ import main
 from tapweight.errors import TapweightError
 
@@ -34,6 +35,30 @@ def test_step_reports_every_variant(tmp_path):
     assert set(saved["targets"]) == {"step_ratio", "betty_speedup", "peak_ratio"}
     assert saved["targets"]["peak_ratio"]["met"] is None  # no memory measured
     assert len(saved["load_average"]["before"]) == 3 and "torch" in saved["machine"]
+
+
+def test_profile_splits_a_step_into_its_levels(tmp_path):
+    result = main([*TINY, "--no-memory", "--variants", "plain,fd,cg", "--profile", str(tmp_path / "prof")])
+    phases = {name: v["phases_s"] for name, v in result["variants"].items()}
+    assert set(phases["plain"]) == {"step", "tapweight.level_I"}  # plain runs level I only
+    for name in ("fd", "cg"):
+        p = phases[name]
+        assert set(p) == {"step", *step.PHASES}
+        assert p["tapweight.level_I"] + p["tapweight.level_II"] + p["tapweight.level_III"] <= p["step"]
+        assert 0 < p["tapweight.hypergradient"] <= p["tapweight.level_III"]
+        assert "Self CPU" in (tmp_path / "prof" / f"profile_{name}.txt").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--profile", "{tmp}/taken"], "is a file"),
+    (["--repeats", "0"], "--repeats 0: give at least 1"),
+    (["--profile-steps", "0"], "--profile-steps 0"),
+    (["--warmup", "-1"], "--warmup -1"),
+])
+def test_bad_step_options_are_one_line_errors(tmp_path, args, message):
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(TapweightError, match=message):
+        main([*TINY, *[a.format(tmp=tmp_path) for a in args]])
 
 
 def test_missing_betty_is_a_note_not_a_failure(monkeypatch):

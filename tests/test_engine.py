@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 from tapweight.config import LevelConfig, RunConfig
 from tapweight.data import BatchStream
 from tapweight.engine import Engine, NonFiniteLoss
-from tapweight.models import PretrainModel, TaskModel
+from tapweight.models import PretrainModel, TaskModel, computed_once
 from tapweight.optim import build_optimizer, lr_factor
 from tests import toy_plugin
 
@@ -123,3 +123,37 @@ def test_each_unrolled_step_draws_its_own_randomness():
     engine._inner = 1
     engine.pretrain_step()
     assert engine._last_pretrain[0][1] != first
+
+
+class Counted(torch.nn.Module):
+    """An objective reading the backbone's features through ``computed_once``; counts the calls."""
+
+    def __init__(self, calls: list, scale: float):
+        super().__init__()
+        self.calls, self.scale = calls, scale
+
+    def forward(self, backbone, batch):
+        def features():
+            self.calls.append(1)
+            return backbone(batch)
+
+        return self.scale * computed_once("test.features", features).pow(2).mean()
+
+
+def test_computed_once_is_shared_within_one_evaluation_of_theta_only():
+    calls: list = []
+    backbone = toy_plugin.Backbone(8, 16)
+    theta = PretrainModel(backbone, [Counted(calls, 1.0), Counted(calls, 3.0)], ["a", "b"])
+    x = torch.randn(4, 8)
+    losses = theta(x)
+    assert len(calls) == 1 and losses[1].item() == pytest.approx(3 * losses[0].item())
+    # gradients reach the backbone through the shared tensor from both objectives
+    (g_sum,) = torch.autograd.grad(losses.sum(), [backbone.net[0].weight])
+    (g_one,) = torch.autograd.grad(theta(x)[0], [backbone.net[0].weight])
+    assert torch.allclose(g_sum, 4 * g_one, rtol=1e-5)
+    moved = {n: p.detach() + 0.1 for n, p in theta.named_parameters()}
+    perturbed = torch.func.functional_call(theta, moved, (x,))  # a new evaluation: recomputed
+    assert len(calls) == 3 and not torch.allclose(perturbed, losses)
+    Counted(calls, 1.0)(backbone, x)
+    Counted(calls, 1.0)(backbone, x)  # outside θ's forward nothing is cached
+    assert len(calls) == 5

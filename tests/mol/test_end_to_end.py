@@ -35,3 +35,13 @@ def test_tapweight_run_then_init_from_its_checkpoints(tmp_path, cache_dir):
                                                        f"init={seed / 'checkpoint.pt'}"])
     run(again, tmp_path / "none", quiet=True)
     assert (tmp_path / "none" / "seed0" / "metrics.json").exists()
+
+
+def test_paper_preset_is_the_papers_imagemol_setting():
+    cfg = resolve("mol", "bbbp", preset="paper").cfg
+    assert (cfg.options.image_size, cfg.options.mir_size) == (224, 64)
+    assert (cfg.pretrain.batch_size * cfg.pretrain.accumulate, cfg.finetune.batch_size,
+            cfg.reweight.batch_size) == (1024, 64, 64)
+    assert (cfg.pretrain.lr, cfg.finetune.lr, cfg.reweight.lr, cfg.finetune.gamma) == (0.02, 0.01, 200.0, 1e-3)
+    assert cfg.pretrain.optimizer == cfg.finetune.optimizer == cfg.reweight.optimizer == "sgd"
+    assert cfg.reweight.hypergrad == "fd" and cfg.reweight.scale == "reference"

@@ -26,7 +26,8 @@ def computed_once(key: Hashable, compute: Callable[[], object]):
     gradients flow through it to each). The cache lives exactly as long as one
     :class:`PretrainModel` forward, so every evaluation (level I, the hypergradient's
     perturbed forwards, another engine's) computes afresh. Outside such a forward
-    (an objective called on its own), ``compute()`` runs every time.
+    (an objective called on its own), ``compute()`` runs every time. Namespace ``key`` like
+    your plugin's names (``"mol.clean_features"``): all objectives of θ share one cache.
     """
     cache = _forward_cache.get()
     if cache is None:

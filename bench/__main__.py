@@ -42,9 +42,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     s.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     s.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
-    s.add_argument("--profile", type=Path, help="folder for a torch.profiler table per variant, and a "
-                                                 "table of the time per level")
-    s.add_argument("--profile-steps", type=int, default=3, help="global steps per profile (mean)")
+    s.add_argument("--profile", type=Path, help="time each level, and write a torch.profiler table per "
+                                                 "variant into this folder")
+    s.add_argument("--profile-steps", type=int, default=3, help="steps over which each level is timed")
     s.add_argument("--json", type=Path, help="write the numbers here")
     d = sub.add_parser("data", help="rendering and image loading throughput")
     d.add_argument("--smiles", type=Path, default=data.DEFAULT_SMILES, help="CSV with a smiles column")

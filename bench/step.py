@@ -37,14 +37,10 @@ from pathlib import Path
 import torch
 
 from bench.workload import Workload
+from tapweight.engine import synchronize
 from tapweight.errors import TapweightError
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextlib.contextmanager
@@ -157,31 +153,38 @@ def cpu_peak(variant: str, child_args: list[str]) -> int:
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-PHASES = ("tapweight.level_I", "tapweight.level_II", "tapweight.level_III", "tapweight.hypergradient")
+PHASES = ("level_I", "level_II", "level_III", "hypergradient")  # Engine._phase's names
 
 
 def profile_step(engine, device: torch.device, path: Path, steps: int = 3, rows: int = 25) -> dict[str, float]:
-    """torch.profiler over ``steps`` global steps: the top operators by self time go to
-    ``path``; returns mean seconds per step of each phase (the engine's ``record_function``
-    ranges, see ``PHASES``, and ``step``, the whole step), device time on CUDA where the
-    profiler has it."""
+    """Where a global step's time goes: mean seconds per step of the whole step and of each
+    level (``PHASES``, timed by the engine with the device synchronised at each level's
+    ends; only the whole step for the Betty engine) over ``steps`` steps; then one step
+    under ``torch.profiler``, whose top events by total and by self time go to ``path``."""
+    if hasattr(engine, "phase_times"):
+        engine.phase_times = {}
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        engine.step()
+    synchronize(device)
+    phases = {"step": (time.perf_counter() - start) / steps}
+    if getattr(engine, "phase_times", None):
+        phases.update({name: total / steps for name, total in engine.phase_times.items()})
+        engine.phase_times = None
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
+        engine.step()
         synchronize(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            engine.step()
-        synchronize(device)
-        phases = {"step": (time.perf_counter() - start) / steps}
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    device_time = "cuda" if device.type == "cuda" else "cpu"
     events = prof.key_averages()
-    path.write_text(f"{steps} global steps\n" + events.table(sort_by=key, row_limit=rows))
-    for event in events:
-        if event.key in PHASES:
-            micros = getattr(event, "device_time_total", 0) if device.type == "cuda" else 0
-            phases[event.key] = (micros or event.cpu_time_total) / 1e6 / steps
+    path.write_text("\n\n".join(
+        f"one global step, top {rows} by {title}\n" + events.table(sort_by=key, row_limit=rows)
+        for title, key in (("total time (the engine's tapweight.* ranges, then what they call)",
+                            f"{device_time}_time_total"),
+                           ("self time (the operators themselves)", f"self_{device_time}_time_total"))))
     return phases
 
 

@@ -81,7 +81,7 @@ def phase_table(variants: dict) -> list[str]:
     if not rows:
         return []
     base = rows.get("plain", {}).get("step")
-    head = f"{'profiled':<8} " + " ".join(f"{title:>19}" for title, _ in PHASE_COLUMNS)
+    head = f"{'levels':<8} " + " ".join(f"{title:>19}" for title, _ in PHASE_COLUMNS)
     lines = ["", head, "-" * len(head)]
     for name, phases in rows.items():
         cells = []

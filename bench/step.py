@@ -153,15 +153,14 @@ def cpu_peak(variant: str, child_args: list[str]) -> int:
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
-PHASES = ("level_I", "level_II", "level_III", "hypergradient")  # Engine._phase's names
-
-
 def profile_step(engine, device: torch.device, path: Path, steps: int = 3, rows: int = 25) -> dict[str, float]:
     """Where a global step's time goes: mean seconds per step of the whole step and of each
-    level (``PHASES``, timed by the engine with the device synchronised at each level's
-    ends; only the whole step for the Betty engine) over ``steps`` steps; then one step
-    under ``torch.profiler``, whose top events by total and by self time go to ``path``."""
-    if hasattr(engine, "phase_times"):
+    level (``Engine.phase_times``: the engine's ``_phase`` ranges, the device synchronised
+    at each level's ends; only the whole step for the Betty engine) over ``steps`` steps;
+    then one step under ``torch.profiler``, whose top events by total and by self time go
+    to ``path``."""
+    per_level = hasattr(engine, "phase_times")
+    if per_level:
         engine.phase_times = {}
     synchronize(device)
     start = time.perf_counter()
@@ -169,7 +168,7 @@ def profile_step(engine, device: torch.device, path: Path, steps: int = 3, rows:
         engine.step()
     synchronize(device)
     phases = {"step": (time.perf_counter() - start) / steps}
-    if getattr(engine, "phase_times", None):
+    if per_level:
         phases.update({name: total / steps for name, total in engine.phase_times.items()})
         engine.phase_times = None
     activities = [torch.profiler.ProfilerActivity.CPU]

@@ -47,7 +47,7 @@ class PretrainConfig(LevelConfig):
 class FinetuneConfig(LevelConfig):
     """Level II: w ← w − η₂ ∇ [L_ft(w; D_train) + γ‖w_b − θ‖²]."""
 
-    lr: float = 0.01
+    lr: float = 0.05  # the paper's level II rate for ImageMol
     gamma: float = 1e-3  # proximal strength γ, the paper's value for ImageMol
 
 
@@ -86,7 +86,7 @@ class RunConfig:
     backbone: str = ""  # empty: the domain's default
     head: str = ""  # empty: the domain's default
     init: str = ""  # pretrained backbone checkpoint (domain-specific formats)
-    steps: int = 3000  # global steps (each: `unroll` level I+II steps and one level III)
+    steps: int = 3000  # global steps (each: `unroll` level I+II steps and one level III); tasks set their own
     seed: int = 0
     seeds: list[int] = field(default_factory=list)  # several: one run each, mean ± std
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps ...

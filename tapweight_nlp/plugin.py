@@ -38,15 +38,17 @@ class NlpOptions:
     max_val: int = 0  # keep at most this many val rows (0: all)
 
 
-#: the paper's NLP setting (TMLR 2025, §5.2 and appendix): roberta-base, Adam, lr 2e-5 on
-#: levels I and II and 1 on level III, γ = 5e-3, batch 512 / 32 / 32, 10k steps (the paper
-#: runs 10k-20k by data set). Level I's 512 is 128 × 4 accumulated micro-batches, so that
-#: three objectives fit one 80 GB GPU; the final fine-tune's 10 epochs are our choice.
+#: the paper's NLP setting (TMLR 2025, §5.2 and appendix): roberta-base, Adam with a step
+#: schedule on all three levels, lr 2e-5 on levels I and II and 1 on level III, γ = 5e-3,
+#: batch 512 / 32 / 32; steps are each task's (QQP and MNLI 20,000, others 10,000, see
+#: tasks.py). The paper gives no step size: StepLR(100, 0.9) is the reference code's default
+#: (LevelConfig's). Level I's 512 is 128 × 4 accumulated micro-batches, so that three
+#: objectives fit one 80 GB GPU; the final fine-tune (constant rate, 10 epochs) is our choice.
 PAPER = {
-    "nlp.model": "roberta-base", "nlp.max_length": 128, "steps": 10000,
+    "nlp.model": "roberta-base", "nlp.max_length": 128,
     **{f"{level}.{key}": value for level in ("pretrain", "finetune", "reweight", "final")
-       for key, value in (("optimizer", "adam"), ("scheduler", "constant"),
-                          ("weight_decay", 0.0))},
+       for key, value in (("optimizer", "adam"), ("weight_decay", 0.0))},
+    "final.scheduler": "constant",
     "pretrain.lr": 2e-5, "pretrain.batch_size": 128, "pretrain.accumulate": 4,
     "finetune.lr": 2e-5, "finetune.batch_size": 32, "finetune.gamma": 5e-3,
     "reweight.lr": 1.0, "reweight.batch_size": 32,

@@ -65,9 +65,15 @@ DATASETS: dict[str, TextDataset] = {d.name: d for d in (
 )}
 
 
+#: the paper's global steps (TapWeight, TMLR 2025, §5.2): QQP and MNLI 20,000, others 10,000
+PAPER_STEPS = {"qqp": 20_000, "mnli": 20_000}
+DEFAULT_STEPS = 10_000
+
+
 def task_spec(dataset: TextDataset) -> TaskSpec:
-    """One task per data set, under the paper's GLUE split."""
+    """One task per data set, under the paper's GLUE split, with the paper's steps."""
     return TaskSpec(domain="nlp", name=dataset.name, dataset=f"nlp.{dataset.name}", split="glue",
                     loss=dataset.loss, metric=dataset.metric,
                     extra_metrics=dataset.extra_metrics, n_classes=len(dataset.classes),
+                    defaults={"steps": PAPER_STEPS.get(dataset.name, DEFAULT_STEPS)},
                     description=dataset.description)

@@ -37,11 +37,21 @@ def test_tapweight_run_then_init_from_its_checkpoints(tmp_path, cache_dir):
     assert (tmp_path / "none" / "seed0" / "metrics.json").exists()
 
 
-def test_paper_preset_is_the_papers_imagemol_setting():
-    cfg = resolve("mol", "bbbp", preset="paper").cfg
+#: TapWeight (TMLR 2025, §5): global steps per MoleculeNet data set
+PAPER_STEPS = {"muv": 30000, "hiv": 20000, "tox21": 10000, "toxcast": 10000, "bbbp": 3000,
+               "bace": 3000, "clintox": 3000, "sider": 3000}
+
+
+@pytest.mark.parametrize("task", sorted(PAPER_STEPS))
+def test_paper_preset_is_the_papers_imagemol_setting(task):
+    cfg = resolve("mol", task, preset="paper").cfg
+    assert cfg.steps == PAPER_STEPS[task]
     assert (cfg.options.image_size, cfg.options.mir_size) == (224, 64)
     assert (cfg.pretrain.batch_size * cfg.pretrain.accumulate, cfg.finetune.batch_size,
             cfg.reweight.batch_size) == (1024, 64, 64)
-    assert (cfg.pretrain.lr, cfg.finetune.lr, cfg.reweight.lr, cfg.finetune.gamma) == (0.02, 0.01, 200.0, 1e-3)
+    assert (cfg.pretrain.lr, cfg.finetune.lr, cfg.reweight.lr, cfg.finetune.gamma) == (0.02, 0.05, 200.0, 1e-3)
     assert cfg.pretrain.optimizer == cfg.finetune.optimizer == cfg.reweight.optimizer == "sgd"
+    for level in (cfg.pretrain, cfg.finetune, cfg.reweight):  # "a step scheduler on all three levels"
+        assert (level.scheduler, level.step_size, level.decay) == ("step", 100, 0.9)
+    assert cfg.reweight.unroll == 1
     assert cfg.reweight.hypergrad == "fd" and cfg.reweight.scale == "reference"

@@ -52,9 +52,19 @@ def test_presets_resolve(preset):
         assert (cfg.finetune.batch_size, cfg.reweight.batch_size) == (32, 32)
         assert (cfg.pretrain.lr, cfg.finetune.lr, cfg.reweight.lr) == (2e-5, 2e-5, 1.0)
         assert cfg.pretrain.optimizer == cfg.finetune.optimizer == cfg.reweight.optimizer == "adam"
+        for level in (cfg.pretrain, cfg.finetune, cfg.reweight):  # "a step scheduler on all three levels"
+            assert level.scheduler == "step"
+        assert cfg.reweight.unroll == 1
     else:
         assert cfg.options.model == "tiny" and cfg.options.max_length == 64
         assert cfg.options.max_train > 0 and cfg.steps <= 300
+
+
+#: TapWeight (TMLR 2025, §5.2): QQP and MNLI 20,000 global steps, every other data set 10,000
+@pytest.mark.parametrize("task,steps", [("qqp", 20000), ("mnli", 20000), ("sst2", 10000), ("cola", 10000),
+                                        ("stsb", 10000), ("rct", 10000), ("agnews", 10000), ("imdb", 10000)])
+def test_paper_preset_steps_per_task(task, steps):
+    assert resolve("nlp", task, preset="paper").cfg.steps == steps
 
 
 def scored(nlp_config, task, labels, classes, n_outputs):

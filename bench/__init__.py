@@ -5,5 +5,7 @@ plain continued-pretraining step (level I, uniform weights), a full TapWeight gl
 each hypergradient method (fd, jvp, neumann, cg), and the same step through the Betty
 reference engine (tapweight.betty_engine); it reports medians, ratios to the plain step and
 peak memory. ``python -m bench data`` measures molecule rendering and image loading
-throughput, with and without the render cache. Results: docs/benchmarks.md.
+throughput, with and without the render cache. ``python -m bench exactness`` measures the
+hypergradient against autograd through the unrolled steps in every optimizer / precision /
+schedule / unroll setting. Results: docs/benchmarks.md.
 """

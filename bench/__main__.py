@@ -1,4 +1,4 @@
-"""``python -m bench step|data``: the command line of the benchmark harness (see bench/__init__.py)."""
+"""``python -m bench step|data|exactness``: the command line of the benchmark harness (see bench/__init__.py)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--workers", type=int, default=2, help="render processes and DataLoader workers")
     d.add_argument("--json", type=Path)
+    e = sub.add_parser("exactness", help="the hypergradient against autograd through the unrolled steps, "
+                                         "per optimizer / precision / schedule / unroll")
+    e.add_argument("--seeds", type=int, default=5)
+    e.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -80,7 +84,14 @@ def main(argv: list[str] | None = None) -> dict:
         result = step.memory_child(_workload(args), args.variant)
         print(json.dumps(result))
         return result
-    if args.command == "data":
+    if args.command == "exactness":
+        from bench import exactness
+
+        if args.seeds < 1:
+            raise TapweightError(f"--seeds {args.seeds}: give at least 1")
+        result = {"command": "exactness", "rows": exactness.run(args.seeds)}
+        print(exactness.table(result["rows"]))
+    elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))
     else:

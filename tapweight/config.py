@@ -53,17 +53,20 @@ class FinetuneConfig(LevelConfig):
 
 @dataclass
 class ReweightConfig(LevelConfig):
-    """Level III: α ← α − η₃ ∂L_val/∂α, λ = softmax(α)."""
+    """Level III: α ← α − η₃ ∂L_val/∂α, λ = softmax(α); the hypergradient: hypergrad.py."""
 
     lr: float = 200.0  # the reference code's α learning rate (Betty darts scale)
     momentum: float = 0.0
     weight_decay: float = 0.0
-    hypergrad: str = "fd"  # fd | jvp | neumann | cg
+    hypergrad: str = "auto"  # auto (fd; jvp under amp or unroll > 1) | fd | jvp | neumann | cg
     scale: str = "reference"  # reference (Betty darts, no η₁η₂) | exact (× η₁η₂)
-    fd_radius: float = 0.01  # ‖ε·direction‖ of the central difference, as Betty's darts
-    unroll: int = 1  # level I and II steps per level III step
+    fd_radius: float = 0.01  # ‖ε·direction‖ of the finite difference, as Betty's darts
+    fd_scheme: str = "central"  # central (two forwards) | forward (one, reusing level I's losses)
+    hyper_fraction: float = 1.0  # share of each level I batch the directional derivative reads
+    unroll: int = 1  # level I and II steps per level III step (> 1: SGD only, exact reverse mode)
     iterations: int = 5  # Neumann terms / CG iterations, per inverse
-    neumann_alpha: float = 0.01  # step of the Neumann series, must be < 2 / ‖H‖
+    neumann_alpha: float = 0.0  # step of the Neumann series, < 2/‖H‖ (0: 1/‖H‖ by power iteration)
+    curvature_iterations: int = 10  # power iterations that estimate ‖H‖ for neumann_alpha = 0
     cg_tol: float = 1e-4  # relative residual at which CG stops
 
 
@@ -90,7 +93,7 @@ class RunConfig:
     seed: int = 0
     seeds: list[int] = field(default_factory=list)  # several: one run each, mean ± std
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps ...
-    amp: str = "no"  # no | bf16 | fp16 (CUDA only)
+    amp: str = "no"  # no | bf16 | fp16: autocast (and a GradScaler for fp16) on any device
     data: str = ""  # labelled data file or folder; empty: data dir or download
     corpus: str = ""  # pretraining corpus file; empty: the task's training inputs (TAPT)
     split: str = ""  # empty: the task's split
@@ -105,7 +108,7 @@ class RunConfig:
 
 
 METHODS = ("tapweight", "uniform", "fixed", "single:<objective>", "none")
-HYPERGRADS = ("fd", "jvp", "neumann", "cg")
+HYPERGRADS = ("auto", "fd", "jvp", "neumann", "cg")
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -195,13 +198,9 @@ def validate(cfg: RunConfig) -> None:
         raise TapweightError(f"finetune.gamma must be >= 0, got {cfg.finetune.gamma}")
     if cfg.pretrain.accumulate < 1 or cfg.reweight.unroll < 1:
         raise TapweightError("pretrain.accumulate and reweight.unroll must be >= 1")
-    if cfg.reweight.hypergrad not in HYPERGRADS:
-        raise TapweightError(
-            f"reweight.hypergrad must be one of {', '.join(HYPERGRADS)}, got '{cfg.reweight.hypergrad}'")
-    if cfg.reweight.scale not in ("reference", "exact"):
-        raise TapweightError(f"reweight.scale must be reference or exact, got '{cfg.reweight.scale}'")
     if cfg.amp not in ("no", "bf16", "fp16"):
         raise TapweightError(f"amp must be no, bf16 or fp16, got '{cfg.amp}'")
+    validate_hypergradient(cfg)
     method = cfg.method
     if not (method in ("tapweight", "uniform", "fixed", "none") or method.startswith("single:")):
         raise TapweightError(f"unknown method '{method}'; methods: {', '.join(METHODS)}")
@@ -209,6 +208,32 @@ def validate(cfg: RunConfig) -> None:
         raise TapweightError("method 'fixed' needs weights: --set weights=[0.5,0.3,0.2]")
     if any(w < 0 for w in cfg.weights) or (cfg.weights and sum(cfg.weights) <= 0):
         raise TapweightError(f"weights must be >= 0 with a positive sum, got {cfg.weights}")
+
+
+def validate_hypergradient(cfg: RunConfig) -> None:
+    """Refuse the settings whose hypergradient the engine cannot compute correctly."""
+    r = cfg.reweight
+    if r.hypergrad not in HYPERGRADS:
+        raise TapweightError(f"reweight.hypergrad must be one of {', '.join(HYPERGRADS)}, got '{r.hypergrad}'")
+    if r.scale not in ("reference", "exact"):
+        raise TapweightError(f"reweight.scale must be reference or exact, got '{r.scale}'")
+    if r.fd_scheme not in ("central", "forward"):
+        raise TapweightError(f"reweight.fd_scheme must be central or forward, got '{r.fd_scheme}'")
+    if not 0 < r.hyper_fraction <= 1:
+        raise TapweightError(f"reweight.hyper_fraction must be in (0, 1], got {r.hyper_fraction}")
+    if not r.fd_radius > 0:
+        raise TapweightError(f"reweight.fd_radius must be > 0, got {r.fd_radius}")
+    if r.iterations < 1 or r.curvature_iterations < 1:
+        raise TapweightError("reweight.iterations and reweight.curvature_iterations must be >= 1")
+    if r.fd_scheme == "forward" and (r.hyper_fraction < 1 or cfg.amp != "no"
+                                     or r.hypergrad not in ("auto", "fd")):
+        raise TapweightError("reweight.fd_scheme=forward reuses level I's own float32 loss values: it needs "
+                             "reweight.hypergrad=fd, reweight.hyper_fraction=1 and amp=no")
+    adam = [name for name in ("pretrain", "finetune") if getattr(cfg, name).optimizer != "sgd"]
+    if r.unroll > 1 and adam and r.hypergrad not in ("neumann", "cg"):
+        raise TapweightError(f"reweight.unroll={r.unroll} is differentiated exactly through SGD steps only, "
+                             f"and {' and '.join(adam)} use {getattr(cfg, adam[0]).optimizer}: set "
+                             "reweight.unroll=1 (exact for Adam too) or the optimizers to sgd")
 
 
 def to_yaml(cfg: RunConfig) -> str:

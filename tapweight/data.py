@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,15 +14,35 @@ from tapweight.errors import TapweightError
 from tapweight.specs import Split, Table
 
 
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``batch`` with ``fn`` applied to every tensor inside it (nested dicts, lists, tuples)."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: map_tensors(v, fn) for k, v in batch.items()})
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(map_tensors(v, fn) for v in batch)
+    return batch
+
+
 def to_device(batch: Any, device: torch.device) -> Any:
     """Move every tensor inside a (nested) batch to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return type(batch)({k: to_device(v, device) for k, v in batch.items()})
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
+    return map_tensors(batch, lambda t: t.to(device, non_blocking=True))
+
+
+def head_of_batch(batch: Any, fraction: float) -> Any:
+    """The first ``ceil(fraction · B)`` examples of a batch of B (the first dimension of its
+    first tensor): every tensor with that first dimension is cut along it. The head of a
+    shuffled batch is a random subset of it."""
+    if fraction >= 1:
+        return batch
+    sizes: list[int] = []
+    map_tensors(batch, lambda t: sizes.append(t.shape[0] if t.dim() else -1))
+    if not sizes or sizes[0] < 0:
+        return batch
+    full = sizes[0]
+    keep = max(1, math.ceil(fraction * full))
+    return map_tensors(batch, lambda t: t[:keep] if t.dim() and t.shape[0] == full else t)
 
 
 class BatchStream:

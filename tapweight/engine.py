@@ -10,11 +10,18 @@ level II (``finetune_step``), then level III (``reweight_step``):
 Without learned weights (methods ``uniform``, ``fixed``, ``single:<k>``) only level I
 runs: levels II and III exist to move λ. Every random draw of a step comes from a seed
 derived from (run seed, step, level), so a run is reproducible and resumes exactly.
+
+Each level I/II step records what the hypergradient needs (:class:`~tapweight.hypergrad.InnerStep`:
+θ before the step, its batches, the rates the optimizers used and, for Adam, their
+preconditioners); level III consumes the records of its ``unroll`` steps. A step that AMP's
+GradScaler skips (inf/NaN gradients) leaves θ' = θ or w' = w, so its level III is skipped too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -25,18 +32,28 @@ from torch.profiler import record_function
 
 from tapweight import distributed
 from tapweight.config import RunConfig
-from tapweight.data import BatchStream, to_device
+from tapweight.data import BatchStream, head_of_batch, to_device
 from tapweight.errors import TapweightError
-from tapweight.hypergrad import Hypergradient, Problem, hessian_vector_product, softmax_vjp
+from tapweight.hypergrad import (
+    Hypergradient,
+    InnerStep,
+    Problem,
+    Vector,
+    hessian_vector_product,
+    softmax_vjp,
+)
 from tapweight.metrics import task_loss
 from tapweight.models import (
     PretrainModel,
     TaskModel,
     backbone_params,
     frozen_running_stats,
+    full_precision,
     replay_rng,
 )
-from tapweight.optim import build_optimizer, build_scheduler, current_lr
+from tapweight.optim import build_optimizer, build_scheduler, current_lr, preconditioner
+
+log = logging.getLogger(__name__)
 
 
 def synchronize(device: torch.device) -> None:
@@ -75,6 +92,9 @@ class Engine:
         self.theta_params = [p for _, p in named]
         self.n_backbone = sum(n.startswith("backbone.") for n in self.theta_names)
         self.w_backbone = backbone_params(self.w)
+        w_named = [(n, p) for n, p in self.w.named_parameters() if p.requires_grad]
+        self.w_names = ([n for n, _ in w_named if n.startswith("backbone.")]
+                        + [n for n, _ in w_named if n.startswith("head.")])
         self.w_params = self.w_backbone + [p for p in self.w.head.parameters() if p.requires_grad]
         if self.n_backbone != len(self.w_backbone):
             raise ValueError("θ and w backbones differ: the proximal term needs the same parameters")
@@ -87,20 +107,25 @@ class Engine:
         self.sched_pretrain = build_scheduler(self.opt_pretrain, cfg.pretrain, steps * unroll)
         self.sched_finetune = build_scheduler(self.opt_finetune, cfg.finetune, steps * unroll)
         self.sched_reweight = build_scheduler(self.opt_reweight, cfg.reweight, steps)
-        r = cfg.reweight
-        self.hypergrad = Hypergradient(r.hypergrad, r.scale, r.fd_radius, r.iterations,
-                                       r.neumann_alpha, r.cg_tol)
 
-        amp = cfg.amp if device.type == "cuda" else "no"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self.scaler_pretrain = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
-        self.scaler_finetune = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        r = cfg.reweight
+        # auto: a finite difference in float32, unless half-precision autocast is on (its
+        # forwards would be float32, slow) or unroll > 1 (T directional derivatives add up
+        # their O(ε²) errors, and the Hessian products dwarf jvp's extra cost): then jvp
+        method = r.hypergrad
+        if method == "auto":
+            method = "jvp" if self.amp_dtype or r.unroll > 1 else "fd"
+        self.hypergrad = Hypergradient(method, r.scale, r.fd_radius, r.fd_scheme, r.iterations,
+                                       r.neumann_alpha, r.curvature_iterations, r.cg_tol)
+        self.scaler_pretrain = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.scaler_finetune = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
         self.step_count = 0
         self.history: list[dict[str, float]] = []
-        self._last_pretrain: list[tuple[object, int]] = []
-        self._last_train: tuple[object, object, int] | None = None
-        self._theta_before: list[torch.Tensor] = []
+        self._steps: list[InnerStep] = []  # this global step's level I/II records, for level III
+        self._level_one: dict = {}  # the current level I step's part of its record
+        self._skipped = False  # GradScaler skipped a level I/II step of this global step
         self._inner = 0  # which of the step's `unroll` level I/II steps is running (for seeds)
         self.phase_times: dict[str, float] | None = None  # set to {} to time each level (_phase)
 
@@ -143,24 +168,37 @@ class Engine:
                 f"non-finite loss at step {self.step_count + 1} ({'; '.join(bad)}): lower the learning "
                 "rates or check the data; the last good checkpoint is kept")
 
-    def losses_at(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
-        """L(θ) ∈ R^K on the last level I batches, θ's parameters replaced by ``params``."""
+    def _optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
+        """Step ``optimizer`` through ``scaler``, release the gradients; False if the scaler
+        skipped the step (inf/NaN gradients under fp16)."""
+        scale = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return scale is None or scaler.get_scale() >= scale
+
+    def losses(self, batches: list, params: Vector, exact: bool = True) -> torch.Tensor:
+        """L(θ) ∈ R^K on level I ``batches`` ((batch, seed) pairs, their random draws replayed),
+        θ's parameters replaced by ``params``, batch-norm statistics untouched. ``exact``:
+        float32 without autocast or TF32 (finite differences need every digit); else under
+        the run's autocast."""
         replaced = dict(zip(self.theta_names, params))
+        precision = full_precision(self.device) if exact else self._autocast()
         total = 0.0
-        with frozen_running_stats(self.theta):
-            for batch, seed in self._last_pretrain:
-                with replay_rng(seed, self.device), self._autocast():
+        with frozen_running_stats(self.theta), precision:
+            for batch, seed in batches:
+                with replay_rng(seed, self.device):
                     total = total + torch.func.functional_call(self.theta, replaced, (batch,))
-        return total / len(self._last_pretrain)
+        return total / len(batches)
 
     # -- level I -----------------------------------------------------------------------------
     def pretrain_step(self) -> torch.Tensor:
         """One step of θ on Σ_k λ_k L_k, accumulated over ``pretrain.accumulate`` batches."""
-        accumulate = self.cfg.pretrain.accumulate
-        if self.learn_weights:
-            self._theta_before = [p.detach().clone() for p in self.theta_params]
+        accumulate, r = self.cfg.pretrain.accumulate, self.cfg.reweight
+        self.theta.train()
+        theta_before = [p.detach().clone() for p in self.theta_params] if self.learn_weights else []
         lam = self.lam.float().to(self.device)
-        self._last_pretrain, total = [], torch.zeros(len(self.names), device=self.device)
+        batches, total = [], torch.zeros(len(self.names), device=self.device)
         for i in range(accumulate):
             batch = to_device(next(self.corpus), self.device)
             seed = self._seed(1, self._inner * accumulate + i)
@@ -170,13 +208,26 @@ class Engine:
                     losses = self.theta_ddp(batch)  # [K], unweighted
                 self.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
             total += losses.detach() / accumulate
-            self._last_pretrain.append((batch, seed))
+            batches.append((batch, seed))
+        local = total.clone()  # this process's L(θ), before the all-reduce
         distributed.mean_([total])
         self._check_finite(total, [f"objective {n}" for n in self.names])
-        self.scaler_pretrain.step(self.opt_pretrain)
-        self.scaler_pretrain.update()
-        self.opt_pretrain.zero_grad(set_to_none=True)  # release θ's gradients before levels II, III
+        eta = current_lr(self.opt_pretrain)
+        precondition = None
+        if self.learn_weights:
+            self.scaler_pretrain.unscale_(self.opt_pretrain)
+            precondition = preconditioner(self.opt_pretrain, self.theta_params[:self.n_backbone])
+        if not self._optimizer_step(self.scaler_pretrain, self.opt_pretrain):
+            self._skipped = True
         self.sched_pretrain.step()
+        if self.learn_weights:
+            hyper = [(head_of_batch(b, r.hyper_fraction), s) for b, s in batches]
+            group = self.opt_pretrain.param_groups[0]
+            self._level_one = dict(
+                theta=theta_before, losses=functools.partial(self.losses, hyper), eta_pretrain=eta,
+                precondition_pretrain=precondition,
+                losses_at_theta=local if r.fd_scheme == "forward" else None,
+                momentum_pretrain=group.get("momentum", 0.0), decay_pretrain=group["weight_decay"])
         return total
 
     # -- level II ----------------------------------------------------------------------------
@@ -186,7 +237,9 @@ class Engine:
 
     def finetune_step(self) -> float:
         """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form."""
-        gamma = self.cfg.finetune.gamma
+        gamma, unrolled = self.cfg.finetune.gamma, self.cfg.reweight.unroll > 1
+        self.w.train()
+        w_before = [p.detach().clone() for p in self.w_params] if unrolled else None
         x, y = to_device(next(self.train), self.device)
         seed = self._seed(2, self._inner)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)
@@ -199,49 +252,78 @@ class Engine:
             for p, d in zip(self.w_backbone, diff):  # ∇ γ‖w_b − θ_b‖² = 2γ (w_b − θ_b)
                 p.grad = 2 * gamma * d if p.grad is None else p.grad.add_(d, alpha=2 * gamma)
             proximal = gamma * float(torch.stack(torch._foreach_norm(diff)).double().pow(2).sum())
-        self.scaler_finetune.step(self.opt_finetune)
-        self.scaler_finetune.update()
-        self.opt_finetune.zero_grad(set_to_none=True)  # release w's gradients before level III
+        eta = current_lr(self.opt_finetune)
+        precondition = preconditioner(self.opt_finetune, self.w_backbone)
+        if not self._optimizer_step(self.scaler_finetune, self.opt_finetune):
+            self._skipped = True
         self.sched_finetune.step()
-        self._last_train = (x, y, seed)
+        group = self.opt_finetune.param_groups[0]
+        self._steps.append(InnerStep(
+            **self._level_one, eta_finetune=eta, precondition_finetune=precondition, w=w_before,
+            finetune_loss=functools.partial(self._finetune_loss_at, x, y, seed),
+            momentum_finetune=group.get("momentum", 0.0), decay_finetune=group["weight_decay"]))
         return float(loss.detach()) + proximal
+
+    def _finetune_loss_at(self, x, y, seed: int, params: Vector) -> torch.Tensor:
+        """L_ft at w's parameters replaced by ``params``, in float32, statistics untouched."""
+        replaced = dict(zip(self.w_names, params))
+        with frozen_running_stats(self.w), full_precision(self.device), replay_rng(seed, self.device):
+            return task_loss(self.loss_kind, torch.func.functional_call(self.w, replaced, (x,)), y)
 
     # -- level III ---------------------------------------------------------------------------
     def reweight_step(self) -> tuple[float, torch.Tensor]:
         """One step of α from the hypergradient of L_val(w') (hypergrad.py)."""
+        steps, self._steps = self._steps, []
+        skipped, self._skipped = self._skipped, False
         x, y = to_device(next(self.val), self.device)
-        with replay_rng(self._seed(3), self.device), self._autocast():
+        with frozen_running_stats(self.w), replay_rng(self._seed(3), self.device), self._autocast():
             val_loss = task_loss(self.loss_kind, self.w(x), y)
+        val_loss_mean = float(distributed.mean_([val_loss.detach()])[0])
+        if skipped:  # θ' = θ or w' = w: L_val(w') does not depend on λ through this step
+            log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients); "
+                     "λ is not updated", self.step_count + 1)
+            return val_loss_mean, torch.zeros(len(self.names), dtype=torch.float64)
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
         u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
-        problem = Problem(
-            losses=self.losses_at, theta_before=self._theta_before,
-            theta_after=[p.detach() for p in self.theta_params], n_backbone=self.n_backbone, u=u,
-            gamma=self.cfg.finetune.gamma, eta_pretrain=current_lr(self.opt_pretrain),
-            eta_finetune=current_lr(self.opt_finetune))
+        problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
+                          theta_after=[p.detach() for p in self.theta_params],
+                          w_after=[p.detach() for p in self.w_params])
         with self._phase("hypergradient"):
             if self.hypergrad.needs_hessians:
-                problem.hvp_finetune, problem.hvp_pretrain = self._hessians()
-            g_lam = distributed.mean_([self.hypergrad(problem)])[0]  # this rank's shard -> global mean
+                problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])
+            g_lam = self.hypergrad(problem, functools.partial(self._unrolled_hessians, steps))
+            g_lam = distributed.mean_([g_lam])[0]  # this rank's shard -> global mean
         self._check_finite(g_lam.float(), ["the hypergradient"])
         lam = self.lam
         self.opt_reweight.zero_grad(set_to_none=True)
         self.alpha.grad = softmax_vjp(lam, g_lam.cpu().double()).float().to(self.device)
         self.opt_reweight.step()
         self.sched_reweight.step()
-        return float(distributed.mean_([val_loss.detach()])[0]), g_lam
+        return val_loss_mean, g_lam
 
-    def _hessians(self):
-        """HVP closures for H_ft (with the proximal 2γ·I on w_b) and H_pt at the current point."""
-        gamma, nb = self.cfg.finetune.gamma, self.n_backbone
-        x, y, seed = self._last_train
-        hvp_ft = hessian_vector_product(
-            lambda: self.finetune_loss(x, y, seed), self.w_params,
-            extra=lambda v: [2 * gamma * t for t in v[:nb]] + [torch.zeros_like(t) for t in v[nb:]])
+    def _level_one_hessian(self, step: InnerStep, at: Vector):
+        """H_pt = ∇²_θ Σλ_k L_k at ``at`` on ``step``'s level I batches, averaged over ranks."""
         lam = self.lam.float().to(self.device)
-        params = [p for p in self.theta_params]
-        hvp_pt = hessian_vector_product(lambda: (lam * self.losses_at(params)).sum(), params)
-        return hvp_ft, hvp_pt
+        params = [p.detach().requires_grad_(True) for p in at]
+        hvp = hessian_vector_product(lambda: (lam * step.losses(params, True)).sum(), params)
+        return lambda v: distributed.mean_(hvp(v))
+
+    def _unrolled_hessians(self, steps: list[InnerStep], t: int):
+        """(H_pt at θ_{t-1}, ∇²L_ft at w_{t-1}) of inner step t, for reverse mode (unroll > 1)."""
+        step = steps[t]
+        params = [p.detach().requires_grad_(True) for p in step.w]
+        hvp_ft = hessian_vector_product(lambda: step.finetune_loss(params), params)
+        return self._level_one_hessian(step, step.theta), lambda v: distributed.mean_(hvp_ft(v))
+
+    def _implicit_hessians(self, step: InnerStep):
+        """HVP closures for H_ft (with the proximal 2γ·I on w_b) and H_pt after the last step."""
+        gamma, nb = self.cfg.finetune.gamma, self.n_backbone
+        params = [p.detach().requires_grad_(True) for p in self.w_params]
+        hvp_ft = hessian_vector_product(
+            lambda: step.finetune_loss(params), params,
+            extra=lambda v: [2 * gamma * t for t in v[:nb]] + [torch.zeros_like(t) for t in v[nb:]])
+        return (lambda v: distributed.mean_(hvp_ft(v)),
+                self._level_one_hessian(step, [p.detach() for p in self.theta_params]))
 
     # -- one global step ---------------------------------------------------------------------
     def step(self) -> dict[str, float]:

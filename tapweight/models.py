@@ -102,3 +102,22 @@ def replay_rng(seed: int, device: torch.device):
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
         torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device):
+    """float32 arithmetic for a block: autocast off and, on CUDA, no TF32 in matrix products
+    and convolutions (TF32 keeps 10 mantissa bits, too few for a finite difference)."""
+    if device.type != "cuda":
+        with torch.autocast(device.type, enabled=False):
+            yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast("cuda", enabled=False), torch.backends.cudnn.flags(
+                enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul

@@ -41,3 +41,43 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: LevelConfig, total_st
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     """The first param group's learning rate (the backbone's, by construction)."""
     return float(optimizer.param_groups[0]["lr"])
+
+
+def preconditioner(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    """P with ∂θ'/∂g = −η·diag(P) for the step ``optimizer`` is about to take on ``params``
+    (their gradients in ``.grad``, its state still from before the step); hypergrad.py eq. (1).
+
+    SGD: None (P = 1: momentum adds the new gradient as it is, weight decay does not depend
+    on it). Adam and AdamW update each entry from its own gradient g, first moment m and
+    second moment v; differentiating their update with v's dependence on g included gives,
+    with t the step count, s = √(v/(1−β₂ᵗ)) and m, v after the step,
+
+        P = [ (1−β₁)/(s+ε) − m (1−β₂) g / ((1−β₂ᵗ) s (s+ε)²) ] / (1−β₁ᵗ)
+
+    (Adam's L2 weight decay is part of g; AdamW's decoupled decay does not touch g).
+    A parameter without a gradient is not updated: P = 0.
+    """
+    if isinstance(optimizer, torch.optim.SGD):
+        return None
+    groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    out = []
+    for p in params:
+        group, state = groups[id(p)], optimizer.state.get(p, {})
+        if p.grad is None:
+            out.append(torch.zeros_like(p))
+            continue
+        if group.get("amsgrad") or group.get("maximize"):
+            raise ValueError("preconditioner: amsgrad/maximize Adam is not supported")
+        (beta1, beta2), eps = group["betas"], group["eps"]
+        g = p.grad.detach()
+        if group["weight_decay"] and not group.get("decoupled_weight_decay", False):
+            g = g + group["weight_decay"] * p.detach()
+        t = float(state["step"]) + 1 if "step" in state else 1.0
+        m = (1 - beta1) * g if "exp_avg" not in state else beta1 * state["exp_avg"] + (1 - beta1) * g
+        v = (1 - beta2) * g * g if "exp_avg_sq" not in state else beta2 * state["exp_avg_sq"] + (1 - beta2) * g * g
+        bias2 = 1 - beta2 ** t
+        s = (v / bias2).sqrt()
+        denom = s + eps
+        cross = torch.where(s > 0, m * (1 - beta2) * g / (bias2 * s.clamp_min(torch.finfo(s.dtype).tiny)), 0.0)
+        out.append(((1 - beta1) / denom - cross / denom.square()) / (1 - beta1 ** t))
+    return out

@@ -50,7 +50,7 @@ def rel_err(a, b):
 def at_theta_after(engine: Engine) -> None:
     """One global step of ``engine`` with its hypergradient evaluated at θ' (darts's point)."""
     engine.pretrain_step()
-    engine._theta_before = [p.detach().clone() for p in engine.theta_params]
+    engine._level_one["theta"] = [p.detach().clone() for p in engine.theta_params]
     engine.finetune_step()
     engine.reweight_step()
 

@@ -50,8 +50,8 @@ def test_accumulation_equals_one_big_batch():
     small.corpus._batches = lambda: [b[i:i + 16] for b in BatchStream._batches(big.corpus) for i in (0, 16)]
     for p in (big, small):
         p.theta.objectives[0].noise = 0.0  # no random draw: the two runs draw differently
-    for layer in (big.theta.backbone.net[1], small.theta.backbone.net[1]):  # BN: batch-size dependent
-        layer.eval()
+    for p in (big, small):  # batch norm makes a batch's loss depend on its size: take it out
+        p.theta.backbone.net[1] = torch.nn.Identity()
     big.pretrain_step()
     small.pretrain_step()
     for a, b in zip(big.theta_params, small.theta_params):
@@ -71,19 +71,24 @@ def test_fixed_weights_stay_fixed_and_levels_two_three_are_skipped():
 def test_hypergradient_forwards_leave_running_stats_alone():
     engine = make_engine(config())
     engine.pretrain_step()
-    bn = engine.theta.backbone.net[1]
-    before = (bn.running_mean.clone(), bn.num_batches_tracked.clone())
-    engine.losses_at([p.detach() for p in engine.theta_params])
-    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.num_batches_tracked, before[1])
+    engine.finetune_step()
+    norms = [(m, m.running_mean.clone(), m.num_batches_tracked.clone())
+             for model in (engine.theta, engine.w) for m in model.modules() if hasattr(m, "running_mean")]
+    assert len(norms) == 2
+    engine._steps[-1].losses([p.detach() for p in engine.theta_params], True)
+    engine.reweight_step()  # the validation forward of w, and the hypergradient's of θ
+    for m, mean, count in norms:
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.num_batches_tracked, count)
 
 
 def test_random_objectives_are_replayed():
     """The hypergradient's forwards see the level I step's noise: L(θ_before) is reproduced."""
     engine = make_engine(config())
-    engine.theta.eval()  # batch-norm in eval mode: the loss depends on θ and the noise only
+    engine.theta.backbone.net[1] = torch.nn.Identity()  # the loss depends on θ and the noise only
     losses = engine.pretrain_step()
-    replayed = engine.losses_at(engine._theta_before)
-    assert torch.allclose(replayed, losses, atol=1e-6)
+    engine.finetune_step()
+    step = engine._steps[-1]
+    assert torch.allclose(step.losses(step.theta, True), losses, atol=1e-6)
 
 
 def test_non_finite_loss_names_step_and_objective():
@@ -118,11 +123,12 @@ def test_each_unrolled_step_draws_its_own_randomness():
     cfg = config()
     cfg.reweight.unroll = 2
     engine = make_engine(cfg)
-    engine.pretrain_step()
-    first = engine._last_pretrain[0][1]
-    engine._inner = 1
-    engine.pretrain_step()
-    assert engine._last_pretrain[0][1] != first
+    for inner in (0, 1):
+        engine._inner = inner
+        engine.pretrain_step()
+        engine.finetune_step()
+    seeds = [step.losses.args[0][0][1] for step in engine._steps]  # (batch, seed) of each level I
+    assert seeds[0] != seeds[1]
 
 
 class Counted(torch.nn.Module):

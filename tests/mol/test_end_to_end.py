@@ -54,4 +54,4 @@ def test_paper_preset_is_the_papers_imagemol_setting(task):
     for level in (cfg.pretrain, cfg.finetune, cfg.reweight):  # "a step scheduler on all three levels"
         assert (level.scheduler, level.step_size, level.decay) == ("step", 100, 0.9)
     assert cfg.reweight.unroll == 1
-    assert cfg.reweight.hypergrad == "fd" and cfg.reweight.scale == "reference"
+    assert cfg.reweight.hypergrad == "auto" and cfg.reweight.scale == "reference"  # fd in fp32, jvp with amp

@@ -37,14 +37,20 @@ def _config(optimizer, reweight, other, method):
     return cfg
 
 
+def _compare(got: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    """(relative error, cosine) of ``got`` against ``expected``."""
+    got, expected = got.double(), expected.double()
+    return (float((got - expected).norm() / expected.norm()),
+            float(torch.nn.functional.cosine_similarity(got, expected, 0)))
+
+
 def _errors(cfg, seed: int, dtype) -> tuple[float, float]:
     engine = unrolled.engine(cfg, dtype, seed=seed)
     for _ in range(3):
         engine.step()
-    expected = unrolled.alpha_grad(unrolled.snapshot(engine)).double()
+    expected = unrolled.alpha_grad(unrolled.snapshot(engine))
     engine.step()
-    got = engine.alpha.grad.double()
-    return float((got - expected).norm() / expected.norm()), float(torch.nn.functional.cosine_similarity(got, expected, 0))
+    return _compare(engine.alpha.grad, expected)
 
 
 def _implicit(method: str) -> tuple[float, float]:
@@ -56,8 +62,7 @@ def _implicit(method: str) -> tuple[float, float]:
     engine = problem.engine(cfg, lam0, theta=theta, h=heads, w=problem.w_star(theta, gamma))
     alpha0 = engine.alpha.detach().clone().double()
     engine.step()
-    got, expected = engine.alpha.grad.double(), problem.implicit_alpha_grad(alpha0, gamma)
-    return float((got - expected).norm() / expected.norm()), float(torch.nn.functional.cosine_similarity(got, expected, 0))
+    return _compare(engine.alpha.grad, problem.implicit_alpha_grad(alpha0, gamma))
 
 
 def run(seeds: int = 5) -> list[dict]:

@@ -6,7 +6,6 @@ Tolerances (relative error of ∂L_val/∂α): ``jvp`` is exact up to rounding (
 stored in float32); ``fd`` carries the O(ε²) error of a central difference (1e-3).
 """
 
-import copy
 
 import pytest
 import torch

@@ -13,6 +13,9 @@ from bench import data, report, step
 from bench.workload import SHAPES, VARIANTS, Workload
 from tapweight.errors import TapweightError
 
+#: what `bench step` times unless --variants says otherwise (neumann and cg take minutes on a CPU)
+DEFAULT_VARIANTS = ("plain", "default", "fd", "fd-forward", "fd-1/4", "fd-1/8", "jvp", "betty")
+
 
 def _workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", choices=sorted(SHAPES), default="cpu",
@@ -40,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
     _workload_args(s)
     s.add_argument("--repeats", type=int, default=5, help="timed rounds (each times every variant once)")
     s.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
-    s.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    s.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                   help=f"comma-separated, of {', '.join(VARIANTS)}")
     s.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
     s.add_argument("--profile", type=Path, help="time each level, and write a torch.profiler table per "
                                                  "variant into this folder")
@@ -53,6 +57,19 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--workers", type=int, default=2, help="render processes and DataLoader workers")
     d.add_argument("--json", type=Path)
+    a = sub.add_parser("estimators", help="the cheaper hypergradient estimators against the full one, on real "
+                                          "batches of a task (cpu preset)")
+    a.add_argument("domain")
+    a.add_argument("task")
+    a.add_argument("--data", required=True, help="the task's data file or folder")
+    a.add_argument("--steps", type=int, default=100)
+    a.add_argument("--val-batches", type=int, default=4, help="other validation batches per step (spread)")
+    a.add_argument("--set", dest="sets", action="append", default=[], help="config key=value (repeatable)")
+    a.add_argument("--device", default="cpu")
+    a.add_argument("--threads", type=int, default=0)
+    a.add_argument("--json", type=Path)
+    a.add_argument("--plot", type=Path, help="cost against accuracy, PNG")
+    a.add_argument("--also", type=Path, action="append", default=[], help="earlier --json results to plot too")
     e = sub.add_parser("exactness", help="the hypergradient against autograd through the unrolled steps, "
                                          "per optimizer / precision / schedule / unroll")
     e.add_argument("--seeds", type=int, default=5)
@@ -84,7 +101,20 @@ def main(argv: list[str] | None = None) -> dict:
         result = step.memory_child(_workload(args), args.variant)
         print(json.dumps(result))
         return result
-    if args.command == "exactness":
+    if args.command == "estimators":
+        from bench import estimators
+
+        if args.steps < 2 or args.val_batches < 2:
+            raise TapweightError("--steps and --val-batches: give at least 2")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = {"command": "estimators", **estimators.run(args.domain, args.task, args.data, args.steps,
+                                                             args.val_batches, args.sets, _device(args.device))}
+        print(estimators.table(result))
+        if args.plot:
+            earlier = [json.loads(p.read_text()) for p in args.also]
+            estimators.plot([*earlier, result], args.plot)
+    elif args.command == "exactness":
         from bench import exactness
 
         if args.seeds < 1:

@@ -27,8 +27,25 @@ from tapweight.errors import TapweightError
 from tapweight.models import PretrainModel, TaskModel
 from tapweight.specs import DomainData
 
-METHODS = ("fd", "jvp", "neumann", "cg")
-VARIANTS = ("plain", *METHODS, "betty")  # plain = level I only, uniform λ: the baseline
+#: variant -> the reweight keys of its TapWeight step (RunConfig's defaults for the rest):
+#: ``default`` is the shipped setting; ``fd`` the full central difference on the whole level I
+#: batch (the reference the cheaper estimators are measured against); ``fd-forward`` the
+#: one-sided difference reusing level I's losses; ``fd-1/N`` the central difference on the
+#: first 1/N of each level I batch. ``plain`` (level I only, uniform λ) is the baseline and
+#: ``betty`` the reference code's engine.
+FULL = {"hypergrad": "fd", "fd_scheme": "central", "hyper_fraction": 1.0}
+SETTINGS = {
+    "default": {},
+    "fd": FULL,
+    "fd-forward": {**FULL, "fd_scheme": "forward"},
+    "fd-1/2": {**FULL, "hyper_fraction": 1 / 2},
+    "fd-1/4": {**FULL, "hyper_fraction": 1 / 4},
+    "fd-1/8": {**FULL, "hyper_fraction": 1 / 8},
+    "jvp": {**FULL, "hypergrad": "jvp"},
+    "neumann": {**FULL, "hypergrad": "neumann"},
+    "cg": {**FULL, "hypergrad": "cg"},
+}
+VARIANTS = ("plain", *SETTINGS, "betty")
 
 
 @dataclass(frozen=True)
@@ -183,8 +200,8 @@ class Workload:
     def config(self, variant: str) -> RunConfig:
         cfg = copy.deepcopy(self.cfg)
         cfg.method = "uniform" if variant == "plain" else "tapweight"
-        if variant in METHODS:
-            cfg.reweight.hypergrad = variant
+        for key, value in SETTINGS.get(variant, {}).items():
+            setattr(cfg.reweight, key, value)
         return cfg
 
     def build(self, variant: str):

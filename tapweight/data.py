@@ -54,7 +54,7 @@ class BatchStream:
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, collate: Callable, seed: int,
-                 num_workers: int = 0, shard: tuple[int, int] = (0, 1)):
+                 num_workers: int = 0, shard: tuple[int, int] = (0, 1), pin_memory: bool = False):
         if len(dataset) == 0:
             raise TapweightError("a data split is empty: check the data file and the split")
         self.dataset, self.collate, self.seed = dataset, collate, seed
@@ -63,23 +63,32 @@ class BatchStream:
         if self.batch_size % self.world:
             raise TapweightError(f"batch size {self.batch_size} does not split over {self.world} "
                                  "processes: make it a multiple of the process count")
-        self.num_workers = num_workers
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.per_epoch = len(dataset) // self.batch_size  # the ragged tail is dropped: equal batches
         self.epoch, self.index = 0, 0
         self._iter = None
 
-    def _batches(self) -> list[list[int]]:
-        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+    def _batches(self, epoch: int) -> list[list[int]]:
+        """This rank's part of each batch of ``epoch``, in order."""
+        gen = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(len(self.dataset), generator=gen).tolist()
-        n = len(order) // self.batch_size  # drop the ragged tail: equal-size batches
         part = self.batch_size // self.world
-        return [order[i * self.batch_size + self.rank * part:][:part] for i in range(n)]
+        return [order[i * self.batch_size + self.rank * part:][:part] for i in range(self.per_epoch)]
+
+    def _from_position(self):
+        """Every batch from the current (epoch, index) on, epoch after epoch."""
+        epoch, index = self.epoch, self.index
+        while True:
+            yield from self._batches(epoch)[index:]
+            epoch, index = epoch + 1, 0
 
     def _start(self) -> None:
-        batches = self._batches()[self.index:]
-        # an own generator: creating a loader must not draw from torch's global one
+        # one loader for the whole run: its workers live (and prefetch) across epochs; an own
+        # generator, so that creating it draws nothing from torch's global one
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
-        self._iter = iter(DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
-                                     num_workers=self.num_workers, generator=gen))
+        self._iter = iter(DataLoader(self.dataset, batch_sampler=self._from_position(),
+                                     collate_fn=self.collate, num_workers=self.num_workers,
+                                     pin_memory=self.pin_memory, generator=gen))
 
     def __iter__(self):
         return self
@@ -87,13 +96,10 @@ class BatchStream:
     def __next__(self):
         if self._iter is None:
             self._start()
-        try:
-            batch = next(self._iter)
-        except StopIteration:
-            self.epoch, self.index = self.epoch + 1, 0
-            self._start()
-            batch = next(self._iter)
+        batch = next(self._iter)
         self.index += 1
+        if self.index == self.per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
         return batch
 
     def state_dict(self) -> dict[str, int]:

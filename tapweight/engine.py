@@ -73,7 +73,11 @@ class Engine:
                  train: BatchStream | None, val: BatchStream | None, cfg: RunConfig, loss_kind: str,
                  device: torch.device, learn_weights: bool = True,
                  initial_weights: Sequence[float] | None = None):
-        self.theta, self.w = pretrain_model.to(device), task_model.to(device)
+        # on CUDA, convolution weights in channels-last order (faster convolutions; a no-op
+        # for models without 4-d weights): domains' backbones convert their images likewise
+        memory = torch.channels_last if device.type == "cuda" else torch.preserve_format
+        self.theta = pretrain_model.to(device, memory_format=memory)
+        self.w = task_model.to(device, memory_format=memory)
         # the models levels I and II train through: DistributedDataParallel under torchrun
         self.theta_ddp = distributed.wrap(self.theta, device)
         self.w_ddp = distributed.wrap(self.w, device)

@@ -211,6 +211,25 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
         return OmegaConf.to_container(OmegaConf.load(done))
     if distributed.is_main():
         folder.mkdir(parents=True, exist_ok=True)
+    data, backbone, make_head = build_task(job, cfg, table)
+    if cfg.method != "none":
+        backbone = continued_pretraining(job, cfg, data, backbone, make_head(), device, folder, quiet)
+    result = None
+    if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
+        progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
+        with progress:
+            result = refinetune(backbone, make_head, data, job.task, cfg.final, device, cfg.seed,
+                                cfg.num_workers,
+                                on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"))
+        log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
+                 result["val"], result["test"], result["best_epoch"])
+        write_json(result, done)
+    return distributed.broadcast(result)
+
+
+def build_task(job: Job, cfg: RunConfig, table: Table):
+    """Split ``table`` for ``cfg.seed`` and build the domain's data, the backbone, and a
+    function that makes a fresh task head: ``(data, backbone, make_head)``."""
     seed_everything(cfg.seed)
     splits = {"random": random_split, **job.domain.splits}
     split_name = cfg.split or job.task.split
@@ -223,42 +242,35 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
     backbone = reg.get("backbones", cfg.backbone or job.domain.backbone, dom).build(cfg, data)
     head_spec = reg.get("heads", cfg.head or job.domain.head, dom)
     n_outputs = job.task.n_classes if job.task.loss == "ce" else table.labels.shape[1]
-
-    if cfg.method != "none":
-        backbone = continued_pretraining(job, cfg, data, backbone,
-                                         head_spec.build(backbone.out_dim, n_outputs, cfg),
-                                         device, folder, quiet)
-    result = None
-    if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
-        progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
-        with progress:
-            result = refinetune(backbone, lambda: head_spec.build(backbone.out_dim, n_outputs, cfg),
-                                data, job.task, cfg.final, device, cfg.seed,
-                                cfg.num_workers,
-                                on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"))
-        log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
-                 result["val"], result["test"], result["best_epoch"])
-        write_json(result, done)
-    return distributed.broadcast(result)
+    return data, backbone, lambda: head_spec.build(backbone.out_dim, n_outputs, cfg)
 
 
-def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,
-                          quiet: bool):
-    """Levels I–III for ``cfg.steps`` global steps; returns the final θ backbone."""
+def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engine:
+    """θ (``backbone`` and the method's objectives), w (a copy of ``backbone`` and ``head``),
+    the three batch streams and the engine over them."""
     names = objective_names(job)
     objectives = [job.registry.get("objectives", n).build(backbone, data.corpus, cfg) for n in names]
     theta = PretrainModel(backbone, objectives, names)
     w = TaskModel(copy.deepcopy(backbone), head)
     learn = cfg.method == "tapweight"
     p, f, r = cfg.pretrain, cfg.finetune, cfg.reweight
-    shard = (distributed.rank(), distributed.world_size())
-    corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers, shard)
-    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1, shard=shard) if learn else None
-    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, shard=shard) if learn else None
+    shard, pin = (distributed.rank(), distributed.world_size()), device.type == "cuda"
+    corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers, shard, pin)
+    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1, shard=shard,
+                        pin_memory=pin) if learn else None
+    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, shard=shard,
+                      pin_memory=pin) if learn else None
     weights = cfg.weights or None
     if cfg.method.startswith("single:"):
         weights = [1.0]
-    engine = Engine(theta, w, corpus, train, val, cfg, job.task.loss, device, learn, weights)
+    return Engine(theta, w, corpus, train, val, cfg, job.task.loss, device, learn, weights)
+
+
+def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,
+                          quiet: bool):
+    """Levels I–III for ``cfg.steps`` global steps; returns the final θ backbone."""
+    engine = build_engine(job, cfg, data, backbone, head, device)
+    theta = engine.theta
     checkpoint = folder / "checkpoint.pt"
     if checkpoint.exists():
         engine.load_state_dict(load_state(checkpoint))

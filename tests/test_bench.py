@@ -24,9 +24,10 @@ def keep_torch_threads():
 
 def test_step_reports_every_variant(tmp_path):
     out = tmp_path / "step.json"
-    result = main([*TINY, "--no-memory", "--variants", "plain,fd,jvp,neumann,cg", "--json", str(out)])
+    variants = {"plain", "default", "fd", "fd-forward", "fd-1/4", "jvp", "neumann", "cg"}
+    result = main([*TINY, "--no-memory", "--variants", ",".join(sorted(variants)), "--json", str(out)])
     saved = json.loads(out.read_text())
-    assert saved["variants"].keys() == result["variants"].keys() == {"plain", "fd", "jvp", "neumann", "cg"}
+    assert saved["variants"].keys() == result["variants"].keys() == variants
     for v in saved["variants"].values():
         assert len(v["times_s"]) == 2 and v["median_s"] > 0 and v["pretrain_images_per_s"] > 0
     assert saved["variants"]["plain"]["ratio"] == pytest.approx(1.0)
@@ -75,7 +76,7 @@ def test_missing_betty_is_a_note_not_a_failure(monkeypatch):
 
 def test_betty_variant_runs_when_installed():
     pytest.importorskip("betty", reason="betty-ml is not installed")
-    result = main([*TINY, "--no-memory", "--variants", "plain,fd,betty"])
+    result = main([*TINY, "--no-memory", "--variants", "plain,default,betty"])
     assert result["targets"]["betty_speedup"]["value"] > 0
 
 

@@ -47,7 +47,7 @@ def test_accumulation_equals_one_big_batch():
                         weights=[1.0, 0.0])
     # the same 32 examples: the big stream's first batch is the small stream's first two
     small.corpus = BatchStream(big.corpus.dataset, 16, big.corpus.collate, 0)
-    small.corpus._batches = lambda: [b[i:i + 16] for b in BatchStream._batches(big.corpus) for i in (0, 16)]
+    small.corpus._batches = lambda e: [b[i:i + 16] for b in BatchStream._batches(big.corpus, e) for i in (0, 16)]
     for p in (big, small):
         p.theta.objectives[0].noise = 0.0  # no random draw: the two runs draw differently
     for p in (big, small):  # batch norm makes a batch's loss depend on its size: take it out

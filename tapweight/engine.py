@@ -157,6 +157,7 @@ class Engine:
     def pretrain_step(self) -> torch.Tensor:
         """One step of θ on Σ_k λ_k L_k, accumulated over ``pretrain.accumulate`` batches."""
         accumulate = self.cfg.pretrain.accumulate
+        self.theta.train()  # whatever the loader returned (from_pretrained: eval, no dropout)
         if self.learn_weights:
             self._theta_before = [p.detach().clone() for p in self.theta_params]
         lam = self.lam.float().to(self.device)
@@ -187,6 +188,7 @@ class Engine:
     def finetune_step(self) -> float:
         """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form."""
         gamma = self.cfg.finetune.gamma
+        self.w.train()
         x, y = to_device(next(self.train), self.device)
         seed = self._seed(2, self._inner)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)

@@ -91,7 +91,7 @@ def backbone_state(checkpoint: dict) -> tuple[dict[str, torch.Tensor], str, str]
                 ", ".join(["tapweight", *notes]), "tapweight's objective and task heads")
     if IMAGEMOL_FINETUNED.issubset(checkpoint):
         return state, ", ".join(["ImageMol fine-tuned (finetune.py)", *notes]), "its task head"
-    return state, ", ".join(["torchvision", *notes]), "the ImageNet classifier"
+    return state, ", ".join(["ResNet18 state dict", *notes]), "a classifier"
 
 
 def load_init(model: ImageMolResNet18, init: str, strict: bool = True) -> LoadReport:

@@ -157,7 +157,7 @@ class Engine:
     def pretrain_step(self) -> torch.Tensor:
         """One step of θ on Σ_k λ_k L_k, accumulated over ``pretrain.accumulate`` batches."""
         accumulate = self.cfg.pretrain.accumulate
-        self.theta.train()  # whatever the loader returned (from_pretrained: eval, no dropout)
+        self.theta.train()
         if self.learn_weights:
             self._theta_before = [p.detach().clone() for p in self.theta_params]
         lam = self.lam.float().to(self.device)

@@ -27,14 +27,7 @@ def Cfg(init="", strict_load=True):
 @pytest.fixture(scope="module")
 def reference():
     """A torchvision ResNet18 with random (non-default) weights and batch-norm statistics."""
-    torch.manual_seed(0)
-    net = torchvision.models.resnet18()
-    with torch.no_grad():
-        for name, tensor in net.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.copy_(torch.rand_like(tensor) + 0.5 if "running_var" in name
-                             else torch.randn_like(tensor) * 0.05)
-    return net
+    return randomize(torchvision.models.resnet18())
 
 
 def _same_body(model, reference):

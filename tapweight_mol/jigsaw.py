@@ -27,7 +27,9 @@ def imagemol_permutations() -> np.ndarray:
     """ImageMol's 100 jigsaw permutations, ``[100, 9]`` int64, each a reordering of 0..8."""
     with (resources.files("tapweight_mol") / TABLE).open("rb") as fh:
         table = np.load(fh)
-    return table - table.min()  # ImageMol's loader accepts tables numbered 1..9 too
+    table = table - table.min()  # ImageMol's loader accepts tables numbered 1..9 too
+    table.flags.writeable = False  # one copy, shared by every caller
+    return table
 
 
 def jigsaw_orders(n: int = 100) -> torch.Tensor:
@@ -37,7 +39,7 @@ def jigsaw_orders(n: int = 100) -> torch.Tensor:
     if not 1 <= n <= len(table):
         raise TapweightError(f"mol.jigsaw_permutations must be 1..{len(table)} (ImageMol's "
                              f"table has {len(table)} permutations), got {n}")
-    return torch.cat([torch.arange(TILES).unsqueeze(0), torch.as_tensor(table[:n])])
+    return torch.cat([torch.arange(TILES).unsqueeze(0), torch.tensor(table[:n])])  # a copy
 
 
 def shuffle_tiles(images: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tapweight.errors import TapweightError
+from tapweight.loading import NUMPY_SCALARS, container, load_into, refusal
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -56,8 +58,10 @@ def save_weights(module: torch.nn.Module, path: Path) -> None:
 def read_weights(path: str) -> dict:
     """The tensors of a weights file given to ``--init``: safetensors or a torch file.
 
-    An engine checkpoint (``checkpoint.pt``) gives its θ. A missing or unreadable file is a
-    one-line :class:`TapweightError`.
+    Torch files are read with ``weights_only=True`` (no pickled code runs), numpy scalars
+    allowed (ImageMol's fine-tuned checkpoints keep their metrics as such). An engine
+    checkpoint (``checkpoint.pt``) gives its θ. A missing, unreadable or unsafe file is a
+    one-line :class:`TapweightError` that says what the file is and what to pass instead.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -65,24 +69,25 @@ def read_weights(path: str) -> dict:
     if file.suffix == ".safetensors":
         return load_file(str(file))
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise TapweightError(f"--init '{path}' is not a readable torch file "
-                             f"({str(err).splitlines()[0]})") from None
+        with torch.serialization.safe_globals(NUMPY_SCALARS):
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, struct.error) as err:
+        raise TapweightError(refusal(path, file, str(err))) from None
     if not isinstance(state, dict):
         raise TapweightError(f"--init '{path}' holds a {type(state).__name__}, not a state dict")
     return state["theta"] if isinstance(state.get("theta"), dict) else state
 
 
-def load_backbone(module: torch.nn.Module, path: str) -> None:
+def load_backbone(module: torch.nn.Module, path: str, strict: bool = True, option: str = "") -> None:
     """Load ``--init`` weights saved by tapweight (``backbone.safetensors``, a
     ``checkpoint.pt``, a θ or w state dict: the ``backbone.`` prefix is stripped) or a plain
-    state dict of the backbone; a mismatch is a one-line error."""
+    state dict of the backbone. Missing or misshapen tensors are a one-line error unless
+    ``strict`` is off (``option``: the config key that turns it off, named in the error); the
+    run log records what was loaded (:func:`tapweight.loading.load_into`)."""
     state = read_weights(path)
+    fmt = f"{container(Path(path).expanduser())}, plain state dict"
     if any(k.startswith("backbone.") for k in state):
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as err:
-        raise TapweightError(f"--init '{path}' does not fit this backbone: "
-                             f"{' '.join(str(err).split())[:300]}") from None
+        fmt = f"{container(Path(path).expanduser())}, tapweight backbone"
+    load_into(module, state, target="backbone", source=f"--init '{path}'", format=fmt,
+              strict=strict, option=option, fix="a checkpoint of this backbone")

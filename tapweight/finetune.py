@@ -50,6 +50,7 @@ def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: Do
     scheduler = build_scheduler(optimizer, cfg, cfg.epochs * per_epoch)
     best, best_state, best_epoch, stale = None, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
+        model.train()  # whatever the loader returned (from_pretrained: eval, no dropout)
         for _ in range(per_epoch):
             x, y = to_device(next(stream), device)
             loss = task_loss(task.loss, model(x), y)

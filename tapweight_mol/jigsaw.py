@@ -1,46 +1,45 @@
 """Jigsaw puzzles on 3×3 tiles (Noroozi & Favaro, ECCV 2016), as ImageMol's JPP uses them.
 
-The permutation set is chosen greedily for maximal Hamming distance: starting from the
-identity (ImageMol's extra "unshuffled" class 0), each next permutation of the 9! is the one
-whose minimum Hamming distance to those already chosen is largest (ties: larger mean
-distance, then the first in lexicographic order). Deterministic, so every run and every
-machine builds the same classes.
+The permutations are ImageMol's own table, ``permutations_100.npy`` from its repository
+(HongxinXiang/ImageMol), shipped with this package: 100 orders of the 9 tiles, numbered
+row by row. ImageMol's jigsaw loader labels an image 0 when its tiles stay in place and
+k ≥ 1 when tile position t receives tile ``table[k - 1][t]``; with the same table and labels,
+ImageMol's released 101-way jigsaw head is a valid start for ours.
 """
 
 from __future__ import annotations
 
-import itertools
-from functools import lru_cache
+from functools import cache
+from importlib import resources
 
 import numpy as np
 import torch
 
+from tapweight import TapweightError
+
 GRID = 3
 TILES = GRID * GRID
+TABLE = "permutations_100.npy"
 
 
-@lru_cache(maxsize=4)
-def max_hamming_permutations(n: int = 100) -> np.ndarray:
-    """``n`` permutations of the 9 tiles, ``[n, 9]`` int64, far from the identity and each other."""
-    candidates = np.array(list(itertools.permutations(range(TILES))), dtype=np.int8)  # [9!, 9]
-    identity = candidates[0]
-    min_dist = (candidates != identity).sum(1)  # [9!] Hamming distance to the chosen set
-    sum_dist = min_dist.astype(np.int64)
-    chosen = []
-    for _ in range(n):
-        # sum_dist < 1000, so this key orders by min_dist, then sum_dist; argmax takes the
-        # first (lexicographically smallest) candidate among equals
-        pick = int(np.argmax(min_dist * 1000 + sum_dist))
-        chosen.append(candidates[pick])
-        dist = (candidates != candidates[pick]).sum(1)
-        min_dist = np.minimum(min_dist, dist)
-        sum_dist += dist
-    return np.stack(chosen).astype(np.int64)
+@cache
+def imagemol_permutations() -> np.ndarray:
+    """ImageMol's 100 jigsaw permutations, ``[100, 9]`` int64, each a reordering of 0..8."""
+    with (resources.files("tapweight_mol") / TABLE).open("rb") as fh:
+        table = np.load(fh)
+    table = table - table.min()  # ImageMol's loader accepts tables numbered 1..9 too
+    table.flags.writeable = False  # one copy, shared by every caller
+    return table
 
 
-def hamming_matrix(perms: np.ndarray) -> np.ndarray:
-    """Pairwise Hamming distances of the rows of ``perms``, ``[n, n]``."""
-    return (perms[:, None, :] != perms[None, :, :]).sum(-1)
+def jigsaw_orders(n: int = 100) -> torch.Tensor:
+    """``[n + 1, 9]``: row 0 the identity (label 0, unshuffled), row k ImageMol's permutation
+    k - 1, so that label k means what it means in ImageMol."""
+    table = imagemol_permutations()
+    if not 1 <= n <= len(table):
+        raise TapweightError(f"mol.jigsaw_permutations must be 1..{len(table)} (ImageMol's "
+                             f"table has {len(table)} permutations), got {n}")
+    return torch.cat([torch.arange(TILES).unsqueeze(0), torch.tensor(table[:n])])  # a copy
 
 
 def shuffle_tiles(images: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:

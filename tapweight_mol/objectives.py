@@ -5,9 +5,11 @@ Each is an ``nn.Module`` whose ``forward(backbone, batch)`` returns one unweight
 
 - ``mg{100,1000,10000}`` multi-granularity clustering: predict the molecule's k-means
   cluster of MACCS keys (clusters.py), one linear classifier per k.
-- ``jpp`` jigsaw puzzle prediction: 3×3 tiles shuffled by one of 100 permutations, or left
-  as they are (class 0) with probability 0.8 plus 1/101 of the rest, as ImageMol's loader
-  does; a linear classifier names the permutation (101 classes).
+- ``jpp`` jigsaw puzzle prediction: 3×3 tiles shuffled by one of ImageMol's 100
+  permutations (jigsaw.py), or left as they are (class 0) with probability 0.8 plus 1/101
+  of the rest, as ImageMol's loader does; a linear classifier names the permutation (101
+  classes, ImageMol's labels), initialised from ImageMol's ``jigsaw_classifier`` when
+  ``--init`` is ImageMol's release.
 - ``mcl`` masked-view consistency: ImageMol fills masked pixels with the image's channel
   means and pulls the features of the masked view towards those of the original (mean
   squared distance). We mask random cells of an 8×8 grid.
@@ -22,6 +24,7 @@ Random draws come from torch's global generator, which the engine replays.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -29,7 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from tapweight import computed_once
-from tapweight_mol.jigsaw import TILES, max_hamming_permutations, shuffle_tiles
+from tapweight_mol.jigsaw import jigsaw_orders, shuffle_tiles
+
+log = logging.getLogger(__name__)
 
 
 def clean_features(backbone: nn.Module, batch: dict) -> torch.Tensor:
@@ -52,20 +57,28 @@ class ClusterClassification(nn.Module):
         return F.cross_entropy(logits, self.ids[batch["index"]])
 
 
-def _permutation_table(n: int) -> torch.Tensor:
-    """``[n + 1, 9]``: row 0 the identity (unshuffled), rows 1..n the jigsaw permutations."""
-    identity = torch.arange(TILES).unsqueeze(0)
-    return torch.cat([identity, torch.as_tensor(max_hamming_permutations(n))])
-
-
 class JigsawPuzzle(nn.Module):
     """JPP: which of the n + 1 tile orders (identity included) an image shows."""
 
     def __init__(self, out_dim: int, n_permutations: int = 100, unshuffled: float = 0.8):
         super().__init__()
         self.unshuffled = unshuffled
-        self.register_buffer("perms", _permutation_table(n_permutations), persistent=False)
+        self.register_buffer("perms", jigsaw_orders(n_permutations), persistent=False)
         self.classifier = nn.Linear(out_dim, n_permutations + 1)
+
+    def start_from(self, head: dict[str, torch.Tensor], source: str) -> None:
+        """Initialise the classifier from ImageMol's ``jigsaw_classifier`` (``{"weight",
+        "bias"}``), whose labels are ours when the shapes agree; say in the log what was done."""
+        ours = self.classifier.state_dict()
+        if {k: v.shape for k, v in head.items()} != {k: v.shape for k, v in ours.items()}:
+            log.warning("mol.jpp: ImageMol's jigsaw_classifier in %s (%s) does not fit our %d "
+                        "classes (mol.jigsaw_permutations): the classifier starts from scratch",
+                        source, tuple(head["weight"].shape) if "weight" in head else "no weight",
+                        len(self.perms))
+            return
+        self.classifier.load_state_dict(head)
+        log.info("mol.jpp: classifier initialised from ImageMol's jigsaw_classifier in %s "
+                 "(%d classes, ImageMol's permutations and labels)", source, len(self.perms))
 
     def forward(self, backbone: nn.Module, batch: dict) -> torch.Tensor:
         images = batch["image"]
@@ -103,7 +116,7 @@ class RationalityDiscrimination(nn.Module):
 
     def __init__(self, out_dim: int, n_permutations: int = 100):
         super().__init__()
-        self.register_buffer("perms", _permutation_table(n_permutations), persistent=False)
+        self.register_buffer("perms", jigsaw_orders(n_permutations), persistent=False)
         self.discriminator = nn.Sequential(nn.Linear(out_dim, 256), nn.ReLU(), nn.Linear(256, 1))
 
     def forward(self, backbone: nn.Module, batch: dict) -> torch.Tensor:

@@ -14,7 +14,8 @@ class MolOptions:
     image_size: int = 224  # pixels per side of the RGB depiction (ImageMol: 224)
     render_workers: int = 0  # processes drawing images and fingerprints (0: one per CPU core)
     cache_dir: str = ""  # images and cluster ids; empty: <tapweight cache>/mol
-    jigsaw_permutations: int = 100  # JPP classes besides "unshuffled" (ImageMol: 100)
+    strict_load: bool = True  # --init must hold every backbone tensor (false: a partial load)
+    jigsaw_permutations: int = 100  # JPP classes besides "unshuffled": the first n of ImageMol's 100
     jigsaw_unshuffled: float = 0.8  # probability that JPP leaves an image as is (ImageMol)
     mcl_mask_ratio: float = 0.25  # share of the 8×8 grid cells masked for MCL
     mir_size: int = 64  # side of the image MIR reconstructs (ImageMol: 64)

@@ -53,7 +53,10 @@ def _mg(k: int, net, corpus, cfg):
 
 def _jpp(net, corpus, cfg):
     o = cfg.options
-    return objectives.JigsawPuzzle(net.out_dim, o.jigsaw_permutations, o.jigsaw_unshuffled)
+    jpp = objectives.JigsawPuzzle(net.out_dim, o.jigsaw_permutations, o.jigsaw_unshuffled)
+    if cfg.init and (head := backbone.imagemol_head(cfg.init, "jigsaw_classifier")):
+        jpp.start_from(head, f"--init '{cfg.init}'")
+    return jpp
 
 
 def _mcl(net, corpus, cfg):

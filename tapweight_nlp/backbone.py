@@ -2,19 +2,30 @@
 
 ``--model`` is a hub name or a local folder of any RoBERTa-family encoder, loaded with
 ``AutoModel.from_pretrained`` and without its pooler; ``--model tiny`` is a small
-randomly initialised ``RobertaConfig`` for CPU runs and tests. Features are the last
+randomly initialised ``RobertaConfig`` for CPU runs and tests. Loading is strict: encoder
+tensors missing from the checkpoint are an error naming them unless
+``--set nlp.strict_load=false``, and the run log records what was loaded (transformers' own
+load report, a terminal table, is kept off the screen: ours replaces it). Features are the last
 hidden state of the ``<s>`` token, the representation RoBERTa's classification head
 and SimCSE read. The encoder alone carries θ_b / w_b, so the proximal term covers it all.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
 from tapweight import TapweightError, load_backbone
+from tapweight.loading import LoadReport, plain
 from tapweight_nlp.tokenizer import TINY
+
+#: the loggers through which transformers prints its load report (5.x) or warnings (4.x)
+TRANSFORMERS_REPORTS = ("transformers.utils.loading_report", "transformers.modeling_utils")
 
 
 class RobertaBackbone(nn.Module):
@@ -50,20 +61,60 @@ def tiny_config(opts) -> RobertaConfig:
         pad_token_id=1, bos_token_id=0, eos_token_id=2)
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' own load report off the terminal and the log for the call: ours is logged."""
+    loggers = [logging.getLogger(name) for name in TRANSFORMERS_REPORTS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def from_pretrained(auto, model: str, **kwargs) -> tuple[nn.Module, dict]:
+    """``auto.from_pretrained(model)`` and its loading info: missing, unexpected and
+    mismatched keys (a tensor of another shape is left initialised and reported, not raised)."""
+    try:
+        with _quiet_transformers():
+            return auto.from_pretrained(model, output_loading_info=True, ignore_mismatched_sizes=True,
+                                        **kwargs)
+    except OSError as err:
+        raise TapweightError(
+            f"could not load model '{model}' ({plain(str(err).splitlines()[0])}): pass a local "
+            "model folder with --model DIR, or --model tiny") from None
+
+
+def mismatched_keys(info: dict) -> list[str]:
+    """The names in ``info["mismatched_keys"]`` ((name, shape, shape) tuples in transformers)."""
+    return sorted(k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"])
+
+
+def checkpoint_format(model: nn.Module, name: str) -> str:
+    """E.g. ``transformers RobertaForMaskedLM, local folder``: the class it was saved from."""
+    config = model.config
+    where = "local folder" if Path(name).expanduser().is_dir() else "hub"
+    return f"transformers {'/'.join(config.architectures or [config.model_type])}, {where}"
+
+
 def build_backbone(cfg) -> RobertaBackbone:
     """The encoder named by ``cfg.options.model``; ``cfg.init`` loads a saved state dict."""
     opts = cfg.options
     if opts.model == TINY:
         encoder = RobertaModel(tiny_config(opts), add_pooling_layer=False)
     else:
-        try:
-            encoder = AutoModel.from_pretrained(opts.model, add_pooling_layer=False)
-        except OSError as err:
-            raise TapweightError(
-                f"could not load model '{opts.model}' ({str(err).splitlines()[0]}): pass a local "
-                "model folder with --model DIR, or --model tiny") from None
+        encoder, info = from_pretrained(AutoModel, opts.model, add_pooling_layer=False)
+        missing, mismatched = sorted(info["missing_keys"]), mismatched_keys(info)
+        LoadReport("encoder nlp.roberta", f"--model '{opts.model}'", checkpoint_format(encoder, opts.model),
+                   len(encoder.state_dict()) - len(missing) - len(mismatched), missing, mismatched,
+                   sorted(info["unexpected_keys"]),
+                   "not part of the encoder; nlp.mlm takes lm_head.* when MLM is trained",
+                   ).settle(opts.strict_load, "nlp.strict_load", "a complete model folder")
     backbone = RobertaBackbone(encoder)
     if cfg.init:
-        load_backbone(backbone, cfg.init)
+        load_backbone(backbone, cfg.init, opts.strict_load, "nlp.strict_load")
     return backbone
 

@@ -15,17 +15,14 @@ engine swaps the parameters functionally, so nothing here keeps a parameter tens
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
-from tapweight_nlp.backbone import RobertaBackbone
+from tapweight.loading import load_into
+from tapweight_nlp.backbone import RobertaBackbone, checkpoint_format, from_pretrained, mismatched_keys
 from tapweight_nlp.tokenizer import TINY
-
-log = logging.getLogger(__name__)
 
 MLM_PROBABILITY = 0.15  # BERT / RoBERTa
 TEMPERATURE = 0.05  # SimCSE's τ, as in the paper
@@ -130,20 +127,23 @@ def build_mlm(backbone: RobertaBackbone, corpus, cfg) -> MaskedLanguageModeling:
     objective = MaskedLanguageModeling(corpus.tokenizer, config.hidden_size,
                                        backbone.word_embeddings.shape[0], config.layer_norm_eps)
     if cfg.options.model != TINY:
-        _load_lm_head(objective, cfg.options.model)
+        _load_lm_head(objective, cfg.options)
     return objective
 
 
-def _load_lm_head(objective: MaskedLanguageModeling, model: str) -> None:
-    """Copy RoBERTa's ``lm_head`` (dense, layer_norm, bias) from ``model``, if it has one."""
-    head = getattr(AutoModelForMaskedLM.from_pretrained(model), "lm_head", None)
-    if head is None or not all(hasattr(head, n) for n in ("dense", "layer_norm", "bias")):
-        log.warning("'%s' has no RoBERTa lm_head: the MLM head starts from scratch", model)
-        return
-    with torch.no_grad():
-        objective.dense.load_state_dict(head.dense.state_dict())
-        objective.layer_norm.load_state_dict(head.layer_norm.state_dict())
-        objective.bias.copy_(head.bias)
+def _load_lm_head(objective: MaskedLanguageModeling, opts) -> None:
+    """Copy RoBERTa's ``lm_head`` (dense, layer_norm, bias) from ``opts.model``; a head the
+    checkpoint lacks is an error unless ``nlp.strict_load`` is off (then it starts afresh)."""
+    model, info = from_pretrained(AutoModelForMaskedLM, opts.model)
+    absent = {*info["missing_keys"], *mismatched_keys(info)}  # initialised by transformers, not read
+    head = getattr(model, "lm_head", None)
+    ours = objective.state_dict()
+    state = {} if head is None else {k: v for k, v in head.state_dict().items()
+                                     if k in ours and f"lm_head.{k}" not in absent}
+    load_into(objective, state, target="nlp.mlm head", source=f"--model '{opts.model}'",
+              format=checkpoint_format(model, opts.model), strict=opts.strict_load,
+              option="nlp.strict_load",
+              fix="a model folder with RoBERTa's lm_head (a RobertaForMaskedLM checkpoint)")
 
 
 def build_cl(backbone: RobertaBackbone, corpus, cfg) -> ContrastiveLearning:

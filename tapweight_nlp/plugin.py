@@ -26,6 +26,7 @@ class NlpOptions:
     """``--set nlp.<field>=...``; defaults are the paper's roberta-base setting."""
 
     model: str = "roberta-base"  # hub name or local folder (from_pretrained), or "tiny"
+    strict_load: bool = True  # --model / --init must hold every encoder and MLM-head tensor
     max_length: int = 128  # tokens per text (pair), special tokens included
     tiny_vocab_size: int = 8000  # the tiny model's BPE vocabulary, trained on the corpus
     tiny_hidden_size: int = 128

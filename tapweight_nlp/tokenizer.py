@@ -21,6 +21,7 @@ import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, RobertaTokenizer
 
 from tapweight import TapweightError
+from tapweight.loading import plain
 from tapweight.paths import cache_dir
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
@@ -35,7 +36,7 @@ def load_tokenizer(opts, texts: Sequence[str]) -> tuple[PreTrainedTokenizerBase,
         return AutoTokenizer.from_pretrained(opts.model), f"{opts.model}'s own"
     except OSError as err:
         raise TapweightError(
-            f"could not load the tokenizer of '{opts.model}' ({str(err).splitlines()[0]}): pass a "
+            f"could not load the tokenizer of '{opts.model}' ({plain(str(err).splitlines()[0])}): pass a "
             "local model folder with --model DIR, or --model tiny") from None
 
 

@@ -29,7 +29,7 @@ def test_saved_backbone_and_engine_checkpoint_load_back(tmp_path):
 
 def test_mismatch_and_missing_files_are_one_line(tmp_path):
     save_weights(fresh(16), tmp_path / "b.safetensors")
-    with pytest.raises(TapweightError, match="does not fit this backbone") as err:
+    with pytest.raises(TapweightError, match="does not fit backbone") as err:
         load_backbone(fresh(32), str(tmp_path / "b.safetensors"))
     assert "\n" not in str(err.value)
     with pytest.raises(TapweightError, match="does not exist"):

@@ -29,8 +29,10 @@ def test_tapweight_run_then_init_from_its_checkpoints(tmp_path, cache_dir):
     assert "skipped 2 invalid SMILES" in log and "row 60" in log
     assert (seed / "weights.csv").read_text().startswith("step,mg100,mg1000,mg10000,jpp,mcl")
 
-    for checkpoint in ("backbone.safetensors", "checkpoint.pt"):  # the runner's own formats
-        assert load_init(ImageMolResNet18(), str(seed / checkpoint)) in ("tapweight", "torchvision")
+    for checkpoint, fmt in (("backbone.safetensors", "ResNet18 state dict, safetensors"),
+                            ("checkpoint.pt", "tapweight, torch zip file")):  # the runner's own formats
+        report = load_init(ImageMolResNet18(), str(seed / checkpoint))
+        assert report.format == fmt and report.loaded == 120 and not report.missing
     again = resolve("mol", "bbbp", preset="cpu", sets=[*TINY, f"data={data}", "method=none",
                                                        f"init={seed / 'checkpoint.pt'}"])
     run(again, tmp_path / "none", quiet=True)

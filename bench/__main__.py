@@ -14,7 +14,7 @@ from bench.workload import SHAPES, VARIANTS, Workload
 from tapweight.errors import TapweightError
 
 #: what `bench step` times unless --variants says otherwise (neumann and cg take minutes on a CPU)
-DEFAULT_VARIANTS = ("plain", "default", "fd", "fd-forward", "fd-1/4", "fd-1/8", "jvp", "betty")
+DEFAULT_VARIANTS = ("plain", "default", "fd", "fd-forward", "fd-1/8", "jvp", "jvp-1/8", "jvp-1/16", "betty")
 
 
 def _workload_args(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +70,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--json", type=Path)
     a.add_argument("--plot", type=Path, help="cost against accuracy, PNG")
     a.add_argument("--also", type=Path, action="append", default=[], help="earlier --json results to plot too")
+    g = sub.add_parser("gpu", help="the prepared GPU check (bench/gpu.py): step times and memory at the paper "
+                                   "shape, bf16 and fp32, hypergradient precision, data pipeline")
+    g.add_argument("--device", default="cuda")
+    g.add_argument("--out", type=Path, default=Path("bench-gpu"), help="folder for gpu.json")
+    g.add_argument("--repeats", type=int, default=5)
+    g.add_argument("--warmup", type=int, default=2)
+    g.add_argument("--workers", type=int, default=0, help="render/loader processes (0: cores - 2, at most 16)")
     e = sub.add_parser("exactness", help="the hypergradient against autograd through the unrolled steps, "
                                          "per optimizer / precision / schedule / unroll")
     e.add_argument("--seeds", type=int, default=5)
@@ -101,6 +108,10 @@ def main(argv: list[str] | None = None) -> dict:
         result = step.memory_child(_workload(args), args.variant)
         print(json.dumps(result))
         return result
+    if args.command == "gpu":
+        from bench import gpu
+
+        return gpu.run(_device(args.device), args.out, args.repeats, args.warmup, args.workers)
     if args.command == "estimators":
         from bench import estimators
 

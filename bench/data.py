@@ -27,8 +27,12 @@ DEFAULT_SMILES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" 
 
 
 def read_smiles(path: Path, n: int) -> list[str]:
+    """The first ``n`` SMILES of a CSV (its ``smiles`` column, else its last) or a ``.smi``
+    file (the first field of each line, as RDKit's bundled NCI sample)."""
     if not path.is_file():
         raise TapweightError(f"SMILES file '{path}' does not exist: pass --smiles FILE")
+    if path.suffix == ".smi":
+        return [line.split()[0] for line in path.read_text().splitlines() if line.strip()][:n]
     frame = pd.read_csv(path)
     column = next((c for c in frame.columns if str(c).lower() == "smiles"), frame.columns[-1])
     return frame[column].astype(str).tolist()[:n]

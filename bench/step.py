@@ -210,7 +210,8 @@ def run(workload: Workload, variants: list[str], warmup: int, repeats: int, memo
             profile.mkdir(parents=True, exist_ok=True)
             for name, engine in engines.items():
                 running[0] = name
-                phases[name] = profile_step(engine, device, profile / f"profile_{name}.txt", profile_steps)
+                table = profile / f"profile_{name.replace('/', '_')}.txt"
+                phases[name] = profile_step(engine, device, table, profile_steps)
     results = {}
     base_time = statistics.median(times["plain"]) if "plain" in times else None
     base_peak = peaks.get("plain")

@@ -29,19 +29,18 @@ from tapweight.specs import DomainData
 
 #: variant -> the reweight keys of its TapWeight step (RunConfig's defaults for the rest):
 #: ``default`` is the shipped setting; ``fd`` the full central difference on the whole level I
-#: batch (the reference the cheaper estimators are measured against); ``fd-forward`` the
-#: one-sided difference reusing level I's losses; ``fd-1/N`` the central difference on the
-#: first 1/N of each level I batch. ``plain`` (level I only, uniform λ) is the baseline and
-#: ``betty`` the reference code's engine.
+#: batch (Betty's darts estimator, at its radius); ``jvp`` the exact directional derivative on
+#: it; ``fd-forward`` the one-sided difference reusing level I's losses; ``fd-1/N`` and
+#: ``jvp-1/N`` the same on the first 1/N of each level I batch. ``plain`` (level I only,
+#: uniform λ) is the baseline and ``betty`` the reference code's engine.
 FULL = {"hypergrad": "fd", "fd_scheme": "central", "hyper_fraction": 1.0}
 SETTINGS = {
     "default": {},
     "fd": FULL,
     "fd-forward": {**FULL, "fd_scheme": "forward"},
-    "fd-1/2": {**FULL, "hyper_fraction": 1 / 2},
-    "fd-1/4": {**FULL, "hyper_fraction": 1 / 4},
-    "fd-1/8": {**FULL, "hyper_fraction": 1 / 8},
+    **{f"fd-1/{n}": {**FULL, "hyper_fraction": 1 / n} for n in (2, 4, 8)},
     "jvp": {**FULL, "hypergrad": "jvp"},
+    **{f"jvp-1/{n}": {**FULL, "hypergrad": "jvp", "hyper_fraction": 1 / n} for n in (2, 4, 8, 16)},
     "neumann": {**FULL, "hypergrad": "neumann"},
     "cg": {**FULL, "hypergrad": "cg"},
 }

@@ -47,8 +47,8 @@ from tapweight.models import (
     PretrainModel,
     TaskModel,
     backbone_params,
+    float32,
     frozen_running_stats,
-    full_precision,
     replay_rng,
 )
 from tapweight.optim import build_optimizer, build_scheduler, current_lr, preconditioner
@@ -183,13 +183,12 @@ class Engine:
 
     def losses(self, batches: list, params: Vector, exact: bool = True) -> torch.Tensor:
         """L(θ) ∈ R^K on level I ``batches`` ((batch, seed) pairs, their random draws replayed),
-        θ's parameters replaced by ``params``, batch-norm statistics untouched. ``exact``:
-        float32 without autocast or TF32 (finite differences need every digit); else under
-        the run's autocast."""
+        θ's parameters replaced by ``params``, batch-norm statistics untouched, in float32
+        whatever the run's autocast: ``exact`` without TF32 (a finite difference needs every
+        digit), else with TF32 as torch allows it (jvp, which differentiates directly)."""
         replaced = dict(zip(self.theta_names, params))
-        precision = full_precision(self.device) if exact else self._autocast()
         total = 0.0
-        with frozen_running_stats(self.theta), precision:
+        with frozen_running_stats(self.theta), float32(self.device, tf32=not exact):
             for batch, seed in batches:
                 with replay_rng(seed, self.device):
                     total = total + torch.func.functional_call(self.theta, replaced, (batch,))
@@ -271,7 +270,7 @@ class Engine:
     def _finetune_loss_at(self, x, y, seed: int, params: Vector) -> torch.Tensor:
         """L_ft at w's parameters replaced by ``params``, in float32, statistics untouched."""
         replaced = dict(zip(self.w_names, params))
-        with frozen_running_stats(self.w), full_precision(self.device), replay_rng(seed, self.device):
+        with frozen_running_stats(self.w), float32(self.device), replay_rng(seed, self.device):
             return task_loss(self.loss_kind, torch.func.functional_call(self.w, replaced, (x,)), y)
 
     # -- level III ---------------------------------------------------------------------------

@@ -25,9 +25,10 @@ proximal term's 2γ·I. ``hyper_fraction < 1`` takes it on the first part of eac
 batch (an unbiased estimate for objectives that are means over examples, at a fraction of
 the cost).
 
-**Precision.** ``fd`` subtracts two loss vectors, so its forwards run in float32 with
-autocast and TF32 off whatever the run's ``amp``; ``jvp`` differentiates directly and runs
-under the run's autocast. ``auto`` (the default) is ``fd``, or ``jvp`` under AMP or unroll > 1.
+**Precision.** Whatever the run's ``amp``, the hypergradient's forwards run in float32:
+``fd`` subtracts two loss vectors, so without TF32 either; ``jvp`` differentiates directly, so
+TF32 (on CUDA, where torch allows it) costs it nothing in accuracy. ``auto`` (the default) is
+``fd``, or ``jvp`` under AMP (whose float32 forwards TF32 makes fast) or with unroll > 1.
 
 **Unroll T > 1** (SGD only; Adam's state makes later steps depend on earlier gradients in a
 way we do not differentiate): reverse mode through the T steps of both levels, momentum
@@ -242,8 +243,9 @@ def conjugate_gradient(hvp: HVP, b: Vector, iterations: int, tol: float) -> Vect
 class InnerStep:
     """One level I + level II step, as the hypergradient needs it.
 
-    ``losses(params, full_precision)`` is L(θ) ∈ R^K on this step's level I batches (their
-    random draws replayed) with θ's parameters replaced by ``params`` (θ_b first);
+    ``losses(params, exact)`` is L(θ) ∈ R^K on this step's level I batches (their random
+    draws replayed) with θ's parameters replaced by ``params`` (θ_b first), in float32
+    (``exact``: without TF32);
     ``theta`` is θ before the level I step. The rates are those the steps used; the
     preconditioners (None: 1) are P of eq. (1) on θ_b and w_b. Unroll > 1 also needs w
     before the level II step, ``finetune_loss(params)`` = L_ft on its batch, and the SGD

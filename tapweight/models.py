@@ -105,10 +105,11 @@ def replay_rng(seed: int, device: torch.device):
 
 
 @contextlib.contextmanager
-def full_precision(device: torch.device):
-    """float32 arithmetic for a block: autocast off and, on CUDA, no TF32 in matrix products
-    and convolutions (TF32 keeps 10 mantissa bits, too few for a finite difference)."""
-    if device.type != "cuda":
+def float32(device: torch.device, tf32: bool = False):
+    """float32 arithmetic for a block: autocast off and, on CUDA unless ``tf32``, no TF32 in
+    matrix products and convolutions (TF32 keeps 10 mantissa bits: too few for a finite
+    difference, enough for a derivative computed directly)."""
+    if device.type != "cuda" or tf32:
         with torch.autocast(device.type, enabled=False):
             yield
         return

@@ -103,3 +103,15 @@ def test_data_throughput_rows():
     stages = [r["stage"] for r in result["rows"]]
     assert any("without the cache" in s for s in stages) and any("from the cache" in s for s in stages)
     assert all(r["images_per_s"] > 0 and r["images"] > 0 for r in result["rows"])
+
+
+def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
+    """The prepared GPU check (bench/gpu.py) end to end, so that it cannot rot between GPU loans."""
+    pytest.importorskip("rdkit")
+    main(["gpu", "--device", "cpu", "--out", str(tmp_path), "--repeats", "1", "--warmup", "0"])
+    saved = json.loads((tmp_path / "gpu.json").read_text())
+    assert saved["errors"] == {}
+    assert {"plain", "default", "jvp-1/8"} <= set(saved["step_bf16"]["variants"])
+    assert saved["step_fp32"]["variants"]["plain"]["ratio"] == pytest.approx(1.0)
+    assert set(saved["precision"]) == {"fd, TF32 allowed", "fd, full float32"}
+    assert saved["data"]["keeps_up"]["keeps_up"] in (True, False)

@@ -4,15 +4,15 @@ in one run of a few minutes on one H100/H200, each part saved as soon as it is d
 1. The machine: GPU, driver-visible memory, torch, CPU cores.
 2. Step time and peak memory at the paper shape (224 px, batch 1024/64/64) under bf16
    autocast: plain continued pretraining, the shipped default, the full central difference,
-   the cheaper estimators, jvp and Betty (``bench step``).
-3. The same at float32 (TF32 as torch sets it) for plain and the default, so the bf16 gain
-   is measured, not assumed.
-4. The hypergradient's precision on this GPU: on one global step at a small shape, the
-   central difference with TF32 allowed (torch's default for convolutions) and in full
-   float32 (what ``fd`` does), against forward-mode ``jvp``: relative error and cosine.
-5. The data pipeline at 224 px: molecules drawn into the render cache by N processes and
+   the cheaper estimators and jvp (``bench step``).
+3. The data pipeline at 224 px: molecules drawn into the render cache by N processes and
    loaded from it by N DataLoader workers (``bench data``), and whether that keeps up with
    level I's images per second of the default.
+4. Betty beside plain and the default, at the same shape (a part of its own).
+5. Plain and the default at float32 (TF32 as torch sets it), so the bf16 gain is measured.
+6. The hypergradient's precision on this GPU: on one global step at a small shape, the
+   central difference with TF32 allowed (torch's default for convolutions) and in full
+   float32 (what ``fd`` does), against forward-mode ``jvp``: relative error and cosine.
 
 ``--device cpu`` runs the same parts at a tiny shape with the toy models and without peak
 memory (the tests do, so the script cannot rot); the figures are then meaningless.
@@ -32,7 +32,8 @@ from bench.workload import SHAPES, Workload
 from tapweight.hypergrad import directional_fd, directional_jvp, softmax_vjp
 
 PROFILE = Path("/tmp/tapweight-gpu-profiles")  # per-level times go to gpu.json; the tables stay here
-BF16_VARIANTS = ["plain", "default", "fd", "fd-1/8", "jvp", "jvp-1/4", "jvp-1/8", "jvp-1/16", "betty"]
+BF16_VARIANTS = ["plain", "default", "fd", "fd-1/8", "jvp", "jvp-1/4", "jvp-1/8", "jvp-1/16"]
+BETTY_VARIANTS = ["plain", "default", "betty"]  # a part of its own: a failing Betty loses nothing else
 FP32_VARIANTS = ["plain", "default"]
 
 
@@ -134,8 +135,10 @@ def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, work
         print("  ", json.dumps(measured), flush=True)
         return measured
 
+    # the most wanted figures first: a run cut short keeps them
     part("step_bf16", lambda: steps("bf16", BF16_VARIANTS))
+    part("data", pipeline)
+    part("betty_bf16", lambda: steps("bf16", BETTY_VARIANTS))
     part("step_fp32", lambda: steps("no", FP32_VARIANTS))
     part("precision", accuracy)
-    part("data", pipeline)
     return result

@@ -32,8 +32,8 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 def head_of_batch(batch: Any, fraction: float) -> Any:
     """The first ``ceil(fraction · B)`` examples of a batch of B (the first dimension of its
-    first tensor): every tensor with that first dimension is cut along it. The head of a
-    shuffled batch is a random subset of it."""
+    first tensor), but at least two (batch norm needs two): every tensor with that first
+    dimension is cut along it. The head of a shuffled batch is a random subset of it."""
     if fraction >= 1:
         return batch
     sizes: list[int] = []
@@ -41,7 +41,7 @@ def head_of_batch(batch: Any, fraction: float) -> Any:
     if not sizes or sizes[0] < 0:
         return batch
     full = sizes[0]
-    keep = max(1, math.ceil(fraction * full))
+    keep = max(min(2, full), math.ceil(fraction * full))
     return map_tensors(batch, lambda t: t[:keep] if t.dim() and t.shape[0] == full else t)
 
 

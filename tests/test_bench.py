@@ -112,6 +112,7 @@ def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
     saved = json.loads((tmp_path / "gpu.json").read_text())
     assert saved["errors"] == {}
     assert {"plain", "default", "jvp-1/8"} <= set(saved["step_bf16"]["variants"])
+    assert "median_s" in saved["betty_bf16"]["variants"]["betty"]
     assert saved["step_fp32"]["variants"]["plain"]["ratio"] == pytest.approx(1.0)
     assert set(saved["precision"]) == {"fd, TF32 allowed", "fd, full float32"}
     assert saved["data"]["keeps_up"]["keeps_up"] in (True, False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -105,7 +106,7 @@ def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, work
             result[name] = work()
         except Exception as err:  # one failing part must not lose the others' figures
             result["errors"][name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            print(f"   failed: {result['errors'][name]}", flush=True)
+            print(f"   failed: {traceback.format_exc()}", flush=True)
         result["seconds"][name] = time.perf_counter() - start
         report.write_json(result, out / "gpu.json")
 

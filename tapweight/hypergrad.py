@@ -108,7 +108,8 @@ def times(p: Vector | None, x: Vector) -> Vector:
 
 
 def softmax_vjp(lam: torch.Tensor, g_lam: torch.Tensor) -> torch.Tensor:
-    """∂L/∂α from ∂L/∂λ for λ = softmax(α): Jᵀg with J = diag(λ) − λλᵀ."""
+    """∂L/∂α from ∂L/∂λ for λ = softmax(α): Jᵀg with J = diag(λ) − λλᵀ (on ``g_lam``'s device)."""
+    lam = lam.to(g_lam)
     return lam * (g_lam - (lam * g_lam).sum())
 
 

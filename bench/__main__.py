@@ -1,4 +1,4 @@
-"""``python -m bench step|data``: the command line of the benchmark harness (see bench/__init__.py)."""
+"""``python -m bench step|data|baselines``: the command line of the benchmark harness (see bench/__init__.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench import data, report, step
+from bench import baselines, data, report, step
 from bench.workload import SHAPES, VARIANTS, Workload
 from tapweight.errors import TapweightError
 
@@ -53,6 +53,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--workers", type=int, default=2, help="render processes and DataLoader workers")
     d.add_argument("--json", type=Path)
+    b = sub.add_parser("baselines", help="train-mean and random-forest baselines of a regression task")
+    b.add_argument("domain", help="e.g. mol")
+    b.add_argument("task", help="e.g. freesolv")
+    b.add_argument("--data", default="", help="the task's data file or folder (as tapweight run --data)")
+    b.add_argument("--seeds", default="0,1,2", help="comma-separated forest seeds")
+    b.add_argument("--trees", type=int, default=500, help="trees per forest")
+    b.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -80,7 +87,16 @@ def main(argv: list[str] | None = None) -> dict:
         result = step.memory_child(_workload(args), args.variant)
         print(json.dumps(result))
         return result
-    if args.command == "data":
+    if args.command == "baselines":
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise TapweightError(f"--seeds takes integers like 0,1,2, got '{args.seeds}'") from None
+        if not seeds or args.trees < 1:
+            raise TapweightError("give at least one seed and --trees 1 or more")
+        result = baselines.run(args.domain, args.task, args.data, seeds, args.trees)
+        print(report.baselines_table(result))
+    elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))
     else:

@@ -109,6 +109,24 @@ def data_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def baselines_table(result: dict) -> str:
+    """Markdown: one row per baseline, test metric mean ± std, per seed, val, time."""
+    metric, seeds = result["metric"], result["seeds"]
+    lines = [f"{result['domain']}/{result['task']}: {result['rows']} rows from {result['data']}, "
+             f"{result['split']} split {result['sizes']['train']}/{result['sizes']['val']}/"
+             f"{result['sizes']['test']}, seeds {','.join(map(str, seeds))}",
+             f"| baseline | test {metric} (mean ± std) | per seed | val {metric} | fit s per seed |",
+             "|---|---|---|---|---|"]
+    for name, r in result["baselines"].items():
+        per_seed = ", ".join(f"{r['seeds'][s]['test']:.3f}" for s in seeds)
+        fit = f"{r['fit_s_mean']:.1f}" if "fit_s_mean" in r else "-"
+        lines.append(f"| {name} | {r['test_mean']:.3f} ± {r['test_std']:.3f} | {per_seed} | "
+                     f"{r['val_mean']:.3f} ± {r['val_std']:.3f} | {fit} |")
+    lines.append("featurization s: " + (", ".join(f"{k} {v:.1f}" for k, v in result["featurize_s"].items())
+                                         or "none"))
+    return "\n".join(lines)
+
+
 def write_json(result: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

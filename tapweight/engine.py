@@ -46,7 +46,12 @@ def synchronize(device: torch.device) -> None:
 
 
 class NonFiniteLoss(TapweightError):
-    """A loss became NaN or infinite; the run stops at the last good checkpoint."""
+    """A loss became NaN or infinite at global step ``step``. The message names the value
+    and the learning rate to lower; the runner adds whether a checkpoint was kept."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 class Engine:
@@ -136,12 +141,11 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _check_finite(self, values: torch.Tensor, what: Sequence[str]) -> None:
+    def _check_finite(self, values: torch.Tensor, what: Sequence[str], advice: str) -> None:
         bad = [f"{name} = {v}" for name, v in zip(what, values.tolist()) if not math.isfinite(v)]
         if bad:
-            raise NonFiniteLoss(
-                f"non-finite loss at step {self.step_count + 1} ({'; '.join(bad)}): lower the learning "
-                "rates or check the data; the last good checkpoint is kept")
+            step = self.step_count + 1
+            raise NonFiniteLoss(f"non-finite loss at step {step} ({'; '.join(bad)}): {advice}", step)
 
     def losses_at(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
         """L(θ) ∈ R^K on the last level I batches, θ's parameters replaced by ``params``."""
@@ -172,7 +176,8 @@ class Engine:
             total += losses.detach() / accumulate
             self._last_pretrain.append((batch, seed))
         distributed.mean_([total])
-        self._check_finite(total, [f"objective {n}" for n in self.names])
+        self._check_finite(total, [f"objective {n}" for n in self.names],
+                           f"lower pretrain.lr (now {current_lr(self.opt_pretrain):g}) or check the data")
         self.scaler_pretrain.step(self.opt_pretrain)
         self.scaler_pretrain.update()
         self.opt_pretrain.zero_grad(set_to_none=True)  # release θ's gradients before levels II, III
@@ -190,7 +195,8 @@ class Engine:
         x, y = to_device(next(self.train), self.device)
         seed = self._seed(2, self._inner)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)
-        self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"])
+        self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"],
+                           f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or check the labels")
         self.scaler_finetune.scale(loss).backward()
         self.scaler_finetune.unscale_(self.opt_finetune)
         with torch.no_grad():
@@ -223,7 +229,9 @@ class Engine:
             if self.hypergrad.needs_hessians:
                 problem.hvp_finetune, problem.hvp_pretrain = self._hessians()
             g_lam = distributed.mean_([self.hypergrad(problem)])[0]  # this rank's shard -> global mean
-        self._check_finite(g_lam.float(), ["the hypergradient"])
+        self._check_finite(g_lam.float(), ["the hypergradient"],  # w diverged, or α's steps are too large
+                           f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or reweight.lr "
+                           f"(now {current_lr(self.opt_reweight):g})")
         lam = self.lam
         self.opt_reweight.zero_grad(set_to_none=True)
         self.alpha.grad = softmax_vjp(lam, g_lam.cpu().double()).float().to(self.device)

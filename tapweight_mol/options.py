@@ -44,3 +44,13 @@ PRESETS = {
 #: Tox21 and ToxCast 10,000; every other data set 3,000. They are the tasks' default steps.
 PAPER_STEPS = {"muv": 30_000, "hiv": 20_000, "tox21": 10_000, "toxcast": 10_000}
 DEFAULT_STEPS = 3_000
+
+#: Regression (``mse``) tasks: SGD steps small enough for a squared loss on ResNet features.
+#: The paper's 0.05 (level II) and the final fine-tune's 0.01 are classification rates. MSE
+#: on a linear head over the features f has the Hessian 2·E[f fᵀ] (BCE: at most a quarter of
+#: that, and bounded gradients): measured on FreeSolv's train images (64 px, random init, batch
+#: statistics) its top eigenvalue is 712, so SGD with momentum 0.9 is stable only below
+#: 2·1.9/712 ≈ 0.005 however the targets are scaled; at 0.05 level II diverges in 4 steps, at
+#: 0.01 the final fine-tune in 2 epochs. 0.001 is the reference code's regression rate
+#: (molreweight/reweight_reg.sh: --finetune_lr 0.001), five times below that bound.
+REGRESSION_DEFAULTS = {"finetune.lr": 0.001, "final.lr": 0.001}

@@ -6,4 +6,9 @@ each hypergradient method (fd, jvp, neumann, cg), and the same step through the 
 reference engine (tapweight.betty_engine); it reports medians, ratios to the plain step and
 peak memory. ``python -m bench data`` measures molecule rendering and image loading
 throughput, with and without the render cache. Results: docs/benchmarks.md.
+
+For regression tasks, ``python -m bench baselines`` scores the training mean and random
+forests (Morgan fingerprints, RDKit descriptors) on tapweight's own loader and split, and
+``python -m bench curvature`` prints the largest stable SGD step of a squared loss on the
+backbone's features beside the configured learning rates. Results: README, "Regression".
 """

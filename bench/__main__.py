@@ -1,4 +1,4 @@
-"""``python -m bench step|data|baselines``: the command line of the benchmark harness (see bench/__init__.py)."""
+"""``python -m bench COMMAND``: the command line of the benchmark harness (see bench/__init__.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench import baselines, data, report, step
+from bench import baselines, curvature, data, report, step
 from bench.workload import SHAPES, VARIANTS, Workload
 from tapweight.errors import TapweightError
 
@@ -60,6 +60,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", default="0,1,2", help="comma-separated forest seeds")
     b.add_argument("--trees", type=int, default=500, help="trees per forest")
     b.add_argument("--json", type=Path)
+    c = sub.add_parser("curvature", help="the largest stable SGD step of a squared loss on the backbone's features")
+    c.add_argument("domain", help="e.g. mol")
+    c.add_argument("task", help="e.g. freesolv")
+    c.add_argument("--data", default="", help="the task's data file or folder (as tapweight run --data)")
+    c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override, as tapweight run --set (e.g. init=ImageMol.pth.tar)")
+    c.add_argument("--batches", type=int, default=6, help="training batches whose features are used")
+    c.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -96,6 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
             raise TapweightError("give at least one seed and --trees 1 or more")
         result = baselines.run(args.domain, args.task, args.data, seeds, args.trees)
         print(report.baselines_table(result))
+    elif args.command == "curvature":
+        if args.batches < 1:
+            raise TapweightError(f"--batches {args.batches}: give at least 1")
+        result = curvature.run(args.domain, args.task, args.data, args.sets, args.batches)
+        print(report.curvature_table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))

@@ -11,6 +11,7 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DEFAULT_METHOD = "fd"
@@ -125,6 +126,20 @@ def baselines_table(result: dict) -> str:
     lines.append("featurization s: " + (", ".join(f"{k} {v:.1f}" for k, v in result["featurize_s"].items())
                                          or "none"))
     return "\n".join(lines)
+
+
+def curvature_table(result: dict) -> str:
+    """Markdown: each fine-tuning level's learning rate beside its stability bound."""
+    lines = [f"{result['domain']}/{result['task']} {' '.join(result['sets'])}: {result['examples']} "
+             f"training examples, E|f|² = {result['mean_sq_feature_norm']:.1f}, "
+             f"λ_max(H) = {result['top_eigenvalue']:.1f}",
+             "| level | optimizer | lr | stable below | lr / bound |", "|---|---|---|---|---|"]
+    for name, v in result["levels"].items():
+        bound = v["stable_lr"]
+        ratio = "-" if bound is None or not np.isfinite(bound) else f"{v['lr'] / bound:.2f}"
+        lines.append(f"| {name} | {v['optimizer']} (momentum {v['momentum']:g}) | {v['lr']:g} | "
+                     f"{'-' if bound is None else format(bound, '.4f')} | {ratio} |")
+    return "\n".join(lines + ([result["note"]] if result["note"] else []))
 
 
 def write_json(result: dict, path: Path) -> None:

@@ -28,6 +28,15 @@ def _workload_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
 
+def _task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A command on one tapweight task, read as ``tapweight run`` reads it."""
+    parser.add_argument("domain", help="e.g. mol")
+    parser.add_argument("task", help="e.g. freesolv")
+    parser.add_argument("--data", default="", help="the task's data file or folder (as tapweight run --data)")
+    parser.add_argument("--json", type=Path)
+    return parser
+
+
 def _child_args(args) -> list[str]:
     return ["--shape", args.shape, "--device", args.device, "--amp", args.amp,
             "--accumulate", str(args.accumulate), "--models", args.models, "--threads", str(args.threads)]
@@ -53,21 +62,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--workers", type=int, default=2, help="render processes and DataLoader workers")
     d.add_argument("--json", type=Path)
-    b = sub.add_parser("baselines", help="train-mean and random-forest baselines of a regression task")
-    b.add_argument("domain", help="e.g. mol")
-    b.add_argument("task", help="e.g. freesolv")
-    b.add_argument("--data", default="", help="the task's data file or folder (as tapweight run --data)")
+    b = _task_args(sub.add_parser("baselines", help="train-mean and random-forest baselines of a regression task"))
     b.add_argument("--seeds", default="0,1,2", help="comma-separated forest seeds")
     b.add_argument("--trees", type=int, default=500, help="trees per forest")
-    b.add_argument("--json", type=Path)
-    c = sub.add_parser("curvature", help="the largest stable SGD step of a squared loss on the backbone's features")
-    c.add_argument("domain", help="e.g. mol")
-    c.add_argument("task", help="e.g. freesolv")
-    c.add_argument("--data", default="", help="the task's data file or folder (as tapweight run --data)")
+    c = _task_args(sub.add_parser("curvature", help="the largest stable SGD step of a squared loss on "
+                                                    "the backbone's features"))
     c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override, as tapweight run --set (e.g. init=ImageMol.pth.tar)")
     c.add_argument("--batches", type=int, default=6, help="training batches whose features are used")
-    c.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)

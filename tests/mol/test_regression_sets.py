@@ -91,3 +91,11 @@ def test_esol_and_lipophilicity_files_run_end_to_end(tmp_path, cache_dir, name):
     job = resolve("mol", name, preset="cpu", options={"data": str(path)}, sets=[*TINY[1:-1], "steps=2"])
     run(job, tmp_path / "run", quiet=True)
     assert_scored_in_the_files_units(tmp_path / "run", path, LAYOUTS[name][2])
+
+
+@pytest.mark.parametrize("preset", ["cpu", "paper"])
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_regression_tasks_fine_tune_below_the_squared_loss_stability_bound(name, preset):
+    cfg = resolve("mol", name, preset=preset).cfg
+    assert (cfg.finetune.lr, cfg.final.lr) == (0.001, 0.001)  # bound ≈ 0.005 (bench curvature)
+    assert resolve("mol", "bbbp", preset=preset).cfg.finetune.lr == 0.05  # classification: the paper's

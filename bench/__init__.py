@@ -8,4 +8,9 @@ peak memory. ``python -m bench data`` measures molecule rendering and image load
 throughput, with and without the render cache. ``python -m bench exactness`` measures the
 hypergradient against autograd through the unrolled steps in every optimizer / precision /
 schedule / unroll setting. Results: docs/benchmarks.md.
+
+For regression tasks, ``python -m bench baselines`` scores the training mean and random
+forests (Morgan fingerprints, RDKit descriptors) on tapweight's own loader and split, and
+``python -m bench curvature`` prints the largest stable SGD step of a squared loss on the
+backbone's features beside the configured learning rates. Results: README, "Regression".
 """

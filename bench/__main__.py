@@ -1,4 +1,4 @@
-"""``python -m bench step|data|exactness``: the command line of the benchmark harness (see bench/__init__.py)."""
+"""``python -m bench COMMAND``: the command line of the benchmark harness (see bench/__init__.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench import data, report, step
+from bench import baselines, curvature, data, report, step
 from bench.workload import SHAPES, VARIANTS, Workload
 from tapweight.errors import TapweightError
 
@@ -29,6 +29,15 @@ def _workload_args(parser: argparse.ArgumentParser) -> None:
                         help="mol: tapweight_mol's ResNet18 and objectives; stand-in: torchvision "
                              "ResNet18 + linear heads; toy: a small conv net (tests); auto: mol when it loads")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+
+def _task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A command on one tapweight task, read as ``tapweight run`` reads it."""
+    parser.add_argument("domain", help="e.g. mol")
+    parser.add_argument("task", help="e.g. freesolv")
+    parser.add_argument("--data", default="", help="the task's data file or folder (as tapweight run --data)")
+    parser.add_argument("--json", type=Path)
+    return parser
 
 
 def _child_args(args) -> list[str]:
@@ -57,17 +66,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--workers", type=int, default=2, help="render processes and DataLoader workers")
     d.add_argument("--json", type=Path)
-    a = sub.add_parser("estimators", help="the cheaper hypergradient estimators against the full one, on real "
-                                          "batches of a task (cpu preset)")
-    a.add_argument("domain")
-    a.add_argument("task")
-    a.add_argument("--data", required=True, help="the task's data file or folder")
+    a = _task_args(sub.add_parser("estimators", help="the cheaper hypergradient estimators against the full "
+                                                     "one, on real batches of a task (cpu preset)"))
     a.add_argument("--steps", type=int, default=100)
     a.add_argument("--val-batches", type=int, default=4, help="other validation batches per step (spread)")
     a.add_argument("--set", dest="sets", action="append", default=[], help="config key=value (repeatable)")
     a.add_argument("--device", default="cpu")
     a.add_argument("--threads", type=int, default=0)
-    a.add_argument("--json", type=Path)
     a.add_argument("--plot", type=Path, help="cost against accuracy, PNG")
     a.add_argument("--also", type=Path, action="append", default=[], help="earlier --json results to plot too")
     g = sub.add_parser("gpu", help="the prepared GPU check (bench/gpu.py): step times and memory at the paper "
@@ -81,6 +86,14 @@ def parser() -> argparse.ArgumentParser:
                                          "per optimizer / precision / schedule / unroll")
     e.add_argument("--seeds", type=int, default=5)
     e.add_argument("--json", type=Path)
+    b = _task_args(sub.add_parser("baselines", help="train-mean and random-forest baselines of a regression task"))
+    b.add_argument("--seeds", default="0,1,2", help="comma-separated forest seeds")
+    b.add_argument("--trees", type=int, default=500, help="trees per forest")
+    c = _task_args(sub.add_parser("curvature", help="the largest stable SGD step of a squared loss on "
+                                                    "the backbone's features"))
+    c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override, as tapweight run --set (e.g. init=ImageMol.pth.tar)")
+    c.add_argument("--batches", type=int, default=6, help="training batches whose features are used")
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -132,6 +145,20 @@ def main(argv: list[str] | None = None) -> dict:
             raise TapweightError(f"--seeds {args.seeds}: give at least 1")
         result = {"command": "exactness", "rows": exactness.run(args.seeds)}
         print(exactness.table(result["rows"]))
+    elif args.command == "baselines":
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise TapweightError(f"--seeds takes integers like 0,1,2, got '{args.seeds}'") from None
+        if not seeds or args.trees < 1:
+            raise TapweightError("give at least one seed and --trees 1 or more")
+        result = baselines.run(args.domain, args.task, args.data, seeds, args.trees)
+        print(report.baselines_table(result))
+    elif args.command == "curvature":
+        if args.batches < 1:
+            raise TapweightError(f"--batches {args.batches}: give at least 1")
+        result = curvature.run(args.domain, args.task, args.data, args.sets, args.batches)
+        print(report.curvature_table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))

@@ -101,8 +101,8 @@ class Recorder:
 
 
 def _build(job, cfg, table, device):
-    data, backbone, make_head = runner.build_task(job, cfg, table)
-    return data, runner.build_engine(job, cfg, data, backbone, make_head(), device)
+    task = runner.build_task(job, cfg, table)
+    return task.data, runner.build_engine(job, cfg, task.data, task.backbone, task.make_head(), device)
 
 
 def _config(job, variant: str):

@@ -11,6 +11,7 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DEFAULT_METHOD = "default"
@@ -107,6 +108,38 @@ def data_table(result: dict) -> str:
     load = result["load_average"]
     lines.append(f"load average (1/5/15 min) before {_load(load['before'])}, after {_load(load['after'])}")
     return "\n".join(lines)
+
+
+def baselines_table(result: dict) -> str:
+    """Markdown: one row per baseline, test metric mean ± std, per seed, val, time."""
+    metric, seeds = result["metric"], result["seeds"]
+    lines = [f"{result['domain']}/{result['task']}: {result['rows']} rows from {result['data']}, "
+             f"{result['split']} split {result['sizes']['train']}/{result['sizes']['val']}/"
+             f"{result['sizes']['test']}, seeds {','.join(map(str, seeds))}",
+             f"| baseline | test {metric} (mean ± std) | per seed | val {metric} | fit s per seed |",
+             "|---|---|---|---|---|"]
+    for name, r in result["baselines"].items():
+        per_seed = ", ".join(f"{r['seeds'][s]['test']:.3f}" for s in seeds)
+        fit = f"{r['fit_s_mean']:.1f}" if "fit_s_mean" in r else "-"
+        lines.append(f"| {name} | {r['test_mean']:.3f} ± {r['test_std']:.3f} | {per_seed} | "
+                     f"{r['val_mean']:.3f} ± {r['val_std']:.3f} | {fit} |")
+    lines.append("featurization s: " + (", ".join(f"{k} {v:.1f}" for k, v in result["featurize_s"].items())
+                                         or "none"))
+    return "\n".join(lines)
+
+
+def curvature_table(result: dict) -> str:
+    """Markdown: each fine-tuning level's learning rate beside its stability bound."""
+    lines = [f"{result['domain']}/{result['task']} {' '.join(result['sets'])}: {result['examples']} "
+             f"training examples, E|f|² = {result['mean_sq_feature_norm']:.1f}, "
+             f"λ_max(H) = {result['top_eigenvalue']:.1f}",
+             "| level | optimizer | lr | stable below | lr / bound |", "|---|---|---|---|---|"]
+    for name, v in result["levels"].items():
+        bound = v["stable_lr"]
+        ratio = "-" if bound is None or not np.isfinite(bound) else f"{v['lr'] / bound:.2f}"
+        lines.append(f"| {name} | {v['optimizer']} (momentum {v['momentum']:g}) | {v['lr']:g} | "
+                     f"{'-' if bound is None else format(bound, '.4f')} | {ratio} |")
+    return "\n".join(lines + ([result["note"]] if result["note"] else []))
 
 
 def write_json(result: dict, path: Path) -> None:

@@ -63,7 +63,12 @@ def synchronize(device: torch.device) -> None:
 
 
 class NonFiniteLoss(TapweightError):
-    """A loss became NaN or infinite; the run stops at the last good checkpoint."""
+    """A loss became NaN or infinite at global step ``step``. The message names the value
+    and the learning rate to lower; the runner adds whether a checkpoint was kept."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 class Engine:
@@ -165,12 +170,11 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _check_finite(self, values: torch.Tensor, what: Sequence[str]) -> None:
+    def _check_finite(self, values: torch.Tensor, what: Sequence[str], advice: str) -> None:
         bad = [f"{name} = {v}" for name, v in zip(what, values.tolist()) if not math.isfinite(v)]
         if bad:
-            raise NonFiniteLoss(
-                f"non-finite loss at step {self.step_count + 1} ({'; '.join(bad)}): lower the learning "
-                "rates or check the data; the last good checkpoint is kept")
+            step = self.step_count + 1
+            raise NonFiniteLoss(f"non-finite loss at step {step} ({'; '.join(bad)}): {advice}", step)
 
     def _optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
         """Step ``optimizer`` through ``scaler``, release the gradients; False if the scaler
@@ -214,8 +218,9 @@ class Engine:
             batches.append((batch, seed))
         local = total.clone()  # this process's L(θ), before the all-reduce
         distributed.mean_([total])
-        self._check_finite(total, [f"objective {n}" for n in self.names])
         eta = current_lr(self.opt_pretrain)
+        self._check_finite(total, [f"objective {n}" for n in self.names],
+                           f"lower pretrain.lr (now {eta:g}) or check the data")
         precondition = None
         if self.learn_weights:
             self.scaler_pretrain.unscale_(self.opt_pretrain)
@@ -246,7 +251,8 @@ class Engine:
         x, y = to_device(next(self.train), self.device)
         seed = self._seed(2, self._inner)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)
-        self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"])
+        self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"],
+                           f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or check the labels")
         self.scaler_finetune.scale(loss).backward()
         self.scaler_finetune.unscale_(self.opt_finetune)
         with torch.no_grad():
@@ -296,7 +302,9 @@ class Engine:
                 problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])
             g_lam = self.hypergrad(problem, functools.partial(self._unrolled_hessians, steps))
             g_lam = distributed.mean_([g_lam])[0]  # this rank's shard -> global mean
-        self._check_finite(g_lam.float(), ["the hypergradient"])
+        self._check_finite(g_lam.float(), ["the hypergradient"],  # w diverged, or α's steps are too large
+                           f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or reweight.lr "
+                           f"(now {current_lr(self.opt_reweight):g})")
         lam = self.lam
         self.opt_reweight.zero_grad(set_to_none=True)
         self.alpha.grad = softmax_vjp(lam, g_lam.cpu().double()).float().to(self.device)

@@ -1,10 +1,14 @@
 """The reported number: re-finetune the final θ on the task's train split, select the
-epoch with the best validation score, score it on test (as the paper does)."""
+epoch with the best validation score, score it on test (as the paper does).
+
+Regression tasks train on standardised targets (:mod:`tapweight.targets`); their
+predictions and metrics are mapped back to the original units here.
+"""
 
 from __future__ import annotations
 
 import copy
-import logging
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -13,34 +17,58 @@ from torch import nn
 
 from tapweight.config import FinalConfig
 from tapweight.data import BatchStream, eval_batches, to_device
+from tapweight.errors import TapweightError
 from tapweight.metrics import better, predictions, score, task_loss
 from tapweight.models import TaskModel
-from tapweight.optim import build_optimizer, build_scheduler
+from tapweight.optim import build_optimizer, build_scheduler, current_lr
 from tapweight.specs import DomainData, TaskSpec
+from tapweight.targets import TargetScaler
 
-log = logging.getLogger(__name__)
+UNDEFINED = ("the metric is undefined on this split (ROC-AUC needs both classes in a label column, "
+             "a correlation needs predictions that vary); try another split (--set split=...)")
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int,
-             device: torch.device, num_workers: int = 0) -> dict[str, float]:
-    """The task's metric and extra metrics on every example of ``dataset``."""
+def predict(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int,
+            device: torch.device, num_workers: int = 0,
+            scaler: TargetScaler | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of every example of ``dataset``, in order; with ``scaler``
+    (a regression task trained on standardised targets) both in the original units."""
     model.eval()
     outputs, labels = [], []
     for x, y in eval_batches(dataset, batch_size, collate, num_workers):
         outputs.append(model(to_device(x, device)).float().cpu())
         labels.append(y)
     model.train()
-    out, y = torch.cat(outputs), torch.cat(labels).numpy()
-    preds = predictions(task.loss, out)
-    return {m: score(m, preds, y) for m in (task.metric, *task.extra_metrics)}
+    preds, y = predictions(task.loss, torch.cat(outputs)), torch.cat(labels).numpy()
+    if scaler is not None:
+        preds, y = scaler.inverse(preds), scaler.inverse(y)
+    return preds, y
+
+
+def evaluate(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int,
+             device: torch.device, num_workers: int = 0,
+             scaler: TargetScaler | None = None) -> dict[str, float]:
+    """The task's metric and extra metrics on every example of ``dataset``."""
+    return scores(task, *predict(model, dataset, collate, task, batch_size, device, num_workers, scaler))
+
+
+def scores(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The task's metric and its extra metrics."""
+    return {m: score(m, preds, labels) for m in (task.metric, *task.extra_metrics)}
 
 
 def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: DomainData,
                task: TaskSpec, cfg: FinalConfig, device: torch.device, seed: int,
-               num_workers: int = 0, on_epoch=None) -> dict[str, float]:
-    """Train a copy of ``backbone`` and a new head for ``cfg.epochs`` epochs; return val and
-    test scores of the epoch with the best validation metric."""
+               num_workers: int = 0, on_epoch=None,
+               scaler: TargetScaler | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Train a copy of ``backbone`` and a new head for ``cfg.epochs`` epochs; return the val
+    and test scores of the epoch with the best validation metric, and that model's test
+    predictions (in the original units when ``scaler`` is given).
+
+    A training loss or a score that is not finite stops the run with an error saying what
+    diverged: a NaN is never reported as a result.
+    """
     torch.manual_seed(seed)
     model = TaskModel(copy.deepcopy(backbone), make_head()).to(device)
     stream = BatchStream(data.train, cfg.batch_size, data.task_collate, seed, num_workers)
@@ -51,14 +79,19 @@ def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: Do
     best, best_state, best_epoch, stale = None, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()  # whatever the loader returned (from_pretrained: eval, no dropout)
-        for _ in range(per_epoch):
+        for step in range(1, per_epoch + 1):
             x, y = to_device(next(stream), device)
             loss = task_loss(task.loss, model(x), y)
+            if not torch.isfinite(loss.detach()):
+                raise TapweightError(
+                    f"the final fine-tune diverged: its training loss is {loss.item()} at epoch {epoch}, "
+                    f"step {step} of {per_epoch}; lower final.lr (now {current_lr(optimizer):g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-        val = evaluate(model, data.val, data.task_collate, task, cfg.batch_size, device, num_workers)
+        val = evaluate(model, data.val, data.task_collate, task, cfg.batch_size, device, num_workers,
+                       scaler)
         if on_epoch is not None:
             on_epoch(epoch, val[task.metric])
         if better(task.metric, val[task.metric], best):
@@ -69,11 +102,17 @@ def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: Do
             if cfg.patience and stale >= cfg.patience:
                 break
     if best_state is None:
-        log.warning("validation %s was NaN in every epoch; scoring the last epoch", task.metric)
-    else:
-        model.load_state_dict(best_state)
-    test = evaluate(model, data.test, data.task_collate, task, cfg.batch_size, device, num_workers)
-    result = {"val": float(np.nan if best is None else best), "test": test[task.metric],
-              "best_epoch": best_epoch}
+        raise TapweightError(f"the final fine-tune's validation {task.metric} was NaN in every epoch "
+                             f"although its training loss stayed finite: {UNDEFINED}")
+    model.load_state_dict(best_state)
+    preds, labels = predict(model, data.test, data.task_collate, task, cfg.batch_size, device,
+                            num_workers, scaler)
+    test = scores(task, preds, labels)
+    bad = [f"{m} = {v}" for m, v in test.items() if not math.isfinite(v)]
+    if bad:
+        why = (UNDEFINED if np.isfinite(preds).all() else
+               f"some test predictions are not finite; lower final.lr (now {cfg.lr:g})")
+        raise TapweightError(f"the final fine-tune's test {', '.join(bad)}: {why}")
+    result = {"val": float(best), "test": test[task.metric], "best_epoch": best_epoch}
     result.update({f"test_{m}": v for m, v in test.items() if m != task.metric})
-    return result
+    return result, preds

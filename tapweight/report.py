@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tapweight.checkpoint import atomic_write  # noqa: E402
+from tapweight.specs import Table  # noqa: E402
 
 
 def write_trajectory(history: list[dict], folder: Path) -> None:
@@ -46,6 +47,22 @@ def plot_weights(csv_files: list[Path], path: Path, title: str) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
+
+
+def write_predictions(table: Table, rows: np.ndarray, preds: np.ndarray, path: Path) -> None:
+    """``predictions.csv`` of one split: per example its ``row`` in the loaded table, its
+    ``input`` when inputs are strings (SMILES, sentences), its labels and ``pred_<label>``
+    (regression: original units; ``bce``: probabilities; ``ce``: class ids)."""
+    preds = np.asarray(preds).reshape(len(rows), -1)  # [n, T]
+    frame = pd.DataFrame({"row": rows})
+    inputs = [table.inputs[r] for r in rows]
+    if all(isinstance(x, str) for x in inputs):
+        frame["input"] = inputs
+    for i, name in enumerate(table.label_names):
+        frame[name] = table.labels[rows, i]
+    for i, name in enumerate(table.label_names):
+        frame[f"pred_{name}"] = preds[:, i]
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_json(data: dict, path: Path) -> None:

@@ -8,6 +8,7 @@ Run folder layout::
 
     config.yaml  metrics.json  weights.png  log.txt
     seed<k>/  checkpoint.pt  weights.csv  losses.csv  weights.png  backbone.safetensors  metrics.json
+              predictions.csv  target_scaler.json (regression tasks)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import copy
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from logging.handlers import MemoryHandler
 from pathlib import Path
@@ -35,15 +37,23 @@ from tapweight.config import (
     to_yaml,
 )
 from tapweight.data import BatchStream, random_split
-from tapweight.engine import Engine
+from tapweight.engine import Engine, NonFiniteLoss
 from tapweight.errors import TapweightError
 from tapweight.finetune import refinetune
 from tapweight.models import PretrainModel, TaskModel
 from tapweight.plugins import build_registry
 from tapweight.progress import Progress
 from tapweight.registry import Registry
-from tapweight.report import mean_pm_std, plot_weights, summarize, write_json, write_trajectory
-from tapweight.specs import Domain, Table, TaskSpec
+from tapweight.report import (
+    mean_pm_std,
+    plot_weights,
+    summarize,
+    write_json,
+    write_predictions,
+    write_trajectory,
+)
+from tapweight.specs import Domain, DomainData, Split, Table, TaskSpec
+from tapweight.targets import SCALER_FILE, TargetScaler, standardize_targets
 
 log = logging.getLogger("tapweight")
 
@@ -202,6 +212,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def split_table(job: Job, cfg: RunConfig, table: Table) -> Split:
+    """The rows of ``table`` for train, val and test: ``cfg.split`` or the task's split."""
+    splits = {"random": random_split, **job.domain.splits}
+    split_name = cfg.split or job.task.split
+    if split_name not in splits:
+        raise TapweightError(f"unknown split '{split_name}' (splits: {', '.join(sorted(splits))})")
+    return splits[split_name](table, cfg.seed)
+
+
 def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch.device,
              quiet: bool) -> dict:
     """One seed: split, build, continued pretraining (levels I–III), final fine-tune."""
@@ -211,38 +230,62 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
         return OmegaConf.to_container(OmegaConf.load(done))
     if distributed.is_main():
         folder.mkdir(parents=True, exist_ok=True)
-    data, backbone, make_head = build_task(job, cfg, table)
+    task = build_task(job, cfg, table)
+    if task.scaler is not None and distributed.is_main():
+        task.scaler.save(folder / SCALER_FILE)
+    backbone = task.backbone
     if cfg.method != "none":
-        backbone = continued_pretraining(job, cfg, data, backbone, make_head(), device, folder, quiet)
+        try:
+            backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device, folder, quiet)
+        except NonFiniteLoss as err:
+            saved = folder / "checkpoint.pt"
+            kept = (f"the checkpoint of step {load_state(saved)['step']} is kept in {saved}"
+                    if saved.exists() else
+                    "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
+            raise NonFiniteLoss(f"{err}; {kept}", err.step) from None
     result = None
     if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
         progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
         with progress:
-            result = refinetune(backbone, make_head, data, job.task, cfg.final, device, cfg.seed,
-                                cfg.num_workers,
-                                on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"))
+            result, preds = refinetune(
+                backbone, task.make_head, task.data, job.task, cfg.final, device, cfg.seed, cfg.num_workers,
+                on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"), scaler=task.scaler)
         log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
                  result["val"], result["test"], result["best_epoch"])
+        write_predictions(table, task.split.test, preds, folder / "predictions.csv")
         write_json(result, done)
     return distributed.broadcast(result)
 
 
-def build_task(job: Job, cfg: RunConfig, table: Table):
-    """Split ``table`` for ``cfg.seed`` and build the domain's data, the backbone, and a
-    function that makes a fresh task head: ``(data, backbone, make_head)``."""
+@dataclass
+class TaskData:
+    """A seed's split, the domain's data built on it (regression targets standardised), the
+    backbone, a maker of fresh task heads, and the target scaler (regression only)."""
+
+    split: Split
+    data: DomainData
+    backbone: torch.nn.Module
+    make_head: Callable[[], torch.nn.Module]
+    scaler: TargetScaler | None
+
+
+def build_task(job: Job, cfg: RunConfig, table: Table) -> TaskData:
+    """Split ``table`` for ``cfg.seed`` and build what a seed trains on (:class:`TaskData`)."""
     seed_everything(cfg.seed)
-    splits = {"random": random_split, **job.domain.splits}
-    split_name = cfg.split or job.task.split
-    if split_name not in splits:
-        raise TapweightError(f"unknown split '{split_name}' (splits: {', '.join(sorted(splits))})")
-    data = job.domain.build_data(cfg, table, splits[split_name](table, cfg.seed), job.task)
+    split = split_table(job, cfg, table)
+    labelled, scaler = table, None
+    if job.task.loss == "mse":  # regression: train on standardised targets (targets.py)
+        labelled, scaler = standardize_targets(table, split)
+        log.info("targets standardised with the train split's mean %s and std %s (%s)",
+                 np.round(scaler.mean, 4).tolist(), np.round(scaler.std, 4).tolist(), SCALER_FILE)
+    data = job.domain.build_data(cfg, labelled, split, job.task)
     for key, value in data.info.items():
         log.info("data %s: %s", key, value)
     reg, dom = job.registry, job.domain.name
     backbone = reg.get("backbones", cfg.backbone or job.domain.backbone, dom).build(cfg, data)
     head_spec = reg.get("heads", cfg.head or job.domain.head, dom)
     n_outputs = job.task.n_classes if job.task.loss == "ce" else table.labels.shape[1]
-    return data, backbone, lambda: head_spec.build(backbone.out_dim, n_outputs, cfg)
+    return TaskData(split, data, backbone, lambda: head_spec.build(backbone.out_dim, n_outputs, cfg), scaler)
 
 
 def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engine:

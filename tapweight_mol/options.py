@@ -45,3 +45,14 @@ PRESETS = {
 #: Tox21 and ToxCast 10,000; every other data set 3,000. They are the tasks' default steps.
 PAPER_STEPS = {"muv": 30_000, "hiv": 20_000, "tox21": 10_000, "toxcast": 10_000}
 DEFAULT_STEPS = 3_000
+
+#: Regression (``mse``) tasks: SGD steps small enough for a squared loss on ResNet features.
+#: The paper's 0.05 (level II) and the final fine-tune's 0.01 are classification rates. MSE
+#: on a linear head over the features f has the Hessian 2·E[f fᵀ] whatever the targets' scale
+#: (BCE: at most an eighth of that, and bounded gradients). On FreeSolv's training images
+#: (64 px, random init, batch statistics) its top eigenvalue is about 710 (``python -m bench
+#: curvature mol freesolv``), so SGD with momentum 0.9 is stable only below 2·1.9/710 ≈ 0.005:
+#: at 0.05 the run stops with a NaN at step 5, at 0.01 the final fine-tune diverges in its
+#: second epoch. 0.001 is the reference code's regression rate (molreweight/reweight_reg.sh:
+#: --finetune_lr 0.001), five times below that bound.
+REGRESSION_DEFAULTS = {"finetune.lr": 0.001, "final.lr": 0.001}

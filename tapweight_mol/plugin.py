@@ -18,7 +18,13 @@ from tapweight import (
 )
 from tapweight_mol import backbone, moleculenet, objectives
 from tapweight_mol.data import build_data
-from tapweight_mol.options import DEFAULT_STEPS, PAPER_STEPS, PRESETS, MolOptions
+from tapweight_mol.options import (
+    DEFAULT_STEPS,
+    PAPER_STEPS,
+    PRESETS,
+    REGRESSION_DEFAULTS,
+    MolOptions,
+)
 from tapweight_mol.splits import random_scaffold_split, scaffold_split
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
@@ -97,5 +103,6 @@ def register_tasks(register):
             domain="mol", name=name, dataset=f"mol.{name}", split="scaffold", loss=spec.loss,
             metric="roc_auc" if classification else "rmse",
             extra_metrics=() if classification else ("mae",),
-            defaults={"steps": PAPER_STEPS.get(name, DEFAULT_STEPS)},
+            defaults={"steps": PAPER_STEPS.get(name, DEFAULT_STEPS),
+                      **({} if classification else REGRESSION_DEFAULTS)},
             description=f"MoleculeNet {spec.description}, scaffold split 8:1:1"))

@@ -9,6 +9,7 @@ from tapweight import TaskSpec
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BBBP = DATA / "moleculenet" / "bbbp.csv"
 CLINTOX = DATA / "moleculenet" / "clintox.csv"
+FREESOLV = DATA / "moleculenet" / "freesolv.csv"
 #: the task that build_data receives in unit tests (molecular data ignores it)
 BBBP_TASK = TaskSpec("mol", "bbbp", "mol.bbbp", "scaffold", "bce", "roc_auc")
 IMAGEMOL = DATA / "imagemol"

@@ -1,9 +1,10 @@
 """Tabular data: scikit-learn's bundled data sets, a stratified split, standardization.
 
 Features are standardized with the mean and standard deviation of the TRAIN split only,
-so nothing about the validation or test rows leaks into training; regression targets are
-standardized the same way. The pretraining corpus is the task's own training rows (TAPT,
-Gururangan et al., ACL 2020) unless ``--corpus`` names a CSV or ``.npy`` file of rows.
+so nothing about the validation or test rows leaks into training (regression targets are
+standardized by tapweight's runner, which reports metrics in their original units). The
+pretraining corpus is the task's own training rows (TAPT, Gururangan et al., ACL 2020)
+unless ``--corpus`` names a CSV or ``.npy`` file of rows.
 """
 
 from __future__ import annotations
@@ -124,22 +125,14 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     """Standardize with train statistics, build the three task sets and the corpus.
 
     Labels stay ``[N, T]`` float with NaN = missing (a ``ce`` task's column holds class ids,
-    which the core reads as such); a regression (``mse``) task's targets are standardized
-    with train statistics when ``tabular.standardize_targets`` is on. ``info["features"]``
-    is the input width the backbone sizes itself by.
+    which the core reads as such; a regression task's arrive standardized by the runner).
+    ``info["features"]`` is the input width the backbone sizes itself by.
     """
     features = feature_matrix(table.inputs)  # [N, F]
     n_features = features.shape[1]
-    options = cfg.options
     scale_x = Standardizer(features[split.train])
     info = {"features": n_features, "standardized_on": f"{len(split.train)} train rows"}
-
     labels = table.labels.astype(np.float32)  # [N, T]
-    if task.loss == "mse" and options.standardize_targets:
-        scale_y = Standardizer(labels[split.train])
-        labels = scale_y(labels)
-        info["targets"] = (f"standardized with train mean {scale_y.mean.round(4).tolist()} and "
-                           f"std {scale_y.std.round(4).tolist()}: metrics are in those units")
 
     def task_set(rows: np.ndarray) -> TensorDataset:
         x = torch.from_numpy(scale_x(features[rows]))  # [n, F]

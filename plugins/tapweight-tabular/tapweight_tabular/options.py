@@ -21,7 +21,6 @@ class TabularOptions:
     denoise_sigma: float = 0.5  # std of the Gaussian noise of tabular.denoise (standardized units)
     scarf_corruption: float = 0.6  # fraction c of features SCARF resamples (paper: 0.6)
     scarf_temperature: float = 1.0  # InfoNCE temperature τ (paper: 1.0)
-    standardize_targets: bool = True  # regression: fit on train-standardized targets
 
 
 #: Dotted overrides per preset. ``cpu`` runs a task end to end in seconds on a laptop;

@@ -32,7 +32,7 @@ TASKS = (
              description="handwritten digit from 8x8 pixels (10 classes)"),
     TaskSpec(DOMAIN, "diabetes", "tabular.diabetes", "stratified", "mse", "rmse",
              extra_metrics=("pearson",),
-             description="disease progression after one year (regression, standardized units)"),
+             description="disease progression after one year (regression)"),
 )
 
 

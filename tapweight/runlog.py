@@ -53,7 +53,8 @@ class RunLog:
         for record in self.held.buffer:
             if record.levelno < logging.WARNING:  # warnings were shown when they came
                 for handler in self.console:
-                    handler.handle(record)
+                    if record.levelno >= handler.level:
+                        handler.handle(record)
         if self.path is not None:
             self.file = logging.FileHandler(self.path)
             self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -33,6 +33,10 @@ def setup(device: torch.device) -> torch.device:
         return device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise TapweightError(f"torchrun started more processes on this machine than it has CUDA GPUs "
+                                 f"({torch.cuda.device_count()}): pass --nproc_per_node "
+                                 f"{torch.cuda.device_count()}, or --device cpu")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

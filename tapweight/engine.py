@@ -226,7 +226,7 @@ class Engine:
         self._check_finite(g_lam.float(), ["the hypergradient"])
         lam = self.lam
         self.opt_reweight.zero_grad(set_to_none=True)
-        self.alpha.grad = softmax_vjp(lam, g_lam.cpu().double()).float().to(self.device)
+        self.alpha.grad = softmax_vjp(lam, g_lam.to(lam.device).double()).float()
         self.opt_reweight.step()
         self.sched_reweight.step()
         return float(distributed.mean_([val_loss.detach()])[0]), g_lam

@@ -24,7 +24,7 @@ from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from tapweight.paths import cache_dir
 from tapweight_mol.clusters import cluster_ids
 from tapweight_mol.moleculenet import SHOW_INVALID
-from tapweight_mol.render import canonical, parallel_map, quiet_rdkit, render
+from tapweight_mol.render import abbreviate, canonical, parallel_map, quiet_rdkit, render
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,23 @@ def read_corpus(path: str, workers: int) -> tuple[list[str], dict[int, np.ndarra
     file = Path(path).expanduser()
     if not file.is_file():
         raise TapweightError(f"corpus file '{path}' does not exist")
+    try:
+        raw, precomputed = _read_corpus_file(file, path)
+    except (ValueError, pd.errors.ParserError) as err:  # empty, binary (UnicodeDecodeError), ragged
+        reason = " ".join(str(err).split())[:100] or type(err).__name__
+        raise TapweightError(f"corpus {path} is not a SMILES file or a CSV with a 'smiles' column "
+                             f"({reason})") from None
+    keep, bad = canonicalize(raw, workers)
+    if not keep:
+        raise TapweightError(f"corpus {path}: no SMILES is valid for RDKit")
+    if bad and precomputed:
+        rows = np.setdiff1d(np.arange(len(raw)), np.array([r - 1 for r, _ in bad]))
+        precomputed = {k: v[rows] for k, v in precomputed.items()}
+    return keep, precomputed, bad
+
+
+def _read_corpus_file(file: Path, path: str) -> tuple[list, dict[int, np.ndarray]]:
+    """The raw SMILES of a corpus file and the cluster ids it carries (ImageMol's CSV)."""
     precomputed: dict[int, np.ndarray] = {}
     if ".csv" in file.suffixes or ".tsv" in file.suffixes:
         frame = pd.read_csv(file, sep="\t" if ".tsv" in file.suffixes else ",")
@@ -116,19 +133,13 @@ def read_corpus(path: str, workers: int) -> tuple[list[str], dict[int, np.ndarra
         raw = frame[column].tolist()
         precomputed = {k: frame[c].to_numpy() for k, c in CLUSTER_COLUMNS.items() if c in frame}
     else:  # SMILES file: the first field of each line; an optional "smiles" header
-        lines = [line.split()[0] for line in file.read_text().splitlines() if line.strip()]
+        lines = [line.split()[0] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
         raw = lines[1:] if lines and lines[0].lower() == "smiles" else lines
-    keep, bad = canonicalize(raw, workers)
-    if not keep:
-        raise TapweightError(f"corpus {path}: no SMILES is valid for RDKit")
-    if bad and precomputed:
-        rows = np.setdiff1d(np.arange(len(raw)), np.array([r - 1 for r, _ in bad]))
-        precomputed = {k: v[rows] for k, v in precomputed.items()}
-    return keep, precomputed, bad
+    return raw, precomputed
 
 
 def _report_invalid(what: str, bad: list, total: int) -> list[str]:
-    shown = [f"row {r}: {s!r}" for r, s in bad[:SHOW_INVALID]]
+    shown = [f"row {r}: {abbreviate(s)}" for r, s in bad[:SHOW_INVALID]]
     if bad:
         log.warning("%s: skipped %d invalid SMILES of %d (%s%s)", what, len(bad), total,
                     "; ".join(shown), "; ..." if len(bad) > SHOW_INVALID else "")
@@ -151,7 +162,7 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     skipped = getattr(table.inputs, "skipped", [])
     info = {
         "invalid_smiles": len(skipped),
-        "invalid_rows": [f"row {r}: {s!r}" for r, s in skipped[:SHOW_INVALID]],
+        "invalid_rows": [f"row {r}: {abbreviate(s)}" for r, s in skipped[:SHOW_INVALID]],
         "image_size": size,
         "images_drawn": drawn,
         "images_from_cache": len(paths) - drawn,

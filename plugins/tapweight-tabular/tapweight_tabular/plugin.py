@@ -17,7 +17,7 @@ from tapweight import (
     hookimpl,
 )
 
-from tapweight_tabular import backbone, objectives
+from tapweight_tabular import backbone, features, objectives
 from tapweight_tabular.data import SKLEARN_DATASETS, build_data, load_sklearn, stratified_split
 from tapweight_tabular.options import PRESETS, TabularOptions
 
@@ -47,6 +47,7 @@ def register_domains(register):
         build_data=build_data,
         splits={"stratified": stratified_split},
         presets=PRESETS,
+        load_predictor=features.load_predictor,
     ))
 
 

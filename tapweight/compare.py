@@ -13,8 +13,9 @@ share. Written into ``OUT``:
 - ``comparison.md``: per task, each method's test metric (mean ± sample std over seeds, and
   per seed), its validation metric, the per-seed differences against the baseline with
   their mean ± std, a paired t-test (``scipy.stats.ttest_rel``, two-sided; n ≥ 2) and a
-  Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided, exact; n ≥ 6, because
-  with n ≤ 5 pairs its smallest two-sided p-value is 2/2ⁿ ≥ 0.0625);
+  Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided, exact for n ≤ 50; n ≥ 6,
+  because with n ≤ 5 pairs its smallest two-sided p-value is 2/2ⁿ ≥ 0.0625; seeds whose Δ is
+  0 are dropped by it, SciPy's default ``zero_method``);
 - ``comparison.csv``: the same numbers, one row per task × method, per-seed columns
   ``test_seed<k>`` and ``delta_seed<k>``;
 - ``comparison.png``: per task, each seed's test metric per method (lines join a seed's
@@ -200,7 +201,8 @@ def comparison_markdown(table: pd.DataFrame, domain: str, seeds: list[int], base
              f"Δ = method − `{baseline}` on the same seed (same split and initialisation), mean ± std. "
              "Paired t-test: `scipy.stats.ttest_rel`, two-sided (n ≥ 2). Wilcoxon signed-rank: "
              "`scipy.stats.wilcoxon`, two-sided, exact (n ≥ 6: with n ≤ 5 pairs its smallest "
-             "two-sided p-value is 2/2ⁿ ≥ 0.0625). Neither test is defined when every Δ is 0.", ""]
+             "two-sided p-value is 2/2ⁿ ≥ 0.0625; it drops the seeds whose Δ is 0). Neither test is "
+             "defined when every Δ is 0.", ""]
     for task, rows in table.groupby("task", sort=False):
         metric = rows["metric"].iloc[0]
         better = "higher" if rows["higher_is_better"].iloc[0] else "lower"

@@ -110,8 +110,6 @@ class SavedModel:
     """A seed's final model, loaded: the model, its description, the domain's predictor and
     (regression) the target scaler."""
 
-    seed: int
-    folder: Path
     cfg: RunConfig
     info: dict
     predictor: Predictor
@@ -144,4 +142,4 @@ def load_final(job, run_folder: Path, seed: int) -> SavedModel:
     model = TaskModel(backbone, head)
     load_weights(model, folder / MODEL_FILE, f"the final model of seed {seed}")
     scaler = TargetScaler.load(folder / SCALER_FILE) if info["loss"] == "mse" else None
-    return SavedModel(seed, folder, cfg, info, predictor, model, scaler)
+    return SavedModel(cfg, info, predictor, model, scaler)

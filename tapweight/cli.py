@@ -32,8 +32,8 @@ from tapweight.distributed import RankZeroFailed
 from tapweight.errors import TapweightError
 from tapweight.interrupts import Interrupted
 from tapweight.report import mean_pm_std, number
+from tapweight.runfolder import saved_task as _saved_task
 from tapweight.runlog import OursOrWarnings
-from tapweight.saved import saved_task as _saved_task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Task-adaptive continued pretraining with learned objective weights.")

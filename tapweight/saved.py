@@ -22,7 +22,6 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from tapweight.checkpoint import save_weights
@@ -31,6 +30,7 @@ from tapweight.errors import TapweightError
 from tapweight.loading import load_into
 from tapweight.models import TaskModel
 from tapweight.report import write_json
+from tapweight.runfolder import saved_task
 from tapweight.specs import Predictor
 from tapweight.targets import SCALER_FILE, TargetScaler
 
@@ -38,23 +38,6 @@ MODEL_FILE = "model.safetensors"
 MODEL_INFO = "model.json"
 PREDICTOR_DIR = "predictor"
 BACKBONE_FILE = "backbone.safetensors"
-
-
-def saved_task(folder: Path) -> tuple[str, str]:
-    """The domain and task a run folder's ``config.yaml`` names (one-line errors if it cannot)."""
-    saved = Path(folder) / "config.yaml"
-    if not saved.is_file():
-        raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
-    fix = "restore it from the run's log.txt, or start a new run"
-    try:
-        head = OmegaConf.to_container(OmegaConf.load(saved))
-    except Exception as err:  # any YAML problem of a damaged file
-        reason = " ".join(str(err).split())[:120]
-        raise TapweightError(f"{saved} is not valid YAML ({reason}): {fix}") from None
-    if not isinstance(head, dict) or not all(isinstance(head.get(k), str) and head[k]
-                                             for k in ("domain", "task")):
-        raise TapweightError(f"{saved} does not name a domain and task (empty or damaged): {fix}")
-    return head["domain"], head["task"]
 
 
 def run_job(folder: Path):

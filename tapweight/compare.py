@@ -171,10 +171,25 @@ def comparison_table(summaries: dict, tasks, methods, seeds, baseline: str, out:
                    "t_statistic": pair.t_statistic, "t_pvalue": pair.t_pvalue,
                    "wilcoxon_statistic": pair.wilcoxon_statistic, "wilcoxon_pvalue": pair.wilcoxon_pvalue,
                    "folder": str(run_folder(out, task, method))}
+            row.update(final_lambda(run_folder(out, task, method), seeds))
             row.update({f"test_seed{s}": test[s] for s in seeds})
             row.update({f"delta_seed{s}": d for s, d in zip(pair.seeds, pair.deltas)})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def final_lambda(folder: Path, seeds: list[int]) -> dict[str, float]:
+    """``lambda_<objective>`` and ``lambda_<objective>_std``: each objective's weight at the
+    last step, mean and sample std over ``seeds`` (empty for a method without λ curves)."""
+    curves = [folder / f"seed{s}" / "weights.csv" for s in seeds]
+    if not all(c.is_file() for c in curves):
+        return {}
+    last = pd.DataFrame([pd.read_csv(c).iloc[-1] for c in curves]).drop(columns="step")
+    out = {}
+    for name in last.columns:
+        out[f"lambda_{name}"] = float(last[name].mean())
+        out[f"lambda_{name}_std"] = sample_std(last[name].to_numpy())
+    return out
 
 
 def sample_std(values: np.ndarray) -> float:
@@ -223,8 +238,24 @@ def comparison_markdown(table: pd.DataFrame, domain: str, seeds: list[int], base
                 f"| {signed(r['delta_mean'])} ± {fmt(r['delta_std'])} "
                 f"| {pvalue(r['t_pvalue'], no_delta or 'n/a (n < 2)')} "
                 f"| {pvalue(r['wilcoxon_pvalue'], no_delta or f'n/a (n = {n} < {MIN_WILCOXON})')} |")
+        lines += lambda_lines(rows)
         lines.append("")
     return "\n".join(lines)
+
+
+def lambda_lines(rows: pd.DataFrame) -> list[str]:
+    """Each method's λ at the last step, per objective (mean ± std over seeds)."""
+    names = [c[len("lambda_"):] for c in rows.columns if c.startswith("lambda_") and not c.endswith("_std")]
+    if not names:
+        return []
+    lines = ["", "λ at the last step (mean ± std over seeds):", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for _, r in rows.iterrows():
+        if not np.isfinite(r.get(f"lambda_{names[0]}", np.nan)):
+            continue
+        cells = [f"{fmt(r[f'lambda_{n}'], 3)} ± {fmt(r[f'lambda_{n}_std'], 3)}" for n in names]
+        lines.append(f"| `{r['method']}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_comparison(table: pd.DataFrame, seeds: list[int], path: Path) -> None:

@@ -59,6 +59,13 @@ def test_compare_reuses_its_runs_and_refuses_another_config(toy, tmp_path, capsy
     assert set(table["metric"]) == {"roc_auc", "accuracy"}
     text = (out / "comparison.md").read_text()
     assert "## blobs: test roc_auc (higher is better)" in text and "## blobs-ce: test accuracy" in text
+    # the final λ of the runs that learn it, read back from their weights.csv
+    learned = table[table["method"] == "tapweight"].iloc[0]
+    last = [pd.read_csv(out / "blobs-tapweight" / f"seed{s}" / "weights.csv").iloc[-1] for s in (0, 1)]
+    assert learned["lambda_denoise"] == pytest.approx((last[0]["denoise"] + last[1]["denoise"]) / 2)
+    assert learned["lambda_denoise"] + learned["lambda_spread"] == pytest.approx(1.0)
+    assert pd.isna(table[table["method"] == "none"].iloc[0]["lambda_denoise"])
+    assert "λ at the last step" in text and "| `tapweight` | " in text
     before = (out / "blobs-tapweight" / "seed1" / "metrics.json").read_text()
     assert cli(*args) == 0  # nothing to run again
     assert (out / "blobs-tapweight" / "seed1" / "metrics.json").read_text() == before

@@ -1,7 +1,7 @@
 """Ctrl-C (SIGINT) and a scheduler's SIGTERM, turned into a clean stop.
 
 While :class:`Signals` is active, the first SIGINT or SIGTERM is only recorded if it
-arrives inside a :meth:`Signals.deferred` block (a global step, a checkpoint write): the
+arrives inside a :meth:`Signals.deferred` block (the global steps, a checkpoint write): the
 block finishes, the runner sees :meth:`Signals.pending`, writes a checkpoint and raises
 :class:`Interrupted`. Outside such a block (loading data, the final fine-tune), or on a
 second signal, :class:`Interrupted` is raised at once and the work in flight is abandoned;

@@ -327,25 +327,23 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     main = distributed.is_main()
     progress = Progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", quiet or not main, start=engine.step_count)
     session.started()
-    with progress:
-        while engine.step_count < cfg.steps:
-            with session.deferred():  # a first Ctrl-C lets the step finish
+    with session.deferred():  # a first Ctrl-C between or inside steps lets the step finish, then stops
+        with progress:
+            while engine.step_count < cfg.steps:
                 record = engine.step()
-            session.progressed()
-            lam = " ".join(f"{k[7:]}={v:.3f}" for k, v in record.items() if k.startswith("lambda_"))
-            progress.advance(f"λ {lam}")
-            if quiet and main and engine.step_count % cfg.log_every == 0:
-                log.info("step %d/%d λ %s", engine.step_count, cfg.steps, lam)
-            stop = session.stop_signal()
-            if main and (stop or session.checkpoint_due(cfg, engine.step_count)):
-                with session.deferred():
+                session.progressed()
+                lam = " ".join(f"{k[7:]}={v:.3f}" for k, v in record.items() if k.startswith("lambda_"))
+                progress.advance(f"λ {lam}")
+                if quiet and main and engine.step_count % cfg.log_every == 0:
+                    log.info("step %d/%d λ %s", engine.step_count, cfg.steps, lam)
+                stop = session.stop_signal()
+                if main and (stop or session.checkpoint_due(cfg, engine.step_count)):
                     save_state(engine.state_dict(), checkpoint)
-                session.saved(engine.step_count)
-            if stop:
-                raise Interrupted(stop)
-    if not main:
-        return theta.backbone
-    with session.deferred():
+                    session.saved(engine.step_count)
+                if stop:
+                    raise Interrupted(stop)
+        if not main:
+            return theta.backbone
         save_state(engine.state_dict(), checkpoint)
         session.saved(engine.step_count)
         write_trajectory(engine.history, folder)

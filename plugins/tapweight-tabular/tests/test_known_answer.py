@@ -2,7 +2,6 @@
 (``core.random_labels``) cannot help the task, and TapWeight must take its weight away."""
 
 import pandas as pd
-
 from tapweight.runner import resolve, run
 
 OBJECTIVES = "objectives=[tabular.mfr,tabular.denoise,tabular.scarf,core.random_labels]"

@@ -67,12 +67,17 @@ def run(
                                  "drop the other options")
         return _resume(resume, quiet, expect=(domain, task))
     registry = plugin_manager.build_registry()
+    _model_option(registry, domain, model, options)
+    job = runner.resolve(domain, task, preset, config, options, set_ or [], registry=registry)
+    _print_summary(runner.run(job, out_dir, quiet))
+
+
+def _model_option(registry, domain: str, model: str | None, options: dict) -> None:
+    """``--model`` as the domain's ``model`` option, for the domains that have one."""
     if model is not None:
         if "model" not in {f.name for f in dataclasses.fields(registry.require_domain(domain).options)}:
             raise TapweightError(f"domain '{domain}' has no --model option; use --init for weights")
         options[f"{domain}.model"] = model
-    job = runner.resolve(domain, task, preset, config, options, set_ or [], registry=registry)
-    _print_summary(runner.run(job, out_dir, quiet))
 
 
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
@@ -94,6 +99,50 @@ def resume_command(
 ):
     """Continue an interrupted run from its last checkpoint."""
     _resume(run_dir, quiet)
+
+
+@app.command("pretrain")
+def pretrain_command(
+    domain: Annotated[str, typer.Argument(help="domain, e.g. mol, nlp")],
+    corpus: Annotated[Optional[str], typer.Option(help="unlabelled corpus file (the domain's format)")] = None,
+    method: Annotated[Optional[str], typer.Option(help="uniform|fixed|single:<objective>")] = None,
+    preset: Annotated[str, typer.Option(help="cpu | paper | auto (paper on CUDA, else cpu)")] = "auto",
+    config: Annotated[Optional[str], typer.Option(help="YAML file of config keys")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="level I steps")] = None,
+    init: Annotated[Optional[str], typer.Option(help="checkpoint to start from")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model name or folder (domains with a model option)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<...>)")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the pretraining run in this folder")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of a progress bar")] = False,
+):
+    """Base pretraining on an unlabelled corpus (level I, fixed weights); writes an encoder
+    for `tapweight run ... --init`."""
+    from tapweight import pretrain
+
+    options = {key: value for key, value in {
+        "method": method, "steps": steps, "corpus": corpus, "init": init, "device": device}.items()
+        if value is not None}
+    if resume is not None:
+        if options or set_ or config or model or out_dir:
+            raise TapweightError("--resume continues a pretraining run with its saved config.yaml; "
+                                 "drop the other options")
+        saved = resume / "config.yaml"
+        if not saved.is_file():
+            raise TapweightError(f"'{resume}' is not a run folder (no config.yaml)")
+        head = OmegaConf.load(saved)
+        if head.domain != domain or head.task:
+            raise TapweightError(f"'{resume}' is not a pretraining run of domain '{domain}' "
+                                 f"({head.domain}/{head.task or 'pretrain'})")
+        job = pretrain.resolve(domain, "paper", str(saved))
+        summary = pretrain.pretrain(job, resume, quiet, resume=True)
+    else:
+        registry = plugin_manager.build_registry()
+        _model_option(registry, domain, model, options)
+        job = pretrain.resolve(domain, preset, config, options, set_ or [], registry=registry)
+        summary = pretrain.pretrain(job, out_dir, quiet)
+    print(f"encoder: {summary['encoder']}")  # plain: a path rich would wrap
 
 
 def _print_summary(summary: dict) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,15 +51,19 @@ class DomainData:
     ``corpus`` feeds level I (pretraining batches, any structure the objectives accept);
     ``train``/``val``/``test`` yield ``(inputs, labels)`` pairs for levels II and III and
     the final fine-tune. Each collate function turns a list of items into a batch.
+    :attr:`Domain.build_corpus` (``tapweight pretrain``: no task) fills the corpus part only.
+    ``files`` names what else the data was encoded with (a tokenizer trained on the corpus):
+    ``tapweight pretrain`` copies each into its run folder, beside the encoder.
     """
 
     corpus: Dataset
     corpus_collate: Callable[[list], Any]
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    task_collate: Callable[[list], Any]
+    train: Dataset | None = None
+    val: Dataset | None = None
+    test: Dataset | None = None
+    task_collate: Callable[[list], Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # facts for the run log (skipped rows...)
+    files: Mapping[str, Path] = field(default_factory=dict)  # name in the run folder -> file or folder
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,11 @@ class Domain:
     ``build_data(cfg, table, split, task)`` turns a loaded table into :class:`DomainData`
     (``task`` is the :class:`TaskSpec` being run: its loss says how labels are used);
     ``splits`` map split names to ``fn(table, seed) -> Split``.
+
+    ``build_corpus(cfg, path)`` (optional) reads an unlabelled corpus file into
+    :class:`DomainData` with only the corpus part, for ``tapweight pretrain`` (base
+    pretraining, no task); ``pretrain_presets`` are laid over the preset of the same name
+    there (base pretraining's own batch size, rate or objectives).
     """
 
     name: str
@@ -81,6 +91,8 @@ class Domain:
     splits: Mapping[str, Callable[[Table, int], Split]] = field(default_factory=dict)
     head: str = "core.linear"
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    build_corpus: Callable[[Any, str], DomainData] | None = None
+    pretrain_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

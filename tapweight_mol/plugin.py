@@ -17,11 +17,12 @@ from tapweight import (
     hookimpl,
 )
 from tapweight_mol import backbone, moleculenet, objectives
-from tapweight_mol.data import build_data
+from tapweight_mol.data import build_corpus, build_data
 from tapweight_mol.options import (
     DEFAULT_STEPS,
     PAPER_STEPS,
     PRESETS,
+    PRETRAIN_PRESETS,
     REGRESSION_DEFAULTS,
     MolOptions,
 )
@@ -42,6 +43,8 @@ def register_domains(register):
         splits={"scaffold": scaffold_split, "random_scaffold": random_scaffold_split},
         head="core.linear",
         presets=PRESETS,
+        build_corpus=build_corpus,
+        pretrain_presets=PRETRAIN_PRESETS,
     ))
 
 

@@ -114,15 +114,26 @@ def _timed(what: str, compute):
     return result
 
 
+def corpus_stem(smiles: Sequence[str], cache: Path) -> tuple[SmilesList, Path]:
+    """``smiles`` as a :class:`SmilesList` and the cache path stem of its fingerprints and ids."""
+    listed = smiles if isinstance(smiles, SmilesList) else SmilesList.of(smiles)
+    return listed, cache / "clusters" / f"{VERSION}-{listed.digest()}"
+
+
+def cached_fingerprints(smiles: Sequence[str], cache: Path, workers: int = 0) -> np.ndarray:
+    """Packed MACCS fingerprints ``[N, 21]`` of canonical ``smiles``, computed once per corpus."""
+    listed, stem = corpus_stem(smiles, cache)
+    return _cached(stem.with_name(f"{stem.name}.maccs.npz"), lambda: _timed(
+        f"MACCS fingerprints of {len(listed)} molecules", lambda: {"fps": fingerprints(listed, workers)}))["fps"]
+
+
 def cluster_ids(smiles: Sequence[str], k: int, cache: Path,
                 workers: int = 0) -> tuple[np.ndarray, int]:
     """MG pseudo-labels of canonical ``smiles`` at granularity ``k``, cached under ``cache``."""
-    listed = smiles if isinstance(smiles, SmilesList) else SmilesList.of(smiles)
-    stem = cache / "clusters" / f"{VERSION}-{listed.digest()}"
+    listed, stem = corpus_stem(smiles, cache)
 
     def compute() -> dict[str, np.ndarray]:
-        packed = _cached(stem.with_name(f"{stem.name}.maccs.npz"), lambda: _timed(
-            f"MACCS fingerprints of {len(listed)} molecules", lambda: {"fps": fingerprints(listed, workers)}))["fps"]
+        packed = cached_fingerprints(listed, cache, workers)
         ids, used = _timed(f"MG k={k}: k-means of {len(listed)} fingerprints", lambda: kmeans_ids(packed, k))
         return {"ids": ids, "k": np.array(used)}
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import sys
 import zipfile
 from pathlib import Path
@@ -66,7 +65,7 @@ def write(smiles: list[str], out: Path, n: int = 0, seed: int = 0) -> int:
         keep = np.sort(np.random.default_rng(seed).choice(len(smiles), size=n, replace=False))
         smiles = [smiles[i] for i in keep]
     out.parent.mkdir(parents=True, exist_ok=True)
-    with io.open(out, "w", encoding="utf-8") as stream:
+    with open(out, "w", encoding="utf-8") as stream:
         stream.write("smiles\n")
         stream.writelines(f"{s}\n" for s in smiles)
     return len(smiles)

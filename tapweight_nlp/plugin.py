@@ -15,7 +15,7 @@ import transformers  # noqa: F401  (the [nlp] extra; see the module docstring)
 
 from tapweight import BackboneSpec, DatasetSpec, Domain, ObjectiveSpec, hookimpl
 from tapweight_nlp.backbone import build_backbone
-from tapweight_nlp.data import build_data, given_split, glue_split
+from tapweight_nlp.data import build_corpus, build_data, given_split, glue_split
 from tapweight_nlp.load import load_table
 from tapweight_nlp.objectives import build_cl, build_mlm, build_sop
 from tapweight_nlp.tasks import DATASETS, task_spec
@@ -28,6 +28,7 @@ class NlpOptions:
     model: str = "roberta-base"  # hub name or local folder (from_pretrained), or "tiny"
     strict_load: bool = True  # --model / --init must hold every encoder and MLM-head tensor
     max_length: int = 128  # tokens per text (pair), special tokens included
+    tokenizer: str = ""  # a tokenizer folder instead of the model's own (tiny: trained on the corpus)
     tiny_vocab_size: int = 8000  # the tiny model's BPE vocabulary, trained on the corpus
     tiny_hidden_size: int = 128
     tiny_layers: int = 2
@@ -74,6 +75,7 @@ DOMAIN = Domain(
     build_data=build_data,
     splits={"glue": glue_split, "given": given_split},
     presets={"cpu": CPU, "paper": PAPER},
+    build_corpus=build_corpus,
 )
 
 

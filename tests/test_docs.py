@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tapweight import hookspecs, plugins
@@ -40,6 +41,17 @@ def test_tutorial_plugin_runs_end_to_end(iris, tmp_path, capsys):
     assert summary["metric"] == "accuracy" and 0 <= summary["test_mean"] <= 1
     assert cli("iris-info") == 0
     assert "[50, 50, 50]" in capsys.readouterr().out
+
+
+def test_tutorial_plugin_pretrains_on_a_corpus_then_runs_from_its_encoder(iris, tmp_path):
+    flowers = iris.load_iris().data  # the measurements without their species
+    np.savetxt(tmp_path / "flowers.csv", flowers, delimiter=",", header="a,b,c,d", comments="")
+    base = tmp_path / "base"
+    assert cli("pretrain", "iris", "--corpus", str(tmp_path / "flowers.csv"), "--steps", "5",
+               "--quiet", "--out", str(base)) == 0
+    assert cli("run", "iris", "species", "--init", str(base / "backbone.safetensors"), "--quiet",
+               "--out", str(tmp_path / "run")) == 0
+    assert "loaded from --init" in (tmp_path / "run" / "log.txt").read_text()
 
 
 def test_tutorial_explains_every_hook():

@@ -4,7 +4,9 @@ Features are standardized with the mean and standard deviation of the TRAIN spli
 so nothing about the validation or test rows leaks into training (regression targets are
 standardized by tapweight's runner, which reports metrics in their original units). The
 pretraining corpus is the task's own training rows (TAPT, Gururangan et al., ACL 2020)
-unless ``--corpus`` names a CSV or ``.npy`` file of rows.
+unless ``--corpus`` names a CSV or ``.npy`` file of rows; ``tapweight pretrain tabular
+--corpus FILE`` pretrains on such a file alone (:func:`build_corpus`), standardized with its
+own statistics.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ class Standardizer:
         return ((values - self.mean) / self.std).astype(np.float32)
 
 
-def load_corpus(path: str, n_features: int) -> np.ndarray:
-    """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``."""
+def load_corpus(path: str, n_features: int | None = None) -> np.ndarray:
+    """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``;
+    ``n_features``, when given, is the width they must have (the task's)."""
     file = Path(path)
     if not file.is_file():
         raise TapweightError(f"corpus file '{path}' does not exist")
@@ -103,9 +106,10 @@ def load_corpus(path: str, n_features: int) -> np.ndarray:
         rows = np.load(file)
     else:
         rows = pd.read_csv(file).select_dtypes("number").to_numpy()
-    if rows.ndim != 2 or rows.shape[1] != n_features:
-        raise TapweightError(f"corpus '{path}' has shape {rows.shape}; it needs {n_features} "
-                             "numeric feature columns, like the task's data")
+    if rows.ndim != 2 or (n_features is not None and rows.shape[1] != n_features):
+        width = n_features or "some"
+        raise TapweightError(f"corpus '{path}' has shape {rows.shape}; it needs {width} numeric "
+                             "feature columns, like the task's data")
     if not np.isfinite(rows).all():
         raise TapweightError(f"corpus '{path}' has missing or infinite values: fill or drop them")
     return rows.astype(np.float32)
@@ -119,6 +123,17 @@ def collate_rows(items: list) -> torch.Tensor:
 def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     """Task items ``(x, y)`` -> ``([B, F], labels)``; labels ``[B, T]`` float or ``[B]`` long."""
     return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
+def build_corpus(cfg, path: str) -> DomainData:
+    """``Domain.build_corpus``: the rows of a corpus file alone, standardized with their own
+    statistics; ``info["features"]`` sizes the backbone, which a task of the same width can
+    then start from (``tapweight run tabular TASK --init <run>/backbone.safetensors``)."""
+    rows = load_corpus(path)
+    info = {"features": rows.shape[1], "corpus": f"{len(rows)} rows from {path}",
+            "standardized_on": "the corpus's own rows"}
+    return DomainData(corpus=TensorDataset(torch.from_numpy(Standardizer(rows)(rows))),
+                      corpus_collate=collate_rows, info=info)
 
 
 def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:

@@ -18,7 +18,13 @@ from tapweight import (
 )
 
 from tapweight_tabular import backbone, objectives
-from tapweight_tabular.data import SKLEARN_DATASETS, build_data, load_sklearn, stratified_split
+from tapweight_tabular.data import (
+    SKLEARN_DATASETS,
+    build_corpus,
+    build_data,
+    load_sklearn,
+    stratified_split,
+)
 from tapweight_tabular.options import PRESETS, TabularOptions
 
 DOMAIN = "tabular"
@@ -47,6 +53,7 @@ def register_domains(register):
         build_data=build_data,
         splits={"stratified": stratified_split},
         presets=PRESETS,
+        build_corpus=build_corpus,
     ))
 
 

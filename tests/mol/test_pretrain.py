@@ -60,3 +60,30 @@ def test_a_resumed_mol_pretraining_ends_where_an_uninterrupted_one_does(tmp_path
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     losses = [pd.read_csv(tmp_path / p / "losses.csv") for p in ("whole", "cut")]
     assert losses[0].equals(losses[1]) and len(losses[0]) == 4
+
+
+def test_the_paper_pretrain_preset_takes_imagemols_sgd_steps():
+    """ImageMol: SGD(lr 0.01, momentum 0.9, weight decay 1e-5) on the plain sum of its 7 losses.
+    Ours: the mean (uniform λ = 1/7) under the preset's rate and decay. Three steps of each
+    on the same losses (random quadratics) land on the same parameters."""
+    from tapweight import pretrain
+
+    cfg = pretrain.resolve("mol", "paper", options={"corpus": str(NCI)}).cfg
+    assert cfg.method == "uniform" and len(cfg.objectives) == 7
+    assert (cfg.options.image_size, cfg.pretrain.batch_size, cfg.pretrain.scheduler) == (224, 256, "constant")
+    torch.manual_seed(0)
+    targets = torch.randn(7, 5)
+    start = torch.randn(5)
+
+    def steps(lr, decay, weight):
+        x = torch.nn.Parameter(start.clone())
+        sgd = torch.optim.SGD([x], lr=lr, momentum=0.9, weight_decay=decay)
+        for _ in range(3):
+            sgd.zero_grad()
+            (weight * ((x - targets) ** 2).sum(1)).sum().backward()
+            sgd.step()
+        return x.detach()
+
+    imagemol = steps(0.01, 1e-5, 1.0)
+    ours = steps(cfg.pretrain.lr, cfg.pretrain.weight_decay, 1 / 7)
+    assert cfg.pretrain.momentum == 0.9 and torch.allclose(ours, imagemol, rtol=1e-5, atol=1e-7)

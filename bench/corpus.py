@@ -21,6 +21,7 @@ fresh cache folder, one stage after the other:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -120,6 +121,7 @@ def stream(corpus: str, cache: Path, workers: int, size: int, batch: int, batche
             rows.append({"cache": state, "workers": w, "first_batch_s": first,
                          "images_per_s": (batches - 1) * batch / (time.perf_counter() - start)})
             del batches_of
+            gc.collect()  # the stream's loader (a reference cycle) ends its workers before the next forks
         shutil.rmtree(images, ignore_errors=True)
     return rows
 

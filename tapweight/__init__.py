@@ -3,8 +3,13 @@
 The public API for plugins is what this module exports; anything else is internal.
 """
 
+import os
+
+if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (see cli.py),
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
+
 from tapweight.checkpoint import load_backbone, read_weights
-from tapweight.config import RunConfig
+from tapweight.config import RunConfig, check_options
 from tapweight.data import random_split
 from tapweight.errors import TapweightError
 from tapweight.hookspecs import hookimpl
@@ -24,6 +29,7 @@ from tapweight.specs import (
 __version__ = "0.1.0"
 __all__ = [
     "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "ObjectiveSpec",
-    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "computed_once", "hookimpl", "load_backbone",
+    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "check_options", "computed_once", "hookimpl",
+    "load_backbone",
     "random_split", "read_weights",
 ]

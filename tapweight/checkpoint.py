@@ -1,22 +1,39 @@
-"""Atomic files: write beside the target, fsync, then rename over it.
+"""Checkpoints and weight files: written atomically, read without running code.
 
-An interrupted or failed write (a crash, a full disk) leaves the previous file intact.
+Writes go beside the target, are fsynced, then renamed over it: an interrupted or failed
+write (a crash, a signal, a full disk) leaves the previous file intact. New files get the
+permissions the umask gives any other file of the run folder.
+
+Reads never unpickle arbitrary objects: ``torch.load(weights_only=True)`` admits tensors
+and plain containers only, so a crafted ``checkpoint.pt`` in a shared run folder cannot run
+code when it is resumed. The engine's state is made of exactly those (tensors, numbers,
+strings, lists and dicts). A file that is empty, truncated, not a torch file, or holds
+other objects is a one-line :class:`TapweightError`.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import struct
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tapweight.errors import TapweightError
 from tapweight.loading import NUMPY_SCALARS, container, load_into, refusal
+
+#: keys every engine checkpoint has (the engine checks the rest when it loads the state)
+CHECKPOINT_KEYS = ("step", "theta")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -28,6 +45,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are read like the rest
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -45,8 +63,37 @@ def save_state(state: dict, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
+def torch_file(path: Path, what: str, fix: str) -> dict:
+    """The dict a torch file holds, loaded with ``weights_only=True`` (numpy scalars allowed:
+    ImageMol's fine-tuned checkpoints keep their metrics as such); ``what`` names the file in
+    the one-line error (e.g. ``"--init 'x.pt'"``) and ``fix`` says what to do about it."""
+    if path.is_dir():
+        raise TapweightError(f"{what} is a folder, not a file: {fix}")
+    if path.stat().st_size == 0:
+        raise TapweightError(f"{what} is empty (0 bytes): {fix}")
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_SCALARS):
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as err:  # any parse failure of an untrusted file means "not readable"
+        raise TapweightError(refusal(what, path, str(err) or type(err).__name__, fix)) from None
+    if not isinstance(state, dict):
+        raise TapweightError(f"{what} holds a {type(state).__name__}, not a state dict: {fix}")
+    return state
+
+
 def load_state(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """An engine checkpoint written by :func:`save_state`, or a one-line error saying how to
+    go on without it."""
+    fix = f"delete {path} to restart this seed from step 0"
+    state = torch_file(Path(path), f"checkpoint {path}", fix)
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise TapweightError(f"checkpoint {path} is not a tapweight checkpoint (no "
+                             f"{', '.join(missing)}): {fix}")
+    return state
 
 
 def save_weights(module: torch.nn.Module, path: Path) -> None:
@@ -64,18 +111,16 @@ def read_weights(path: str) -> dict:
     one-line :class:`TapweightError` that says what the file is and what to pass instead.
     """
     file = Path(path).expanduser()
-    if not file.is_file():
-        raise TapweightError(f"--init '{path}' does not exist")
-    if file.suffix == ".safetensors":
-        return load_file(str(file))
+    what, fix = f"--init '{path}'", "pass a .safetensors or .pt file of weights"
+    if not file.exists():
+        raise TapweightError(f"{what} does not exist")
+    if file.suffix != ".safetensors":
+        state = torch_file(file, what, fix)
+        return state["theta"] if isinstance(state.get("theta"), dict) else state
     try:
-        with torch.serialization.safe_globals(NUMPY_SCALARS):
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, struct.error) as err:
-        raise TapweightError(refusal(path, file, str(err))) from None
-    if not isinstance(state, dict):
-        raise TapweightError(f"--init '{path}' holds a {type(state).__name__}, not a state dict")
-    return state["theta"] if isinstance(state.get("theta"), dict) else state
+        return load_file(str(file))
+    except (SafetensorError, OSError) as err:
+        raise TapweightError(f"{what} is not a readable safetensors file ({err}): {fix}") from None
 
 
 def load_backbone(module: torch.nn.Module, path: str, strict: bool = True, option: str = "") -> None:

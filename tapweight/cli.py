@@ -1,6 +1,12 @@
 """The ``tapweight`` command line (Typer + rich).
 
-User errors print one line and exit with code 2; bugs keep their tracebacks.
+User errors print one line and exit with code 2; bugs keep their tracebacks. A run stopped
+by SIGINT or SIGTERM prints one line (where it stopped, how to continue) and exits with
+130 or 143. Under ``torchrun`` only rank 0 prints the results, INFO lines and warnings;
+another rank prints its own errors, prefixed with its rank.
+
+Plugins add commands through the ``register_commands`` hook; a command name that is taken
+(by the core or an earlier plugin) stays with its owner and the newcomer is reported.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,11 +26,14 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table as RichTable
 
+from tapweight import distributed, interrupts, pretrain, runner
 from tapweight import plugins as plugin_manager
-from tapweight import runner
 from tapweight.config import METHODS
+from tapweight.distributed import RankZeroFailed
 from tapweight.errors import TapweightError
-from tapweight.runner import OursOrWarnings
+from tapweight.interrupts import Interrupted
+from tapweight.report import mean_pm_std, number
+from tapweight.runlog import OursOrWarnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Task-adaptive continued pretraining with learned objective weights.")
@@ -81,20 +91,39 @@ def _model_option(registry, domain: str, model: str | None, options: dict) -> No
 
 
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
+    domain, task = _saved_task(folder)
+    if expect is not None and expect != (domain, task):
+        raise TapweightError(f"'{folder}' is a run of {domain}/{task or 'pretrain'}, not "
+                             f"{expect[0]}/{expect[1] or 'pretrain'}")
+    if not task:  # a `tapweight pretrain` folder
+        job = pretrain.resolve(domain, "paper", str(folder / "config.yaml"))
+        _print_encoder(pretrain.pretrain(job, folder, quiet, resume=True))
+        return
+    job = runner.resolve(domain, task, "paper", str(folder / "config.yaml"))
+    _print_summary(runner.run(job, folder, quiet, resume=True))
+
+
+def _saved_task(folder: Path) -> tuple[str, str]:
+    """The domain and task a run folder's ``config.yaml`` names (one-line errors if it cannot)."""
     saved = folder / "config.yaml"
     if not saved.is_file():
         raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
-    head = OmegaConf.load(saved)
-    if expect is not None and expect != (head.domain, head.task):
-        raise TapweightError(f"'{folder}' is a run of {head.domain}/{head.task}, "
-                             f"not {expect[0]}/{expect[1]}")
-    job = runner.resolve(head.domain, head.task, "paper", str(saved))
-    _print_summary(runner.run(job, folder, quiet, resume=True))
+    fix = "restore it from the run's log.txt, or start a new run"
+    try:
+        head = OmegaConf.to_container(OmegaConf.load(saved))
+    except Exception as err:  # any YAML problem of a damaged file
+        reason = " ".join(str(err).split())[:120]
+        raise TapweightError(f"{saved} is not valid YAML ({reason}): {fix}") from None
+    # a task, or "" for a `tapweight pretrain` folder
+    if not isinstance(head, dict) or not (isinstance(head.get("domain"), str) and head["domain"]
+                                          and isinstance(head.get("task"), str)):
+        raise TapweightError(f"{saved} does not name a domain and task (empty or damaged): {fix}")
+    return head["domain"], head["task"]
 
 
 @app.command("resume")
 def resume_command(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder made by `tapweight run`")],
+    run_dir: Annotated[Path, typer.Argument(help="a run folder made by `tapweight run` or `tapweight pretrain`")],
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ):
     """Continue an interrupted run from its last checkpoint."""
@@ -119,8 +148,6 @@ def pretrain_command(
 ):
     """Base pretraining on an unlabelled corpus (level I, fixed weights); writes an encoder
     for `tapweight run ... --init`."""
-    from tapweight import pretrain
-
     options = {key: value for key, value in {
         "method": method, "steps": steps, "corpus": corpus, "init": init, "device": device}.items()
         if value is not None}
@@ -128,32 +155,29 @@ def pretrain_command(
         if options or set_ or config or model or out_dir:
             raise TapweightError("--resume continues a pretraining run with its saved config.yaml; "
                                  "drop the other options")
-        saved = resume / "config.yaml"
-        if not saved.is_file():
-            raise TapweightError(f"'{resume}' is not a run folder (no config.yaml)")
-        head = OmegaConf.load(saved)
-        if head.domain != domain or head.task:
-            raise TapweightError(f"'{resume}' is not a pretraining run of domain '{domain}' "
-                                 f"({head.domain}/{head.task or 'pretrain'})")
-        job = pretrain.resolve(domain, "paper", str(saved))
-        summary = pretrain.pretrain(job, resume, quiet, resume=True)
-    else:
-        registry = plugin_manager.build_registry()
-        _model_option(registry, domain, model, options)
-        job = pretrain.resolve(domain, preset, config, options, set_ or [], registry=registry)
-        summary = pretrain.pretrain(job, out_dir, quiet)
-    print(f"encoder: {summary['encoder']}")  # plain: a path rich would wrap
+        return _resume(resume, quiet, expect=(domain, ""))
+    registry = plugin_manager.build_registry()
+    _model_option(registry, domain, model, options)
+    job = pretrain.resolve(domain, preset, config, options, set_ or [], registry=registry)
+    _print_encoder(pretrain.pretrain(job, out_dir, quiet))
+
+
+def _print_encoder(summary: dict) -> None:
+    if distributed.is_main():
+        print(f"encoder: {summary['encoder']}")  # plain: a path rich would wrap
 
 
 def _print_summary(summary: dict) -> None:
+    """The per-seed and mean ± std table (rank 0 only: the other ranks hold the same)."""
+    if not distributed.is_main():
+        return
     table = RichTable(title=f"{summary['domain']}/{summary['task']} — {summary['method']}")
     table.add_column("seed")
     table.add_column(f"val {summary['metric']}")
     table.add_column(f"test {summary['metric']}")
     for seed, result in summary["seeds"].items():
-        table.add_row(str(seed), f"{result['val']:.4f}", f"{result['test']:.4f}")
-    table.add_row("mean ± std", f"{summary['val_mean']:.4f} ± {summary['val_std']:.4f}",
-                  f"{summary['test_mean']:.4f} ± {summary['test_std']:.4f}")
+        table.add_row(str(seed), number(result.get("val")), number(result.get("test")))
+    table.add_row("mean ± std", mean_pm_std(summary, "val"), mean_pm_std(summary, "test"))
     out.print(table)
 
 
@@ -190,61 +214,134 @@ def plugins_command():
 def show(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     """Summarise a run folder: config, final λ, metrics."""
     metrics = run_dir / "metrics.json"
-    if not (run_dir / "config.yaml").is_file():
-        raise TapweightError(f"'{run_dir}' is not a run folder (no config.yaml)")
+    _saved_task(run_dir)
     out.print(f"[bold]{run_dir}[/bold]")
     for csv in sorted(run_dir.glob("seed*/weights.csv")):
-        import pandas as pd
-
-        last = pd.read_csv(csv).iloc[-1]
-        lam = ", ".join(f"{k}={v:.3f}" for k, v in last.items() if k != "step")
-        out.print(f"{csv.parent.name}: step {int(last['step'])}, λ {lam}")
+        step, lam = _last_weights(csv)
+        out.print(f"{csv.parent.name}: step {step}, λ {lam}")
     if metrics.is_file():
-        _print_summary(json.loads(metrics.read_text()))
+        _print_summary(_read_summary(metrics))
     else:
         out.print("not finished: no metrics.json yet (continue it with `tapweight resume`)")
 
 
+def _last_weights(csv: Path) -> tuple[int, str]:
+    """The last step of a ``weights.csv`` and its λ, or a one-line error for a damaged file."""
+    import pandas as pd
+
+    fix = "it is rewritten by `tapweight resume` from the checkpoint"
+    try:
+        last = pd.read_csv(csv).iloc[-1]
+        return int(last["step"]), ", ".join(f"{k}={float(v):.3f}" for k, v in last.items() if k != "step")
+    except (ValueError, KeyError, IndexError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        reason = " ".join(str(err).split())[:100] or type(err).__name__
+        raise TapweightError(f"{csv} is damaged ({reason}): {fix}") from None
+
+
+def _read_summary(path: Path) -> dict:
+    """A run's ``metrics.json``, checked to be the summary tapweight writes."""
+    try:
+        summary = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise TapweightError(f"{path} is not valid JSON ({err}): it is rewritten when the "
+                             "run finishes (`tapweight resume`)") from None
+    keys = ("domain", "task", "method", "metric", "seeds")
+    if not isinstance(summary, dict) or not all(k in summary for k in keys) \
+            or not isinstance(summary["seeds"], dict) \
+            or not all(isinstance(r, dict) for r in summary["seeds"].values()):
+        raise TapweightError(f"{path} is not a tapweight summary (it needs {', '.join(keys)}): "
+                             "it is rewritten when the run finishes (`tapweight resume`)")
+    return summary
+
+
 def _setup_logging() -> None:
-    """Our INFO lines and everyone's warnings, on stderr through rich (once per process)."""
+    """Our INFO lines and everyone's warnings, on stderr through rich (once per process);
+    under torchrun, ranks other than 0 show errors only (they hold the same data and config,
+    so their INFO lines and warnings repeat rank 0's)."""
     root = logging.getLogger()
     if any(getattr(h, "tapweight", False) for h in root.handlers):
         return
     handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
     handler.addFilter(OursOrWarnings())
     handler.tapweight = True
-    root.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
+    if _rank() != 0:
+        handler.setLevel(logging.ERROR)
+    root.setLevel(logging.INFO if _rank() == 0 else logging.WARNING)
     root.addHandler(handler)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 _commands_from: set[str] = set()
 
 
+def _command_name(info) -> str:
+    """The name a Typer command or group answers to."""
+    if getattr(info, "typer_instance", None) is not None:
+        return info.name or info.typer_instance.info.name or ""
+    return info.name or typer.main.get_command_name(info.callback.__name__)
+
+
 def _add_plugin_commands() -> None:
-    """Let each plugin add its commands, once; a failing plugin is reported and skipped."""
+    """Let each plugin add its commands, once, in plugin order; a name that is taken stays
+    with its owner, and a failing plugin is reported and skipped (nothing half-added)."""
     plugin_manager.load_entry_points()
-    for impl in plugin_manager.pm.hook.register_commands.get_hookimpls():
+    warn = logging.getLogger("tapweight").warning
+    hook = plugin_manager.pm.hook.register_commands
+    for impl in plugin_manager.in_registration_order(hook.get_hookimpls()):
         if impl.plugin_name in _commands_from:
             continue
         _commands_from.add(impl.plugin_name)
+        lists = (app.registered_commands, app.registered_groups)
+        before = [len(entries) for entries in lists]
+        taken = {_command_name(info) for entries in lists for info in entries}
         try:
             impl.function(cli=app)
-        except Exception as err:  # a broken plugin must not take the command line down
-            logging.getLogger("tapweight").warning("plugin %s: register_commands failed: %r",
-                                                   impl.plugin_name, err)
+        except (Exception, SystemExit) as err:  # a broken plugin must not take the command line down
+            for entries, n in zip(lists, before):
+                del entries[n:]
+            warn("plugin %s: register_commands failed: %r", impl.plugin_name, err)
+            continue
+        for entries, n in zip(lists, before):
+            for info in entries[n:]:
+                name = _command_name(info)
+                if name in taken:
+                    entries.remove(info)
+                    warn("plugin %s: command '%s' is taken (by tapweight or an earlier plugin); "
+                         "the plugin's command is not added: rename it", impl.plugin_name, name)
+                taken.add(name)
 
 
 def main(argv: list[str] | None = None) -> None:
     _setup_logging()
+    interrupts.record_sigint()
     _add_plugin_commands()
     command = typer.main.get_command(app)
-    try:
-        command.main(args=argv, prog_name="tapweight", standalone_mode=False)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:  # not command.main(): it turns Ctrl-C into exit 0 and EOFError into a silent abort
+        with command.make_context("tapweight", args) as ctx:
+            command.invoke(ctx)
+    except Interrupted as err:  # rank 0 knows the step it saved
+        _fail(str(err), err.exit_code, every_rank=False)
+    except KeyboardInterrupt:
+        _fail("interrupted", 128 + signal.SIGINT)
+    except RankZeroFailed:
+        sys.exit(2)  # rank 0 prints it
     except TapweightError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except typer.Abort:
-        sys.exit(130)
-    except typer.TyperException as err:  # click's usage errors, as typer vendors them
-        print(f"error: {err.format_message()}", file=sys.stderr)
+        _fail(f"error: {err}", 2)
+    except typer.Exit as err:  # --help, --version
         sys.exit(err.exit_code)
+    except typer.TyperException as err:  # click's usage errors, as typer vendors them
+        if err.__class__.__name__ == "NoArgsIsHelpError":
+            err.show()
+            sys.exit(0)
+        _fail(f"error: {' '.join(err.format_message().split())}", err.exit_code)
+
+
+def _fail(line: str, code: int, every_rank: bool = True) -> None:
+    """Print the one line (rank 0 as is, another rank with its number) and exit."""
+    if _rank() == 0 or every_rank:
+        print(line if _rank() == 0 else f"[rank {_rank()}] {line}", file=sys.stderr)
+    sys.exit(code)

@@ -8,7 +8,9 @@ Domain options live under ``options`` and may be written ``<domain>.<option>``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +101,8 @@ class RunConfig:
     split: str = ""  # empty: the task's split
     num_workers: int = 0
     log_every: int = 10
-    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end)
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on time)
+    checkpoint_minutes: float = 5.0  # also checkpoint when this long has passed (0: never on time)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     reweight: ReweightConfig = field(default_factory=ReweightConfig)
@@ -179,61 +182,128 @@ def build_config(options: type | None, layers: list[tuple[str, DictConfig]]) -> 
     return cfg
 
 
+#: the largest α learning rate accepted: beyond it one step moves λ = softmax(α) onto a
+#: single objective whatever the hypergradient (the paper uses 200 with SGD, 1 with Adam)
+MAX_REWEIGHT_LR = 1e6
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise TapweightError(message)
+
+
+def _finite(node: Any, prefix: str = "") -> None:
+    """Every float in the config (domain options included) is a finite number."""
+    if is_dataclass(node):
+        for f in fields(node):
+            _finite(getattr(node, f.name), f"{prefix}{f.name}.")
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _finite(value, prefix)
+    elif isinstance(node, float):
+        _check(math.isfinite(node), f"{prefix[:-1]} must be a finite number, got {node}")
+
+
+def _validate_level(name: str, level: LevelConfig) -> None:
+    _check(level.batch_size >= 1, f"{name}.batch_size must be >= 1, got {level.batch_size}")
+    _check(level.lr >= 0, f"{name}.lr must be >= 0, got {level.lr}")
+    _check(level.optimizer in ("sgd", "adam", "adamw"),
+           f"{name}.optimizer must be sgd, adam or adamw, got '{level.optimizer}'")
+    _check(level.scheduler in ("constant", "step", "warmup", "cosine"),
+           f"{name}.scheduler must be constant, step, warmup or cosine, got '{level.scheduler}'")
+    _check(0 <= level.momentum < 1, f"{name}.momentum must be in [0, 1), got {level.momentum}")
+    _check(level.weight_decay >= 0, f"{name}.weight_decay must be >= 0, got {level.weight_decay}")
+    _check(len(level.betas) == 2 and all(0 <= b < 1 for b in level.betas),
+           f"{name}.betas must be two numbers in [0, 1), e.g. [0.9,0.999]; got {level.betas}")
+    _check(level.step_size >= 1, f"{name}.step_size must be >= 1, got {level.step_size}")
+    _check(0 < level.decay <= 1, f"{name}.decay must be in (0, 1], got {level.decay}")
+    _check(level.warmup_steps >= 0, f"{name}.warmup_steps must be >= 0, got {level.warmup_steps}")
+
+
 def validate(cfg: RunConfig) -> None:
     """Range checks the types alone cannot express."""
-    if cfg.steps < 1:
-        raise TapweightError(f"steps must be >= 1, got {cfg.steps}")
+    _finite(cfg)
+    _check(cfg.steps >= 1, f"steps must be >= 1, got {cfg.steps}")
+    for seed in [cfg.seed, *cfg.seeds]:
+        _check(0 <= seed < 2**32, f"seeds must be in 0..2^32-1, got {seed}")
+    _check(cfg.log_every >= 1, f"log_every must be >= 1 (steps between log lines), got {cfg.log_every}")
+    _check(cfg.checkpoint_every >= 0,
+           f"checkpoint_every must be >= 0 (0: only at the end), got {cfg.checkpoint_every}")
+    _check(cfg.checkpoint_minutes >= 0,
+           f"checkpoint_minutes must be >= 0 (0: not on time), got {cfg.checkpoint_minutes}")
+    _check(cfg.num_workers >= 0, f"num_workers must be >= 0, got {cfg.num_workers}")
     for name in ("pretrain", "finetune", "reweight", "final"):
-        level: LevelConfig = getattr(cfg, name)
-        if level.batch_size < 1:
-            raise TapweightError(f"{name}.batch_size must be >= 1, got {level.batch_size}")
-        if level.lr < 0:
-            raise TapweightError(f"{name}.lr must be >= 0, got {level.lr}")
-        if level.optimizer not in ("sgd", "adam", "adamw"):
-            raise TapweightError(f"{name}.optimizer must be sgd, adam or adamw, got '{level.optimizer}'")
-        if level.scheduler not in ("constant", "step", "warmup", "cosine"):
-            raise TapweightError(
-                f"{name}.scheduler must be constant, step, warmup or cosine, got '{level.scheduler}'")
-    if cfg.finetune.gamma < 0:
-        raise TapweightError(f"finetune.gamma must be >= 0, got {cfg.finetune.gamma}")
-    if cfg.pretrain.accumulate < 1 or cfg.reweight.unroll < 1:
-        raise TapweightError("pretrain.accumulate and reweight.unroll must be >= 1")
-    if cfg.amp not in ("no", "bf16", "fp16"):
-        raise TapweightError(f"amp must be no, bf16 or fp16, got '{cfg.amp}'")
+        _validate_level(name, getattr(cfg, name))
+    _check(cfg.final.epochs >= 1, f"final.epochs must be >= 1, got {cfg.final.epochs}")
+    _check(cfg.final.patience >= 0, f"final.patience must be >= 0 (0: never stop early), "
+                                    f"got {cfg.final.patience}")
+    _check(cfg.finetune.gamma >= 0, f"finetune.gamma must be >= 0, got {cfg.finetune.gamma}")
+    _check(cfg.pretrain.accumulate >= 1 and cfg.reweight.unroll >= 1,
+           "pretrain.accumulate and reweight.unroll must be >= 1")
+    r = cfg.reweight
+    _check(r.lr <= MAX_REWEIGHT_LR,
+           f"reweight.lr {r.lr:g} is above {MAX_REWEIGHT_LR:g}: one step would put all weight on one "
+           "objective; the paper uses 200 (SGD) or 1 (Adam)")
+    _check(cfg.amp in ("no", "bf16", "fp16"), f"amp must be no, bf16 or fp16, got '{cfg.amp}'")
     validate_hypergradient(cfg)
     method = cfg.method
-    if not (method in ("tapweight", "uniform", "fixed", "none") or method.startswith("single:")):
-        raise TapweightError(f"unknown method '{method}'; methods: {', '.join(METHODS)}")
-    if method == "fixed" and not cfg.weights:
-        raise TapweightError("method 'fixed' needs weights: --set weights=[0.5,0.3,0.2]")
-    if any(w < 0 for w in cfg.weights) or (cfg.weights and sum(cfg.weights) <= 0):
-        raise TapweightError(f"weights must be >= 0 with a positive sum, got {cfg.weights}")
+    _check(method in ("tapweight", "uniform", "fixed", "none") or method.startswith("single:"),
+           f"unknown method '{method}'; methods: {', '.join(METHODS)}")
+    _check(method != "fixed" or bool(cfg.weights), "method 'fixed' needs weights: --set weights=[0.5,0.3,0.2]")
+    _check(not (any(w < 0 for w in cfg.weights) or (cfg.weights and sum(cfg.weights) <= 0)),
+           f"weights must be >= 0 with a positive sum, got {cfg.weights}")
+
+
+def check_options(domain: str, options: Any, rules: dict[str, str]) -> None:
+    """Range checks of a domain's options, for the options dataclass's ``__post_init__``
+    (it runs when the config is built, so a bad value is a one-line error before any work).
+
+    ``rules`` map a field to ``">= 1"``, ``"> 0"``, ``"<= 5"``, ``"< 1"`` or an interval
+    ``"in [0, 1)"`` (square bracket: bound included; round: excluded)::
+
+        def __post_init__(self):
+            check_options("tabular", self, {"hidden": ">= 1", "dropout": "in [0, 1)"})
+    """
+    for name, rule in rules.items():
+        value = getattr(options, name)
+        if not _satisfies(value, rule):
+            raise TapweightError(f"{domain}.{name} must be {rule}, got {value}")
+
+
+def _satisfies(value: float, rule: str) -> bool:
+    if compare := re.fullmatch(r"(>=|>|<=|<) (\S+)", rule):
+        op, bound = compare.group(1), float(compare.group(2))
+        return {">=": value >= bound, ">": value > bound, "<=": value <= bound, "<": value < bound}[op]
+    if interval := re.fullmatch(r"in ([\[(])(\S+), (\S+)([\])])", rule):
+        left, low, high, right = interval.groups()
+        above = value >= float(low) if left == "[" else value > float(low)
+        below = value <= float(high) if right == "]" else value < float(high)
+        return above and below
+    raise ValueError(f"unknown range rule '{rule}'")
 
 
 def validate_hypergradient(cfg: RunConfig) -> None:
-    """Refuse the settings whose hypergradient the engine cannot compute correctly."""
+    """The hypergradient's settings, and the combinations it cannot compute correctly."""
     r = cfg.reweight
-    if r.hypergrad not in HYPERGRADS:
-        raise TapweightError(f"reweight.hypergrad must be one of {', '.join(HYPERGRADS)}, got '{r.hypergrad}'")
-    if r.scale not in ("reference", "exact"):
-        raise TapweightError(f"reweight.scale must be reference or exact, got '{r.scale}'")
-    if r.fd_scheme not in ("central", "forward"):
-        raise TapweightError(f"reweight.fd_scheme must be central or forward, got '{r.fd_scheme}'")
-    if not 0 < r.hyper_fraction <= 1:
-        raise TapweightError(f"reweight.hyper_fraction must be in (0, 1], got {r.hyper_fraction}")
-    if not r.fd_radius > 0:
-        raise TapweightError(f"reweight.fd_radius must be > 0, got {r.fd_radius}")
-    if r.iterations < 1 or r.curvature_iterations < 1:
-        raise TapweightError("reweight.iterations and reweight.curvature_iterations must be >= 1")
-    if r.fd_scheme == "forward" and (r.hyper_fraction < 1 or cfg.amp != "no"
-                                     or r.hypergrad not in ("auto", "fd")):
-        raise TapweightError("reweight.fd_scheme=forward reuses level I's own float32 loss values: it needs "
-                             "reweight.hypergrad=fd, reweight.hyper_fraction=1 and amp=no")
+    _check(r.hypergrad in HYPERGRADS,
+           f"reweight.hypergrad must be one of {', '.join(HYPERGRADS)}, got '{r.hypergrad}'")
+    _check(r.scale in ("reference", "exact"), f"reweight.scale must be reference or exact, got '{r.scale}'")
+    _check(r.fd_scheme in ("central", "forward"), f"reweight.fd_scheme must be central or forward, got '{r.fd_scheme}'")
+    _check(0 < r.hyper_fraction <= 1, f"reweight.hyper_fraction must be in (0, 1], got {r.hyper_fraction}")
+    _check(r.fd_radius > 0, f"reweight.fd_radius must be > 0, got {r.fd_radius}")
+    _check(r.iterations >= 1, f"reweight.iterations must be >= 1, got {r.iterations}")
+    _check(r.curvature_iterations >= 1, f"reweight.curvature_iterations must be >= 1, got {r.curvature_iterations}")
+    _check(r.neumann_alpha >= 0, f"reweight.neumann_alpha must be >= 0 (0: from a power iteration), "
+                                 f"got {r.neumann_alpha}")
+    _check(r.cg_tol > 0, f"reweight.cg_tol must be > 0, got {r.cg_tol}")
+    _check(r.fd_scheme == "central" or (r.hyper_fraction == 1 and cfg.amp == "no" and r.hypergrad in ("auto", "fd")),
+           "reweight.fd_scheme=forward reuses level I's own float32 loss values: it needs "
+           "reweight.hypergrad=fd, reweight.hyper_fraction=1 and amp=no")
     adam = [name for name in ("pretrain", "finetune") if getattr(cfg, name).optimizer != "sgd"]
-    if r.unroll > 1 and adam and r.hypergrad not in ("neumann", "cg"):
-        raise TapweightError(f"reweight.unroll={r.unroll} is differentiated exactly through SGD steps only, "
-                             f"and {' and '.join(adam)} use {getattr(cfg, adam[0]).optimizer}: set "
-                             "reweight.unroll=1 (exact for Adam too) or the optimizers to sgd")
+    _check(r.unroll == 1 or not adam or r.hypergrad in ("neumann", "cg"),
+           f"reweight.unroll={r.unroll} is differentiated exactly through SGD steps only, and "
+           f"{' and '.join(adam)} use {getattr(cfg, adam[0]).optimizer if adam else ''}: set "
+           "reweight.unroll=1 (exact for Adam too) or the optimizers to sgd")
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -51,18 +51,27 @@ class BatchStream:
     Epoch ``e`` is the permutation drawn from ``seed + e``, so the stream's position
     (epoch, batch index) is all a checkpoint needs to resume it exactly. Under data
     parallelism, ``shard=(rank, world)`` yields this rank's slice of each global batch.
+
+    The global batch is ``batch_size`` (a multiple of ``world``, see :func:`check_batch_size`)
+    or, for a data set smaller than that, the largest multiple of ``world`` that fits:
+    every batch is a uniformly random subset of one size that splits evenly over the
+    processes, so the mean over the batch stays an unbiased estimate of the mean over the
+    data set (and of the hypergradient built from it). One process and several see the
+    same batches when given the same global size.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, collate: Callable, seed: int,
                  num_workers: int = 0, shard: tuple[int, int] = (0, 1), pin_memory: bool = False):
+        self.rank, self.world = shard
         if len(dataset) == 0:
             raise TapweightError("a data split is empty: check the data file and the split")
+        if len(dataset) < self.world:
+            raise TapweightError(f"a data split has {len(dataset)} examples, fewer than the "
+                                 f"{self.world} processes: check the data file and the split")
+        check_batch_size("batch size", batch_size, self.world)
         self.dataset, self.collate, self.seed = dataset, collate, seed
-        self.batch_size = min(batch_size, len(dataset))
-        self.rank, self.world = shard
-        if self.batch_size % self.world:
-            raise TapweightError(f"batch size {self.batch_size} does not split over {self.world} "
-                                 "processes: make it a multiple of the process count")
+        fit = min(batch_size, len(dataset))
+        self.batch_size = fit - fit % self.world
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.per_epoch = len(dataset) // self.batch_size  # the ragged tail is dropped: equal batches
         self.epoch, self.index = 0, 0
@@ -107,6 +116,13 @@ class BatchStream:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.index, self._iter = state["epoch"], state["index"], None
+
+
+def check_batch_size(name: str, batch_size: int, world: int) -> None:
+    """A global batch size chosen by the user must split evenly over the processes."""
+    if batch_size % world:
+        raise TapweightError(f"{name} {batch_size} does not split over {world} processes: make it "
+                             f"a multiple of {world} (each process reads batch_size / {world})")
 
 
 def eval_batches(dataset: Dataset, batch_size: int, collate: Callable, num_workers: int = 0):

@@ -307,7 +307,7 @@ class Engine:
                            f"(now {current_lr(self.opt_reweight):g})")
         lam = self.lam
         self.opt_reweight.zero_grad(set_to_none=True)
-        self.alpha.grad = softmax_vjp(lam, g_lam.cpu().double()).float().to(self.device)
+        self.alpha.grad = softmax_vjp(lam, g_lam.to(lam.device).double()).float()
         self.opt_reweight.step()
         self.sched_reweight.step()
         return val_loss_mean, g_lam

@@ -72,22 +72,23 @@ def pickled_strings(file: Path) -> set[str]:
     return {arg for _, arg, _ in ops if isinstance(arg, str)}
 
 
-def refusal(path: str, file: Path, error: str) -> str:
+def refusal(what: str, file: Path, error: str, fix: str) -> str:
     """The one-line message for a torch file ``torch.load(weights_only=True)`` refused with
-    ``error``: what the file is, and what to pass instead."""
+    ``error``: what the file is (``what`` names it), and what to do instead (``fix``)."""
     unsafe = re.search(r"GLOBAL (\S+) was not an allowed|got <class '([^']+)'>", error)
     if unsafe is None:
         reason = error.split("WeightsUnpickler error:", 1)[-1].strip().splitlines() or [error]
-        return f"--init '{path}' is not a readable torch file ({plain(reason[0])})"
+        return (f"{what} is not a readable torch file (truncated or another format: "
+                f"{plain(reason[0])[:120]}): {fix}")
     refused = unsafe.group(1) or unsafe.group(2)
     if IMAGEMOL_FINETUNED.issubset(pickled_strings(file)):
-        return (f"--init '{path}' is an ImageMol fine-tuned checkpoint (finetune.py) whose metrics "
+        return (f"{what} is an ImageMol fine-tuned checkpoint (finetune.py) whose metrics "
                 f"({refused}) cannot be read without running pickled code: pass ImageMol's "
                 "pretrained checkpoint, or, if you trust this file, its weights alone: python -c "
-                f"\"import torch; torch.save(torch.load('{path}', weights_only=False)"
+                f"\"import torch; torch.save(torch.load('{file}', weights_only=False)"
                 "['model_state_dict'], 'weights.pth')\" and --init weights.pth")
-    return (f"--init '{path}' holds Python objects that a safe (weights-only) load refuses "
-            f"({refused}): pass a state dict of tensors or a .safetensors file")
+    return (f"{what} holds Python objects besides tensors ({refused}); tapweight does not unpickle "
+            f"them (that could run code): {fix}")
 
 
 def names(keys: Sequence[str], shown: int = 8) -> str:

@@ -4,8 +4,15 @@ Built-in domains (``tapweight_mol``, ``tapweight_nlp``) come in through the ``ta
 entry-point group exactly as a third-party plugin does. ``TAPWEIGHT_LOAD_PLUGINS`` (a
 comma-separated list of entry-point names; empty for none) restricts which are loaded.
 
-A plugin that fails to import, implements a hook that has no spec, or registers a
-malformed or duplicate name is recorded as a problem and skipped: the others still load.
+A plugin that fails to import (even by raising ``SystemExit`` or ``KeyboardInterrupt``),
+implements a hook that has no spec, or registers a malformed or duplicate name is recorded
+as a problem and skipped: the others still load.
+
+First come, first served, with the built-ins first: the ``tapweight`` distribution's own
+entry points load before any other, every registry is filled plugin by plugin in that
+order (whatever order pluggy calls hooks in), and a name that is taken stays with its
+first owner while the newcomer is reported and dropped. An entry point of another
+distribution named like a built-in domain is never loaded in its place.
 """
 
 from __future__ import annotations
@@ -18,17 +25,20 @@ import traceback
 import pluggy
 from packaging.requirements import Requirement
 
-from tapweight import builtins, hookspecs
+from tapweight import builtins, hookspecs, interrupts
 from tapweight.registry import CORE, KINDS, RegistrationError, Registry, Unavailable
 
 ENTRY_POINT_GROUP = "tapweight"
 ALLOW_ENV = "TAPWEIGHT_LOAD_PLUGINS"
+
+BUILTIN_DISTRIBUTION = "tapweight"
 
 pm = pluggy.PluginManager("tapweight")
 pm.add_hookspecs(hookspecs)
 pm.register(builtins, name=CORE)
 _load_problems: list[Unavailable] = []
 _loaded = False
+_order: dict[str, tuple[int, int]] = {CORE: (0, 0)}  # plugin -> (0 built-in | 1 other, arrival)
 
 
 def _missing_extra(ep: md.EntryPoint) -> tuple[list[str], str]:
@@ -54,40 +64,71 @@ def _unknown_hooks(plugin: object) -> list[str]:
     return [caller.name for caller in pm.get_hookcallers(plugin) or [] if caller.spec is None]
 
 
+def _distribution(ep: md.EntryPoint) -> str:
+    return ep.dist.metadata["Name"] if ep.dist is not None else "an unknown distribution"
+
+
+def _is_builtin(ep: md.EntryPoint) -> bool:
+    return _distribution(ep) == BUILTIN_DISTRIBUTION
+
+
 def load_entry_points() -> None:
-    """Import and register every allowed entry point once; record what fails."""
+    """Import and register every allowed entry point once, built-ins first; record what fails."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     allow = os.environ.get(ALLOW_ENV)
     allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
-    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-        if (allowed is not None and ep.name not in allowed) or pm.has_plugin(ep.name):
+    found = sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: not _is_builtin(e))
+    builtin_names = {ep.name for ep in found if _is_builtin(ep)}
+    for ep in found:
+        if allowed is not None and ep.name not in allowed:
             continue
-        try:
-            module = ep.load()
-        except ModuleNotFoundError as err:
-            missing, fix = _missing_extra(ep)
-            if missing:
-                message = f"missing {', '.join(missing)} (module '{err.name}')"
-                _load_problems.append(Unavailable(ep.name, message, fix))
-            else:
-                _load_problems.append(
-                    Unavailable(ep.name, f"import failed: {err}", traceback=traceback.format_exc())
-                )
+        if not _is_builtin(ep) and (ep.name in builtin_names or pm.has_plugin(ep.name)):
+            owner = "tapweight's built-in domain" if ep.name in builtin_names else "another plugin"
+            _load_problems.append(Unavailable(
+                f"{ep.name} ({_distribution(ep)})",
+                f"entry point '{ep.name}' of {_distribution(ep)} is not loaded: the name belongs to "
+                f"{owner}; rename the entry point"))
             continue
-        except Exception as err:  # a broken plugin must not take the others down
+        if pm.has_plugin(ep.name):
+            continue
+        module = _import(ep)
+        if module is not None:
+            register_plugin(module, ep.name, builtin=_is_builtin(ep))
+
+
+def _import(ep: md.EntryPoint):
+    """The entry point's module, or None with the reason recorded."""
+    try:
+        return ep.load()
+    except ModuleNotFoundError as err:
+        missing, fix = _missing_extra(ep)
+        if missing:
+            message = f"missing {', '.join(missing)} (module '{err.name}')"
+            _load_problems.append(Unavailable(ep.name, message, fix))
+        else:
             _load_problems.append(
-                Unavailable(ep.name, f"import failed: {err!r}", traceback=traceback.format_exc())
-            )
-            continue
-        register_plugin(module, ep.name)
+                Unavailable(ep.name, f"import failed: {err}", traceback=traceback.format_exc()))
+    except Exception as err:  # a broken plugin must not take the others down
+        _load_problems.append(
+            Unavailable(ep.name, f"import failed: {err!r}", traceback=traceback.format_exc()))
+    except (SystemExit, KeyboardInterrupt) as err:  # nor end the command line
+        if isinstance(err, KeyboardInterrupt) and interrupts.last_received is not None:
+            raise  # the user's own Ctrl-C
+        _load_problems.append(Unavailable(
+            ep.name, f"import raised {type(err).__name__}({', '.join(map(repr, err.args))})",
+            traceback=traceback.format_exc()))
+    return None
 
 
-def register_plugin(plugin: object, name: str) -> bool:
-    """Register ``plugin``; refuse it (recording why) if it implements unknown hooks."""
+def register_plugin(plugin: object, name: str, builtin: bool = False) -> bool:
+    """Register ``plugin``; refuse it (recording why) if it implements unknown hooks.
+
+    Built-in plugins rank before all others in every registry, whenever they arrive."""
     pm.register(plugin, name=name)
+    _order.setdefault(name, (0 if builtin else 1, len(_order)))
     unknown = _unknown_hooks(plugin)
     if unknown:
         pm.unregister(plugin)
@@ -107,7 +148,7 @@ def build_registry() -> Registry:
     registry = Registry(problems=list(_load_problems))
     failed: set[str] = set()
     for kind, (hook_name, _) in KINDS.items():
-        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        for impl in in_registration_order(getattr(pm.hook, hook_name).get_hookimpls()):
             if impl.plugin_name in failed:
                 continue
             staged = Registry(tables={k: dict(v) for k, v in registry.tables.items()},
@@ -118,7 +159,7 @@ def build_registry() -> Registry:
                 registry.problems.append(Unavailable(impl.plugin_name, f"registration refused: {err}"))
                 failed.add(impl.plugin_name)
                 continue
-            except Exception as err:
+            except (Exception, SystemExit) as err:
                 registry.problems.append(Unavailable(
                     impl.plugin_name, f"{hook_name} raised {err!r}", traceback=traceback.format_exc()))
                 failed.add(impl.plugin_name)
@@ -130,6 +171,11 @@ def build_registry() -> Registry:
                 del registry.owners[key]
                 del registry.tables[key[0]][key[1]]
     return registry
+
+
+def in_registration_order(impls: list) -> list:
+    """Hook implementations, first-registered plugin first (pluggy calls the last first)."""
+    return sorted(impls, key=lambda impl: _order.get(impl.plugin_name, (1, len(_order))))
 
 
 def plugin_report() -> list[dict]:

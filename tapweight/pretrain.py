@@ -24,21 +24,23 @@ from pathlib import Path
 import torch
 
 from tapweight import distributed
+from tapweight.checkpoint import atomic_write
 from tapweight.config import RunConfig, build_config, layer_from_dict, to_yaml
 from tapweight.errors import TapweightError
 from tapweight.plugins import build_registry
 from tapweight.registry import Registry
 from tapweight.report import write_json
+from tapweight.runlog import RunLog
 from tapweight.runner import (
     Job,
-    RunLog,
     continued_pretraining,
+    in_run_folder,
     objective_names,
-    pick_device,
     pick_preset,
     seed_everything,
     user_layers,
 )
+from tapweight.session import Session
 
 log = logging.getLogger("tapweight")
 
@@ -86,40 +88,42 @@ def default_out(cfg: RunConfig) -> Path:
 
 def pretrain(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
     """Level I for ``cfg.steps`` steps on the corpus; writes the run folder (module
-    docstring) and returns its summary. An existing checkpoint is continued (``resume``)."""
+    docstring) and returns its summary. With ``resume``, the folder's checkpoint is continued.
+    The run folder, interrupts and checkpoints are ``tapweight run``'s (session.py)."""
+    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session:
+                         _pretrain(job, out, device, quiet, resume, run_log, session))
+
+
+def _pretrain(job: Job, out: Path, device: torch.device, quiet: bool, resume: bool,
+              run_log: RunLog, session: Session) -> dict:
     cfg = job.cfg
-    device = distributed.setup(pick_device(cfg.device))
-    out = Path(distributed.broadcast(str(out or default_out(cfg))))
-    if distributed.broadcast(out.exists() and any(out.iterdir())) and not resume:
-        raise TapweightError(f"run folder '{out}' already exists: continue it with `tapweight "
-                             f"pretrain {cfg.domain} --resume {out}` or pick another --out")
-    with RunLog() as run_log:
-        seed_everything(cfg.seed)
-        started = time.perf_counter()
-        data = job.domain.build_corpus(cfg, cfg.corpus)  # a bad corpus leaves no folder
-        ready = time.perf_counter() - started
-        main = distributed.is_main()
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.yaml").write_text(to_yaml(cfg))
-            run_log.open(out / "log.txt")
-        log.info("pretrain %s on %s, method %s, preset %s, %d steps -> %s", cfg.domain, cfg.corpus,
-                 cfg.method, job.preset, cfg.steps, out)
-        log.info("corpus read in %.1f s", ready)
-        for key, value in data.info.items():
-            log.info("data %s: %s", key, value)
-        backbone = job.registry.get("backbones", cfg.backbone or job.domain.backbone,
-                                    cfg.domain).build(cfg, data)
-        # level II never runs: w's head is never used (the engine wants a w all the same)
-        continued_pretraining(job, cfg, data, backbone, torch.nn.Identity(), device, out, quiet)
-        summary = {"domain": cfg.domain, "method": cfg.method, "steps": cfg.steps, "corpus": cfg.corpus,
-                   "encoder": str(out / ENCODER), "files": sorted(data.files)}
-        if main:
-            for name, source in data.files.items():
-                keep(Path(source), out / name)
-            write_json(summary, out / SUMMARY)
-        log.info("encoder: %s (tapweight run %s TASK --init %s)", out / ENCODER, cfg.domain, out / ENCODER)
-        return summary
+    seed_everything(cfg.seed)
+    started = time.perf_counter()
+    data = job.domain.build_corpus(cfg, cfg.corpus)  # a bad corpus leaves no folder
+    ready = time.perf_counter() - started
+    main = distributed.is_main()
+    if main:
+        if not resume:
+            atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(to_yaml(cfg)))
+        run_log.open(out / "log.txt")
+    log.info("pretrain %s on %s, method %s, preset %s, %d steps -> %s", cfg.domain, cfg.corpus,
+             cfg.method, job.preset, cfg.steps, out)
+    log.info("corpus read in %.1f s", ready)
+    for key, value in data.info.items():
+        log.info("data %s: %s", key, value)
+    backbone = job.registry.get("backbones", cfg.backbone or job.domain.backbone,
+                                cfg.domain).build(cfg, data)
+    session.begin_seed(cfg.seed, 1)
+    # level II never runs: w's head is never used (the engine wants a w all the same)
+    continued_pretraining(job, cfg, data, backbone, torch.nn.Identity(), device, out, quiet)
+    summary = {"domain": cfg.domain, "method": cfg.method, "steps": cfg.steps, "corpus": cfg.corpus,
+               "encoder": str(out / ENCODER), "files": sorted(data.files)}
+    if main:
+        for name, source in data.files.items():
+            keep(Path(source), out / name)
+        write_json(summary, out / SUMMARY)
+    log.info("encoder: %s (tapweight run %s TASK --init %s)", out / ENCODER, cfg.domain, out / ENCODER)
+    return summary
 
 
 def keep(source: Path, target: Path) -> None:

@@ -65,22 +65,44 @@ def write_predictions(table: Table, rows: np.ndarray, preds: np.ndarray, path: P
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
+def json_safe(value):
+    """``value`` with NaN and infinities as None (JSON's null): JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def write_json(data: dict, path: Path) -> None:
-    text = json.dumps(data, indent=2, default=float)
+    """Strict JSON (an undefined metric is null, never a bare NaN)."""
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
     atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
 
 
 def summarize(results: dict[int, dict[str, float]]) -> dict[str, float]:
-    """Mean and sample standard deviation over seeds of every numeric result."""
+    """Mean and sample standard deviation over seeds of every numeric result (a result read
+    back as null counts as NaN)."""
     keys = sorted({k for r in results.values() for k, v in r.items() if isinstance(v, (int, float))})
     out = {}
     for key in keys:
-        values = np.array([r[key] for r in results.values() if key in r], dtype=float)
+        values = np.array([np.nan if r.get(key) is None else r[key] for r in results.values()
+                           if key in r], dtype=float)
         out[f"{key}_mean"] = float(np.mean(values))
         out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return out
 
 
+def number(value) -> str:
+    """A metric for people: four decimals, or "n/a" when undefined (NaN, null, missing)."""
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.4f}"
+    return "n/a"
+
+
 def mean_pm_std(summary: dict, key: str = "test") -> str:
-    mean, std = summary.get(f"{key}_mean", math.nan), summary.get(f"{key}_std", math.nan)
-    return f"{mean:.4f} ± {std:.4f}"
+    return f"{number(summary.get(f'{key}_mean'))} ± {number(summary.get(f'{key}_std'))}"

@@ -19,7 +19,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from logging.handlers import MemoryHandler
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tapweight import distributed
-from tapweight.checkpoint import load_state, save_state, save_weights
+from tapweight.checkpoint import atomic_write, load_state, read_weights, save_state, save_weights
 from tapweight.config import (
     RunConfig,
     build_config,
@@ -36,10 +35,12 @@ from tapweight.config import (
     layer_from_sets,
     to_yaml,
 )
-from tapweight.data import BatchStream, random_split
+from tapweight.data import BatchStream, check_batch_size, random_split
 from tapweight.engine import Engine, NonFiniteLoss
 from tapweight.errors import TapweightError
 from tapweight.finetune import refinetune
+from tapweight.interrupts import Interrupted
+from tapweight.labels import check_split, check_table
 from tapweight.models import PretrainModel, TaskModel
 from tapweight.plugins import build_registry
 from tapweight.progress import Progress
@@ -52,51 +53,13 @@ from tapweight.report import (
     write_predictions,
     write_trajectory,
 )
+from tapweight.runlog import RunLog
+from tapweight.session import Session
+from tapweight.session import current as current_session
 from tapweight.specs import Domain, DomainData, Split, Table, TaskSpec
 from tapweight.targets import SCALER_FILE, TargetScaler, standardize_targets
 
 log = logging.getLogger("tapweight")
-
-
-class OursOrWarnings(logging.Filter):
-    """tapweight's (and its plugins') INFO lines, everyone's warnings."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name.startswith("tapweight") or record.levelno >= logging.WARNING
-
-
-class RunLog:
-    """The run's ``log.txt``. Records are held in memory until the run folder exists (the
-    data is read first, so a bad file leaves no folder behind), then written with all later
-    ones; our INFO lines reach it however tapweight is called (CLI or library)."""
-
-    def __init__(self):
-        self.root, self.level = logging.getLogger(), logging.getLogger().level
-        self.held = MemoryHandler(capacity=1_000_000, flushLevel=logging.CRITICAL + 1)
-        self.held.addFilter(OursOrWarnings())
-        self.file: logging.Handler | None = None
-
-    def __enter__(self) -> RunLog:
-        self.root.setLevel(min(self.level, logging.INFO))
-        self.root.addHandler(self.held)
-        return self
-
-    def open(self, path: Path) -> None:
-        self.file = logging.FileHandler(path)
-        self.file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self.file.addFilter(OursOrWarnings())
-        self.held.setTarget(self.file)
-        self.held.flush()
-        self.root.addHandler(self.file)
-        self.root.removeHandler(self.held)
-
-    def __exit__(self, *exc) -> None:
-        self.root.removeHandler(self.held)
-        self.held.close()
-        if self.file is not None:
-            self.root.removeHandler(self.file)
-            self.file.close()
-        self.root.setLevel(self.level)
 
 
 @dataclass
@@ -174,14 +137,27 @@ def objective_names(job: Job) -> list[str]:
 
 
 def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        try:
-            return torch.device(name)
-        except RuntimeError as err:
-            raise TapweightError(f"bad device '{name}': {err}") from None
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    """The device named by ``--device`` (``auto``: CUDA when there is a GPU), checked now:
+    a device this machine lacks is a one-line error, not a failure in the first step."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise TapweightError(f"bad device '{name}': {err}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise TapweightError(f"--device {name}: torch sees no CUDA GPU on this machine; "
+                                 "use --device cpu (or auto)")
+        if device.index is not None and device.index >= count:
+            raise TapweightError(f"--device {name}: this machine has {count} CUDA GPU(s), "
+                                 f"cuda:0..cuda:{count - 1}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise TapweightError(f"--device {name}: MPS is not available here; use --device cpu (or auto)")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise TapweightError(f"--device {name}: tapweight runs on auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def default_out(cfg: RunConfig) -> Path:
@@ -189,39 +165,70 @@ def default_out(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.domain}-{cfg.task}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def check_batch_sizes(cfg: RunConfig) -> None:
+    """The global batch sizes of levels I–III split over the processes (before any work)."""
+    world = distributed.launched_world_size()
+    for level in ("pretrain", "finetune", "reweight"):
+        check_batch_size(f"{level}.batch_size", getattr(cfg, level).batch_size, world)
+
+
 def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
-    """Every seed of the job; writes the run folder and returns the summary."""
+    """Every seed of the job; writes the run folder and returns the summary.
+
+    Everything a user can get wrong (device, batch sizes, ``--init``, ``--out``, the data) is
+    checked before the first step; a fresh run that fails before it leaves no folder behind.
+    """
+    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session:
+                         _run_seeds(job, out, device, quiet, resume, run_log, session))
+
+
+def in_run_folder(job: Job, out: Path, resume: bool, body: Callable) -> dict:
+    """``body(out, device, run_log, session)`` in the run folder ``out``, its log and its
+    session (folder lock, interrupts, checkpoints), after the checks that need no data
+    (device, batch sizes, ``--init``); an interrupt ends it with the session's one line."""
     cfg = job.cfg
     device = distributed.setup(pick_device(cfg.device))
-    out = Path(distributed.broadcast(str(out or default_out(cfg))))  # one folder for all ranks
-    if distributed.broadcast(out.exists() and any(out.iterdir())) and not resume:
-        raise TapweightError(f"run folder '{out}' already exists: pass --resume to continue it "
-                             "or --out for a new one")
-    with RunLog() as run_log:
-        table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)  # bad data: no folder
-        main = distributed.is_main()
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "config.yaml").write_text(to_yaml(cfg))
-            run_log.open(out / "log.txt")
-        log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
-                 job.preset, out)
-        log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
-                 table.labels.shape[1], table.source or job.task.dataset)
-        seeds = list(cfg.seeds) or [cfg.seed]
-        results = {}
-        for seed in seeds:
-            results[seed] = run_seed(job, replace(cfg, seed=seed), table, out / f"seed{seed}",
-                                     device, quiet)
-        summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
-                   "metric": job.task.metric, "seeds": results, **summarize(results)}
-        curves = [out / f"seed{s}" / "weights.csv" for s in seeds]
-        if main:
-            write_json(summary, out / "metrics.json")
-            if all(c.exists() for c in curves):
-                plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
-        log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
-        return summary
+    check_batch_sizes(cfg)
+    if cfg.init:
+        read_weights(cfg.init)
+    out = Path(distributed.broadcast(str(out)))  # one folder for all ranks
+    with RunLog() as run_log, Session(out, resume, run_log) as session:
+        try:
+            return body(out, device, run_log, session)
+        except Interrupted as err:
+            raise session.interrupted(err.signum) from None
+
+
+def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: bool,
+               run_log: RunLog, session: Session) -> dict:
+    cfg = job.cfg
+    table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)
+    check_table(table, job.task)
+    main = distributed.is_main()
+    if main:
+        if not resume:
+            atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(to_yaml(cfg)))
+        run_log.open(out / "log.txt")
+    log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
+             job.preset, out)
+    log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
+             table.labels.shape[1], table.source or job.task.dataset)
+    seeds = list(cfg.seeds) or [cfg.seed]
+    results = {}
+    for seed in seeds:
+        session.begin_seed(seed, len(seeds))
+        results[seed] = run_seed(job, replace(cfg, seed=seed), table, out / f"seed{seed}",
+                                 device, quiet)
+        session.progressed()
+    summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
+               "metric": job.task.metric, "seeds": results, **summarize(results)}
+    curves = [out / f"seed{s}" / "weights.csv" for s in seeds]
+    if main:
+        write_json(summary, out / "metrics.json")
+        if all(c.exists() for c in curves):
+            plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
+    log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
+    return summary
 
 
 def seed_everything(seed: int) -> None:
@@ -262,6 +269,7 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
                     "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
             raise NonFiniteLoss(f"{err}; {kept}", err.step) from None
     result = None
+    current_session().started()
     if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
         progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
         with progress:
@@ -291,6 +299,7 @@ def build_task(job: Job, cfg: RunConfig, table: Table) -> TaskData:
     """Split ``table`` for ``cfg.seed`` and build what a seed trains on (:class:`TaskData`)."""
     seed_everything(cfg.seed)
     split = split_table(job, cfg, table)
+    check_split(table, split, job.task, cfg.seed)
     labelled, scaler = table, None
     if job.task.loss == "mse":  # regression: train on standardised targets (targets.py)
         labelled, scaler = standardize_targets(table, split)
@@ -333,25 +342,55 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     engine = build_engine(job, cfg, data, backbone, head, device)
     theta = engine.theta
     checkpoint = folder / "checkpoint.pt"
-    if checkpoint.exists():
-        engine.load_state_dict(load_state(checkpoint))
-        log.info("resumed seed %d at step %d", cfg.seed, engine.step_count)
+    session = current_session()
+    resume_engine(engine, checkpoint, cfg.seed)
+    session.saved(engine.step_count)
     main = distributed.is_main()
     progress = Progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", quiet or not main, start=engine.step_count)
+    session.started()
     with progress:
         while engine.step_count < cfg.steps:
-            record = engine.step()
+            with session.deferred():  # a first Ctrl-C lets the step finish
+                record = engine.step()
+            session.progressed()
             lam = " ".join(f"{k[7:]}={v:.3f}" for k, v in record.items() if k.startswith("lambda_"))
             progress.advance(f"λ {lam}")
             if quiet and main and engine.step_count % cfg.log_every == 0:
                 log.info("step %d/%d λ %s", engine.step_count, cfg.steps, lam)
-            if main and cfg.checkpoint_every and engine.step_count % cfg.checkpoint_every == 0:
-                save_state(engine.state_dict(), checkpoint)
+            stop = session.stop_signal()
+            if main and (stop or session.checkpoint_due(cfg, engine.step_count)):
+                with session.deferred():
+                    save_state(engine.state_dict(), checkpoint)
+                session.saved(engine.step_count)
+            if stop:
+                raise Interrupted(stop)
     if not main:
         return theta.backbone
-    save_state(engine.state_dict(), checkpoint)
-    write_trajectory(engine.history, folder)
-    plot_weights([folder / "weights.csv"], folder / "weights.png",
-                 f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")
-    save_weights(theta.backbone, folder / "backbone.safetensors")
+    with session.deferred():
+        save_state(engine.state_dict(), checkpoint)
+        session.saved(engine.step_count)
+        write_trajectory(engine.history, folder)
+        plot_weights([folder / "weights.csv"], folder / "weights.png",
+                     f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")
+        save_weights(theta.backbone, folder / "backbone.safetensors")
+    if stop := session.stop_signal(agree=False):
+        raise Interrupted(stop)
     return theta.backbone
+
+
+def resume_engine(engine: Engine, checkpoint: Path, seed: int) -> None:
+    """Continue from ``checkpoint`` when there is one; every rank must see the same one."""
+    if checkpoint.exists():
+        state = load_state(checkpoint)
+        try:
+            engine.load_state_dict(state)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+            reason = " ".join(str(err).split())[:200]
+            raise TapweightError(f"checkpoint {checkpoint} does not fit this run (was config.yaml "
+                                 f"changed? {type(err).__name__}: {reason}); delete it to restart "
+                                 "this seed from step 0") from None
+        log.info("resumed seed %d at step %d", seed, engine.step_count)
+    first = distributed.broadcast(engine.step_count)
+    if first != engine.step_count:
+        raise TapweightError(f"rank {distributed.rank()} found {checkpoint} at step {engine.step_count}, "
+                             f"rank 0 at step {first}: --out must be on a file system all nodes share")

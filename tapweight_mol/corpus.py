@@ -106,13 +106,18 @@ def read_raw(file: Path, path: str) -> tuple[list[str], dict[int, np.ndarray]]:
                                  f"{', '.join(map(str, frame.columns[:8]))})")
         precomputed = {k: frame[c].to_numpy() for k, c in CLUSTER_COLUMNS.items() if c in frame}
         return frame[column].tolist(), precomputed
-    lines = [line.split()[0] for line in file.read_text().splitlines() if line.strip()]
+    lines = [line.split()[0] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     return (lines[1:] if lines and lines[0].lower() == "smiles" else lines), {}
 
 
 def prepare(file: Path, path: str, workers: int) -> CorpusFile:
     """Read and canonicalize a corpus file (``path`` as the user wrote it, for messages)."""
-    raw, precomputed = read_raw(file, path)
+    try:
+        raw, precomputed = read_raw(file, path)
+    except (ValueError, pd.errors.ParserError) as err:  # empty, binary (UnicodeDecodeError), ragged
+        reason = " ".join(str(err).split())[:100] or type(err).__name__
+        raise TapweightError(f"corpus {path} is not a SMILES file or a CSV with a 'smiles' column "
+                             f"({reason})") from None
     keep, bad = canonicalize(raw, workers)
     if not keep:
         raise TapweightError(f"corpus {path}: no SMILES is valid for RDKit")

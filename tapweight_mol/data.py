@@ -29,7 +29,7 @@ from tapweight.paths import cache_dir
 from tapweight_mol.clusters import cluster_ids
 from tapweight_mol.corpus import SmilesList, canonicalize, read_corpus
 from tapweight_mol.moleculenet import SHOW_INVALID
-from tapweight_mol.render import draw, png, quiet_rdkit
+from tapweight_mol.render import abbreviate, draw, png, quiet_rdkit
 from tapweight_mol.store import ImageStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,11 @@ class MolCorpus(Dataset):
     def __getitem__(self, i: int):
         return i, self.images(self.smiles[i])
 
+    @staticmethod
+    def backbone_inputs(batch: dict) -> torch.Tensor:
+        """What the backbone takes from a corpus batch: its images (the core's probes use it)."""
+        return batch["image"]
+
     def clusters(self, k: int) -> tuple[torch.Tensor, int]:
         """Cluster id of every corpus molecule at granularity ``k``, and the number of ids."""
         if k in self.precomputed:
@@ -109,7 +114,7 @@ def corpus_collate(items: list) -> dict[str, torch.Tensor]:
 
 
 def _shown(bad: list[tuple[int, str]]) -> list[str]:
-    return [f"row {r}: {s!r}" for r, s in bad[:SHOW_INVALID]]
+    return [f"row {r}: {abbreviate(s)}" for r, s in bad[:SHOW_INVALID]]
 
 
 def _depictions(options) -> Depictions:

@@ -4,7 +4,8 @@ Files are the canonical CSVs deepchem serves, with their own column names. A fil
 at ``cfg.data`` (a file, or a folder holding it), in the data directory
 (``$TAPWEIGHT_DATA_DIR``, as ``moleculenet/<name>.csv`` or ``<name>.csv``), or downloaded
 from deepchem's bucket on first use into the data directory. Rows whose SMILES RDKit
-cannot parse are dropped and reported (BBBP has 11).
+cannot parse, or that are too long to parse safely (:data:`~tapweight_mol.render.MAX_SMILES`),
+are dropped and reported (BBBP has 11).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 from tapweight import Table, TapweightError
 from tapweight.paths import data_dir
-from tapweight_mol.render import canonical, quiet_rdkit
+from tapweight_mol.render import abbreviate, canonical, quiet_rdkit
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     if not keep:
         raise TapweightError(f"no SMILES in column '{spec.smiles}' of {path} is valid for RDKit")
     if skipped:
-        shown = ", ".join(f"row {r} ({s!r})" for r, s in skipped[:SHOW_INVALID])
+        shown = ", ".join(f"row {r} ({abbreviate(s)})" for r, s in skipped[:SHOW_INVALID])
         log.warning("%s: skipped %d invalid SMILES of %d: %s%s", path.name, len(skipped),
                     len(frame), shown, ", ..." if len(skipped) > SHOW_INVALID else "")
     rows = np.array([r - 1 for r, _ in keep])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tapweight import check_options
+
 
 @dataclass
 class MolOptions:
@@ -19,6 +21,11 @@ class MolOptions:
     jigsaw_unshuffled: float = 0.8  # probability that JPP leaves an image as is (ImageMol)
     mcl_mask_ratio: float = 0.25  # share of the 8×8 grid cells masked for MCL
     mir_size: int = 64  # side of the image MIR reconstructs (ImageMol: 64)
+
+    def __post_init__(self):
+        check_options("mol", self, {
+            "image_size": ">= 16", "render_workers": ">= 0", "jigsaw_permutations": ">= 1",
+            "jigsaw_unshuffled": "in [0, 1]", "mcl_mask_ratio": "in [0, 1)", "mir_size": ">= 1"})
 
 
 PRESETS = {

@@ -111,7 +111,10 @@ def read_corpus(path: str) -> list[str]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise TapweightError(f"--corpus '{path}' is not a file (expected one text per line)")
-    texts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    try:
+        texts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError:
+        raise TapweightError(f"--corpus '{path}' is not UTF-8 text (one text per line)") from None
     texts = [t for t in texts if t]
     if not texts:
         raise TapweightError(f"--corpus '{path}' has no text")

@@ -87,12 +87,17 @@ def _read_file(path: Path) -> datasets.Dataset:
         suffix, ("csv", {"keep_default_na": False, "na_values": [""]}))  # only empty cells are missing
     if suffix == ".tsv":
         kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)  # GLUE's tsv files hold bare quotes
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a local file reads in a blink: no bars before an error
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
     except DatasetGenerationError as err:
         cause = err.__cause__ or err
         reason = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
         raise TapweightError(f"could not read '{path}' as {suffix[1:]}: {reason}") from None
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def _read_hub(spec: TextDataset, columns, local: Path) -> Mapping[str, datasets.Dataset]:

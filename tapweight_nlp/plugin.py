@@ -13,7 +13,15 @@ from functools import partial
 
 import transformers  # noqa: F401  (the [nlp] extra; see the module docstring)
 
-from tapweight import BackboneSpec, DatasetSpec, Domain, ObjectiveSpec, hookimpl
+from tapweight import (
+    BackboneSpec,
+    DatasetSpec,
+    Domain,
+    ObjectiveSpec,
+    TapweightError,
+    check_options,
+    hookimpl,
+)
 from tapweight_nlp.backbone import build_backbone
 from tapweight_nlp.data import build_corpus, build_data, given_split, glue_split
 from tapweight_nlp.load import load_table
@@ -38,6 +46,15 @@ class NlpOptions:
     label_column: str = ""
     max_train: int = 0  # keep at most this many train rows (0: all); the cpu preset's budget
     max_val: int = 0  # keep at most this many val rows (0: all)
+
+    def __post_init__(self):
+        check_options("nlp", self, {
+            "max_length": ">= 8", "tiny_vocab_size": ">= 261",  # 256 bytes + 5 special tokens
+            "tiny_hidden_size": ">= 1", "tiny_layers": ">= 1", "tiny_heads": ">= 1",
+            "max_train": ">= 0", "max_val": ">= 0"})
+        if self.tiny_hidden_size % self.tiny_heads:
+            raise TapweightError(f"nlp.tiny_hidden_size ({self.tiny_hidden_size}) must be a multiple "
+                                 f"of nlp.tiny_heads ({self.tiny_heads})")
 
 
 #: the paper's NLP setting (TMLR 2025, §5.2 and appendix): roberta-base, Adam with a step

@@ -1,6 +1,11 @@
 """Config layers: precedence, domain-option aliases, saved configs that load back."""
 
-from tapweight import plugins
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from tapweight import TapweightError, check_options, plugins
 from tapweight.config import to_yaml
 from tapweight.runner import resolve
 
@@ -27,3 +32,25 @@ def test_saved_config_round_trips(toy, tmp_path):
     saved.write_text(to_yaml(job.cfg))
     again = resolve("toy", "blobs", "paper", str(saved), registry=plugins.build_registry())
     assert again.cfg == job.cfg
+
+
+@pytest.mark.parametrize("rule,inside,outside", [
+    (">= 1", [1, 7], [0, -1, float("nan")]),
+    ("> 0", [1e-9, 3], [0, -2]),
+    ("<= 5", [5, -1], [5.5]),
+    ("< 1", [0.99], [1, 2]),
+    ("in [0, 1)", [0, 0.5], [1, -0.1, 1.5]),
+    ("in (0, 1]", [1, 0.3], [0, 1.01]),
+    ("in [0, 1]", [0, 1], [-1e-9, 1 + 1e-9]),
+])
+def test_check_options_reads_its_range_rules(rule, inside, outside):
+    for value in inside:
+        check_options("dom", SimpleNamespace(x=value), {"x": rule})
+    for value in outside:
+        with pytest.raises(TapweightError, match=rf"^dom\.x must be {re.escape(rule)}, got {value}$"):
+            check_options("dom", SimpleNamespace(x=value), {"x": rule})
+
+
+def test_a_malformed_range_rule_is_a_bug_not_a_user_error():
+    with pytest.raises(ValueError, match="unknown range rule"):
+        check_options("dom", SimpleNamespace(x=1), {"x": "between 0 and 1"})

@@ -41,6 +41,8 @@ def test_tutorial_plugin_runs_end_to_end(iris, tmp_path, capsys):
     assert summary["metric"] == "accuracy" and 0 <= summary["test_mean"] <= 1
     assert cli("iris-info") == 0
     assert "[50, 50, 50]" in capsys.readouterr().out
+    assert cli("run", "iris", "species", "--out", str(tmp_path / "bad"), "--set", "iris.hidden=0") == 2
+    assert capsys.readouterr().err.strip() == "error: iris.hidden must be >= 1, got 0"
 
 
 def test_tutorial_plugin_pretrains_on_a_corpus_then_runs_from_its_encoder(iris, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tapweight import BackboneSpec, ObjectiveSpec, hookimpl, hookspecs, plugins
+from tapweight import BackboneSpec, Domain, ObjectiveSpec, TaskSpec, hookimpl, hookspecs, plugins
 from tapweight.errors import TapweightError
 from tapweight.registry import KINDS
 
@@ -107,17 +107,22 @@ def test_short_names_resolve_inside_the_domain(toy):
 
 
 class FakeDist:
-    def __init__(self, requires):
+    def __init__(self, requires, name="tapweight"):
         self.requires = requires
-        self.metadata = {"Name": "tapweight"}
+        self.metadata = {"Name": name}
 
 
 class FakeEntryPoint:
-    def __init__(self, name, error, requires=()):
-        self.name, self.error, self.dist = name, error, FakeDist(list(requires))
+    """An entry point whose ``load`` raises ``error`` or returns ``module``."""
+
+    def __init__(self, name, error=None, requires=(), module=None, dist="tapweight"):
+        self.name, self.error, self.module = name, error, module
+        self.dist = FakeDist(list(requires), dist)
 
     def load(self):
-        raise self.error
+        if self.error is not None:
+            raise self.error
+        return self.module
 
 
 @pytest.fixture
@@ -125,11 +130,106 @@ def entry_points(monkeypatch):
     """Replace entry-point discovery with fakes; restore the loader's state afterwards."""
     monkeypatch.setattr(plugins, "_loaded", False)
     monkeypatch.setattr(plugins, "_load_problems", [])
+    monkeypatch.setattr(plugins, "_order", dict(plugins._order))
+    before = {name for name, _ in plugins.pm.list_name_plugin()}
 
     def install(*eps):
         monkeypatch.setattr(plugins.md, "entry_points", lambda group: list(eps))
 
-    return install
+    yield install
+    for name, _ in plugins.pm.list_name_plugin():
+        if name not in before:
+            plugins.pm.unregister(name=name)
+
+
+def _domain_plugin(name, domain, task, extra_task=None):
+    """A plugin module registering ``domain`` and the tasks ``task`` (and ``extra_task``)."""
+    from tests.toy_plugin import build_data
+
+    def domains(register):
+        register(Domain(domain, f"{name}'s domain", object, backbone="x.y", objectives=(), build_data=build_data))
+
+    def tasks(register):
+        for t in (task, extra_task):
+            if t:
+                register(TaskSpec(t.split("/")[0], t.split("/")[1], "x.y", "random", "bce", "roc_auc"))
+
+    return _plugin(name, register_domains=domains, register_tasks=tasks)
+
+
+def test_first_registration_wins_whatever_order_pluggy_calls_hooks(toy, cleanup):
+    """pluggy orders hook implementations by its own rules (a ``trylast`` one is listed before
+    all others); registries fill in plugin order anyway: a newcomer claiming toy's task is
+    reported and dropped, and toy keeps its whole domain."""
+    late = types.ModuleType("late")
+    late.register_tasks = hookimpl(trylast=True)(
+        lambda register: register(TaskSpec("toy", "blobs", "toy.blobs", "random", "bce", "roc_auc")))
+    cleanup.append("late")
+    assert plugins.register_plugin(late, "late")
+    registry = plugins.build_registry()
+    assert registry.owners[("tasks", "toy/blobs")] == "toy"
+    assert {"toy/blobs", "toy/blobs-ce", "toy/blobs-reg"} <= set(registry.names("tasks"))
+    (problem,) = [p for p in registry.problems if p.plugin in ("toy", "late")]
+    assert problem.plugin == "late" and "'toy/blobs' is already registered by plugin 'toy'" in problem.message
+
+
+def test_an_entry_point_cannot_shadow_a_builtin_domain(entry_points):
+    """Another distribution's entry point named like a built-in is never loaded, even when it
+    is found first; the built-in loads and the newcomer is reported."""
+    evil = _domain_plugin("evil", "shade", "shade/grab")
+    builtin = _domain_plugin("builtin", "shade", "shade/own")
+    entry_points(FakeEntryPoint("shade", module=evil, dist="tapweight-evil"),
+                 FakeEntryPoint("shade", module=builtin))
+    registry = plugins.build_registry()
+    assert registry.owners[("domains", "shade")] == "shade" and "shade/own" in registry.names("tasks")
+    assert "shade/grab" not in registry.names("tasks")
+    (problem,) = registry.problems
+    assert problem.plugin == "shade (tapweight-evil)"
+    assert "the name belongs to tapweight's built-in domain" in problem.message
+
+
+@pytest.mark.parametrize("raised,shown", [(SystemExit(3), "SystemExit(3)"),
+                                          (KeyboardInterrupt(), "KeyboardInterrupt()")])
+def test_a_plugin_that_exits_while_imported_is_contained(entry_points, raised, shown):
+    entry_points(FakeEntryPoint("quitter", raised, dist="tapweight-quitter"))
+    registry = plugins.build_registry()
+    (problem,) = registry.problems
+    assert problem.plugin == "quitter" and problem.message == f"import raised {shown}"
+    assert "core.linear" in registry.names("heads")  # the command line goes on
+
+
+def test_plugin_commands_cannot_replace_the_builtin_ones(cleanup, caplog):
+    from tapweight import cli as cli_module
+
+    def commands(cli):
+        @cli.command("run")
+        def hijack():
+            """Not the real run."""
+
+        @cli.command("extra-hello")
+        def hello():
+            """A new command."""
+
+    def broken(cli):
+        @cli.command("half-added")
+        def half():
+            """Added before the plugin fails."""
+        raise RuntimeError("kaput")
+
+    cleanup.extend(["hijacker", "broken"])
+    plugins.register_plugin(_plugin("hijacker", register_commands=commands), "hijacker")
+    plugins.register_plugin(_plugin("broken", register_commands=broken), "broken")
+    before = list(cli_module.app.registered_commands)
+    try:
+        cli_module._add_plugin_commands()
+        names = [cli_module._command_name(c) for c in cli_module.app.registered_commands]
+        assert names.count("run") == 1 and "extra-hello" in names and "half-added" not in names
+        run = next(c for c in cli_module.app.registered_commands if cli_module._command_name(c) == "run")
+        assert run.callback is cli_module.run
+        assert "plugin hijacker: command 'run' is taken" in caplog.text
+        assert "plugin broken: register_commands failed" in caplog.text
+    finally:
+        cli_module.app.registered_commands[:] = before
 
 
 def test_missing_extra_names_the_pip_command(entry_points):

@@ -16,6 +16,18 @@ from tapweight.plugins import build_registry
 from tests.test_cli import cli
 
 
+def crash_after(monkeypatch, steps: int) -> None:
+    """Make ``Engine.step`` raise (a crash) once ``steps`` steps are done."""
+    step = Engine.step
+
+    def crashing(engine):
+        if engine.step_count == steps:
+            raise RuntimeError("killed")
+        return step(engine)
+
+    monkeypatch.setattr(Engine, "step", crashing)
+
+
 @pytest.fixture
 def corpus(tmp_path):
     path = tmp_path / "corpus.npy"
@@ -57,19 +69,12 @@ def test_a_resumed_pretraining_run_ends_where_an_uninterrupted_one_does(toy, cor
                "weights": [0.7, 0.3]}
     pretrain.pretrain(pretrain.resolve("toy", "cpu", options=options), tmp_path / "whole", quiet=True)
 
-    step = Engine.step
-
-    def crash_after_three(engine):
-        if engine.step_count == 3:
-            raise RuntimeError("killed")
-        return step(engine)
-
-    monkeypatch.setattr(Engine, "step", crash_after_three)
+    crash_after(monkeypatch, 3)
     with pytest.raises(RuntimeError, match="killed"):
         pretrain.pretrain(pretrain.resolve("toy", "cpu", options=options), tmp_path / "cut", quiet=True)
     assert load_state(tmp_path / "cut" / "checkpoint.pt")["step"] == 3
-    monkeypatch.setattr(Engine, "step", step)
-    assert cli("pretrain", "toy", "--resume", str(tmp_path / "cut"), "--quiet") == 0
+    monkeypatch.undo()
+    assert cli("resume", str(tmp_path / "cut"), "--quiet") == 0  # as the interrupt message says
     whole, cut = (load_file(tmp_path / p / "backbone.safetensors") for p in ("whole", "cut"))
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     assert pd.read_csv(tmp_path / "cut" / "losses.csv").equals(pd.read_csv(tmp_path / "whole" / "losses.csv"))
@@ -107,7 +112,7 @@ def test_a_bad_corpus_leaves_no_folder(toy, tmp_path, capsys):
 def test_resume_refuses_a_task_run_and_another_domain(toy, corpus, tmp_path, capsys):
     assert cli("run", "toy", "blobs", "--quiet", "--steps", "1", "--out", str(tmp_path / "run")) == 0
     assert cli("pretrain", "toy", "--resume", str(tmp_path / "run")) == 2
-    assert "is not a pretraining run of domain 'toy' (toy/blobs)" in capsys.readouterr().err
+    assert "is a run of toy/blobs, not toy/pretrain" in capsys.readouterr().err
 
 
 def test_a_domain_without_a_corpus_reader_is_refused(toy, corpus):

@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 
 from tapweight import Split, Table, TapweightError
 from tapweight.metrics import score, task_loss
-from tapweight_mol import moleculenet
+from tapweight_mol import moleculenet, render
 from tapweight_mol.data import build_data
 from tests.mol.conftest import BBBP, BBBP_TASK, CLINTOX, DATA, SMILES
 
@@ -26,6 +26,22 @@ def test_bbbp_has_11_invalid_smiles_which_are_skipped_and_named(caplog):
     assert set(np.unique(table.labels)) == {0.0, 1.0}
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "skipped 11 invalid SMILES" in message and "row 60" in message
+
+
+def test_a_molecule_too_large_for_rdkit_is_skipped_and_counted_not_a_crash(tmp_path, caplog):
+    """A 20,000-atom chain overflowed RDKit's stack while canonicalizing it (a segfault that
+    ended the process); longer than MAX_SMILES, it is now skipped like an invalid SMILES."""
+    giant = "C" * 20_000
+    assert render.canonical(giant) is None
+    assert render.canonical("C" * render.MAX_SMILES) is not None  # the limit itself parses
+    path = tmp_path / "bbbp.csv"
+    path.write_text("num,name,p_np,smiles\n" + "".join(
+        f"{i},m{i},{i % 2},{s}\n" for i, s in enumerate([*SMILES[:4], giant, *SMILES[4:8]])))
+    table = moleculenet.load("bbbp", Cfg(str(path)))
+    assert len(table.inputs) == 8 and table.inputs.skipped == [(5, giant)]
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "skipped 1 invalid SMILES of 9: row 5 ('CCCCCC" in message and "(20000 characters)" in message
+    assert len(message) < 500  # the warning names the row, it does not print the molecule
 
 
 def test_skipped_rows_reach_the_run_info(mol_config):

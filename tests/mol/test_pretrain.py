@@ -10,9 +10,9 @@ import torch
 from rdkit import RDConfig
 from safetensors.torch import load_file
 
-from tapweight.engine import Engine
 from tests.mol.conftest import BBBP
 from tests.test_cli import cli
+from tests.test_pretrain import crash_after
 
 NCI = Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
 TINY = ["--set", "pretrain.batch_size=8", "--set", "mol.image_size=32", "--set", "mol.mir_size=16",
@@ -44,17 +44,10 @@ def test_pretrain_on_nci_then_run_bbbp_from_its_encoder(tmp_path, cache_dir):
 def test_a_resumed_mol_pretraining_ends_where_an_uninterrupted_one_does(tmp_path, cache_dir, monkeypatch):
     args = ["pretrain", "mol", "--corpus", str(NCI), "--steps", "4", "--set", "checkpoint_every=2", *TINY]
     assert cli(*args, "--out", str(tmp_path / "whole")) == 0
-    step = Engine.step
-
-    def crash_after_two(engine):
-        if engine.step_count == 2:
-            raise RuntimeError("killed")
-        return step(engine)
-
-    monkeypatch.setattr(Engine, "step", crash_after_two)
+    crash_after(monkeypatch, 2)
     with pytest.raises(RuntimeError, match="killed"):
         cli(*args, "--out", str(tmp_path / "cut"))
-    monkeypatch.setattr(Engine, "step", step)
+    monkeypatch.undo()
     assert cli("pretrain", "mol", "--resume", str(tmp_path / "cut"), "--quiet") == 0
     whole, cut = (load_file(tmp_path / p / "backbone.safetensors") for p in ("whole", "cut"))
     assert all(torch.equal(whole[k], cut[k]) for k in whole)

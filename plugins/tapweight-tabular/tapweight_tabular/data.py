@@ -102,10 +102,15 @@ def load_corpus(path: str, n_features: int | None = None) -> np.ndarray:
     file = Path(path)
     if not file.is_file():
         raise TapweightError(f"corpus file '{path}' does not exist")
-    if file.suffix == ".npy":
-        rows = np.load(file)
-    else:
-        rows = pd.read_csv(file).select_dtypes("number").to_numpy()
+    try:
+        if file.suffix == ".npy":
+            rows = np.load(file)  # allow_pickle stays False: a data file runs no code
+        else:
+            rows = pd.read_csv(file).select_dtypes("number").to_numpy()
+    except (ValueError, OSError, pd.errors.ParserError) as err:  # empty, binary, not an array
+        reason = " ".join(str(err).split())[:100] or type(err).__name__
+        raise TapweightError(f"corpus '{path}' is neither a CSV of numbers with a header row nor "
+                             f"a .npy array ({reason})") from None
     if rows.ndim != 2 or (n_features is not None and rows.shape[1] != n_features):
         width = n_features or "some"
         raise TapweightError(f"corpus '{path}' has shape {rows.shape}; it needs {width} numeric "

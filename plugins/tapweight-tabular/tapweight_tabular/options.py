@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tapweight import check_options
+
 
 @dataclass
 class TabularOptions:
@@ -21,6 +23,12 @@ class TabularOptions:
     denoise_sigma: float = 0.5  # std of the Gaussian noise of tabular.denoise (standardized units)
     scarf_corruption: float = 0.6  # fraction c of features SCARF resamples (paper: 0.6)
     scarf_temperature: float = 1.0  # InfoNCE temperature τ (paper: 1.0)
+
+    def __post_init__(self):
+        check_options("tabular", self, {
+            "hidden": ">= 1", "layers": ">= 0", "out_dim": ">= 1", "dropout": "in [0, 1)",
+            "mfr_mask_rate": "in (0, 1]", "denoise_sigma": ">= 0", "scarf_corruption": "in (0, 1]",
+            "scarf_temperature": "> 0"})
 
 
 #: Dotted overrides per preset. ``cpu`` runs a task end to end in seconds on a laptop;

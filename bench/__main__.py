@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--batch", type=int, default=32, help="batch of the streaming stage (cpu preset: 32)")
     o.add_argument("--batches", type=int, default=20, help="batches per streaming measurement")
     o.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    o.add_argument("--reuse", type=Path, help="an earlier --json of this corpus run with --keep (the same "
+                                              "folder): its stages 1-3, stages 4-5 measured again")
     o.add_argument("--json", type=Path)
     a = _task_args(sub.add_parser("estimators", help="the cheaper hypergradient estimators against the full "
                                                      "one, on real batches of a task (cpu preset)"))
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.workers < 0 or args.batches < 2:
             raise TapweightError("--workers: 0 or more; --batches: at least 2")
         result = {"command": "corpus", **corpus.run(args.corpus, args.workers, args.size, args.batch,
-                                                    args.batches, args.keep)}
+                                                    args.batches, args.keep, args.reuse)}
         print(corpus.table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}

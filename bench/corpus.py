@@ -126,19 +126,30 @@ def stream(corpus: str, cache: Path, workers: int, size: int, batch: int, batche
     return rows
 
 
-def run(corpus: Path, workers: int, size: int, batch: int, batches: int, keep: Path | None) -> dict:
-    """Stages 1–5 of the module docstring on ``corpus``."""
+def run(corpus: Path, workers: int, size: int, batch: int, batches: int, keep: Path | None,
+        reuse: Path | None = None) -> dict:
+    """Stages 1–5 of the module docstring on ``corpus``; with ``reuse`` (an earlier result of
+    the same corpus whose ``keep`` folder holds the cache of stages 1–3), stages 4–5 only."""
     if not corpus.is_file():
         raise TapweightError(f"corpus '{corpus}' does not exist: write one with python -m tapweight_mol.moses")
+    if reuse is not None and keep is None:
+        raise TapweightError("--reuse needs --keep: the folder of the run whose stages 1-3 it reuses")
     folder = Path(keep or tempfile.mkdtemp(prefix="bench-corpus-"))
     cache = folder / "cache"
     load_before = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     path = str(corpus.resolve())
-    result = {"corpus": path, "workers": workers, "started": started,
-              "prepare": _stage_child("prepare", path, cache, workers)}
-    result["fingerprints"] = _stage_child("fingerprints", path, cache, workers)
-    result["kmeans"] = {k: _stage_child("kmeans", path, cache, workers, k) for k in KS}
+    result = {"corpus": path, "workers": workers, "started": started}
+    if reuse is not None:
+        earlier = json.loads(reuse.read_text())
+        if earlier["corpus"] != path:
+            raise TapweightError(f"--reuse {reuse} measured {earlier['corpus']}, not {path}")
+        result.update({key: earlier[key] for key in ("prepare", "fingerprints", "kmeans")},
+                      stages_1_3_from=str(reuse), stages_1_3_started=earlier["started"])
+    else:
+        result["prepare"] = _stage_child("prepare", path, cache, workers)
+        result["fingerprints"] = _stage_child("fingerprints", path, cache, workers)
+        result["kmeans"] = {k: _stage_child("kmeans", path, cache, workers, k) for k in KS}
     result["first_step"] = first_step(path, cache, folder / "pretrain")
     result["stream"] = {"image_size": size, "batch": batch, "batches": batches,
                         "rows": stream(path, cache, workers, size, batch, batches)}
@@ -164,6 +175,8 @@ def table(result: dict) -> str:
          f"   {result['fingerprints']['distinct_fingerprints']} distinct")
     for k, r in result["kmeans"].items():
         line(f"k-means k={k}", r, f"   {r['clusters']} clusters")
+    if "stages_1_3_from" in result:
+        lines.append(f"  (stages 1-3 from {result['stages_1_3_from']}, started {result['stages_1_3_started']})")
     step = result["first_step"]
     lines.append(f"  {'first step (cold images)':<24} {step['seconds']:8.1f} s   ({step['command']})")
     s = result["stream"]

@@ -87,7 +87,8 @@ def _stage_child(name: str, corpus: str, cache: Path, workers: int, k: int = 0) 
 
 def first_step(corpus: str, cache: Path, out: Path) -> dict:
     """Stage 4: ``tapweight pretrain`` to the end of step 1, image cache empty."""
-    shutil.rmtree(cache / "images", ignore_errors=True)
+    for made in (cache / "images", out):  # a cold image cache; the run folder of a --reuse
+        shutil.rmtree(made, ignore_errors=True)
     start = time.perf_counter()
     _child(["-m", "tapweight", "pretrain", "mol", "--corpus", corpus, "--steps", "1", "--preset", "cpu",
             "--quiet", "--out", str(out), "--set", f"mol.cache_dir={cache}"])

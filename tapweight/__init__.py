@@ -1,6 +1,8 @@
 """tapweight: task-adaptive continued pretraining with learned objective weights (TapWeight).
 
-The public API for plugins is what this module exports; anything else is internal.
+The public API is what this module exports: ``run`` and ``Result`` for notebooks and scripts
+(docs/python-api.md), the specs and helpers for plugins (docs/hooks.md); anything else is
+internal.
 """
 
 import os
@@ -8,6 +10,7 @@ import os
 if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (see cli.py),
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
+from tapweight.api import Result, run
 from tapweight.checkpoint import load_backbone, read_weights
 from tapweight.config import RunConfig, check_options
 from tapweight.data import random_split
@@ -19,8 +22,11 @@ from tapweight.specs import (
     DatasetSpec,
     Domain,
     DomainData,
+    ExportFormat,
     HeadSpec,
+    Inputs,
     ObjectiveSpec,
+    Predictor,
     Split,
     Table,
     TaskSpec,
@@ -28,8 +34,9 @@ from tapweight.specs import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "ObjectiveSpec",
-    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "check_options", "computed_once", "hookimpl",
+    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec", "Inputs",
+    "ObjectiveSpec", "Predictor",
+    "Result", "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "check_options", "computed_once", "hookimpl",
     "load_backbone",
-    "random_split", "read_weights",
+    "random_split", "read_weights", "run",
 ]

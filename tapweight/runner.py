@@ -9,6 +9,7 @@ Run folder layout::
     config.yaml  metrics.json  weights.png  log.txt
     seed<k>/  checkpoint.pt  weights.csv  losses.csv  weights.png  backbone.safetensors  metrics.json
               predictions.csv  target_scaler.json (regression tasks)
+              model.safetensors  model.json  predictor/  (the final model: tapweight.saved)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from tapweight.report import (
     write_trajectory,
 )
 from tapweight.runlog import RunLog
+from tapweight.saved import save_final
 from tapweight.session import Session
 from tapweight.session import current as current_session
 from tapweight.specs import Domain, DomainData, Split, Table, TaskSpec
@@ -275,12 +277,13 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
     if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
         progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
         with progress:
-            result, preds = refinetune(
+            result, preds, model = refinetune(
                 backbone, task.make_head, task.data, job.task, cfg.final, device, cfg.seed, cfg.num_workers,
                 on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"), scaler=task.scaler)
         log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
                  result["val"], result["test"], result["best_epoch"])
         write_predictions(table, task.split.test, preds, folder / "predictions.csv")
+        save_final(folder, model, job, table.label_names, task.data.predictor)
         write_json(result, done)
     return distributed.broadcast(result)
 

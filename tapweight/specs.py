@@ -64,6 +64,73 @@ class DomainData:
     task_collate: Callable[[list], Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # facts for the run log (skipped rows...)
     files: Mapping[str, Path] = field(default_factory=dict)  # name in the run folder -> file or folder
+    predictor: Predictor | None = None  # how new inputs are prepared (domains that support predict)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Unlabelled inputs read for ``tapweight predict``: one entry per data row of the file.
+
+    ``errors[i]`` is ``""`` when row i can be scored, else why not (a SMILES RDKit cannot
+    parse, an empty text, a missing feature): such a row gets an empty prediction and its
+    reason; the other rows are scored.
+    """
+
+    inputs: Sequence[Any]
+    errors: Sequence[str]
+    source: str = ""
+
+    def __post_init__(self):
+        if len(self.errors) != len(self.inputs):
+            raise ValueError(f"one error entry per input: {len(self.errors)} for {len(self.inputs)}")
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Indices of the rows that can be scored."""
+        return np.array([i for i, e in enumerate(self.errors) if not e], dtype=np.int64)
+
+
+def _nothing_to_save(folder: Path) -> None:
+    """A domain whose preparation of inputs depends on the config alone (e.g. rendering)."""
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """How a run's final model scores new raw inputs, prepared exactly as its training data.
+
+    Built twice: by ``Domain.build_data`` as ``DomainData.predictor``, holding what it fitted
+    on the train split (a tokenizer, a feature scaler), whose ``save(folder)`` the runner
+    calls beside the final model; and by ``Domain.load_predictor(cfg, folder)`` from what
+    ``save`` wrote, for ``tapweight predict`` and ``tapweight export``. Both must prepare the
+    same inputs into the same batches.
+
+    ``read(path)`` reads the unlabelled inputs of a file (:class:`Inputs`); ``dataset(inputs)``
+    turns valid raw inputs into items that ``collate`` batches into ``(model inputs,
+    labels)`` (the labels are placeholders, e.g. NaN; usually ``collate`` is the domain's
+    ``task_collate``); ``backbone()`` is a new backbone of the run's architecture, into which
+    the core loads the saved weights; ``save(folder)`` writes what ``load_predictor`` needs.
+    """
+
+    read: Callable[[str], Inputs]
+    dataset: Callable[[Sequence[Any]], Dataset]
+    collate: Callable[[list], Any]
+    backbone: Callable[[], nn.Module]
+    save: Callable[[Path], None] = _nothing_to_save
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """``tapweight export RUN --format NAME``: a backbone in a format another library loads.
+
+    ``write(backbone, head, folder, out) -> [paths]`` writes ``backbone`` (its weights loaded:
+    the continued-pretrained encoder, or the fine-tuned one) and, for a fine-tuned export, the
+    task ``head`` (else None) into the folder ``out``, and returns the files it wrote;
+    ``folder`` is the seed's predictor folder (what ``Predictor.save`` wrote, e.g. a tokenizer).
+    """
+
+    name: str
+    write: Callable[[nn.Module, nn.Module | None, Path, Path], list[Path]]
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,7 +141,10 @@ class Domain:
     ``presets`` map a preset name (``cpu``, ``paper``) to dotted config overrides;
     ``build_data(cfg, table, split, task)`` turns a loaded table into :class:`DomainData`
     (``task`` is the :class:`TaskSpec` being run: its loss says how labels are used);
-    ``splits`` map split names to ``fn(table, seed) -> Split``.
+    ``splits`` map split names to ``fn(table, seed) -> Split``. Optional:
+    ``load_predictor(cfg, folder) -> Predictor`` lets ``tapweight predict`` score new inputs
+    (``build_data`` then sets ``DomainData.predictor``); ``exports`` are the formats of
+    ``tapweight export``.
 
     ``build_corpus(cfg, path)`` (optional) reads an unlabelled corpus file into
     :class:`DomainData` with only the corpus part, for ``tapweight pretrain`` (base
@@ -91,6 +161,8 @@ class Domain:
     splits: Mapping[str, Callable[[Table, int], Split]] = field(default_factory=dict)
     head: str = "core.linear"
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    load_predictor: Callable[[Any, Path], Predictor] | None = None
+    exports: Sequence[ExportFormat] = ()
     build_corpus: Callable[[Any, str], DomainData] | None = None
     pretrain_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -152,7 +224,8 @@ class TaskSpec:
     ``defaults`` are dotted config values that suit this task (steps, batch sizes); a preset
     overrides them. ``overrides`` are values the task needs whatever the preset (learning
     rates its loss is stable at): applied over the preset, under ``--config`` and the
-    command line.
+    command line. ``classes`` name a ``ce`` task's class ids, in id order (for predictions
+    people read).
     """
 
     domain: str
@@ -166,6 +239,7 @@ class TaskSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

@@ -117,7 +117,8 @@ def _shown(bad: list[tuple[int, str]]) -> list[str]:
     return [f"row {r}: {abbreviate(s)}" for r, s in bad[:SHOW_INVALID]]
 
 
-def _depictions(options) -> Depictions:
+def depictions(options) -> Depictions:
+    """Images at ``mol.image_size``, from (and into) the image store under the cache."""
     return Depictions(ImageStore(cache_root(options) / "images", options.image_size))
 
 
@@ -132,7 +133,7 @@ def build_corpus(cfg, path: str) -> DomainData:
     if prepared.invalid:
         log.warning("%s: skipped %d invalid SMILES of %d (%s%s)", path, prepared.invalid, total,
                     "; ".join(_shown(prepared.shown)), "; ..." if prepared.invalid > SHOW_INVALID else "")
-    images = _depictions(options)
+    images = depictions(options)
     info = {"corpus": path, "corpus_molecules": len(prepared.smiles),
             "corpus_invalid_smiles": prepared.invalid, "corpus_invalid_rows": _shown(prepared.shown),
             "corpus_prepared": "read from the cache" if prepared.cached else "canonicalized now, cached",
@@ -152,7 +153,7 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     if bad:  # tables from tapweight_mol's loaders hold only valid SMILES
         raise TapweightError(
             f"{table.source}: {len(bad)} rows have invalid SMILES (row {bad[0][0]})")
-    images = _depictions(options)
+    images = depictions(options)
     skipped = getattr(table.inputs, "skipped", [])
     info = {"invalid_smiles": len(skipped), "invalid_rows": _shown(skipped),
             "image_size": options.image_size, "image_cache": str(images.store.folder)}

@@ -6,17 +6,20 @@ missing ``tapweight[mol]`` extra shows up as the ModuleNotFoundError the loader 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 from tapweight import (
     BackboneSpec,
     DatasetSpec,
     Domain,
+    DomainData,
+    ExportFormat,
     ObjectiveSpec,
     TaskSpec,
     hookimpl,
 )
-from tapweight_mol import backbone, moleculenet, objectives
+from tapweight_mol import backbone, inference, moleculenet, objectives
 from tapweight_mol.data import build_corpus, build_data
 from tapweight_mol.options import (
     DEFAULT_STEPS,
@@ -29,6 +32,18 @@ from tapweight_mol.options import (
 from tapweight_mol.splits import random_scaffold_split, scaffold_split
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
+EXPORTS = (
+    ExportFormat("torchvision", inference.write_torchvision,
+                 "resnet18.pth: a torchvision.models.resnet18() state dict (fine-tuned: the head as fc)"),
+    ExportFormat("imagemol", inference.write_imagemol,
+                 "ImageMol.pth.tar: ImageMol's pretrain.py layout, for its finetune.py --resume"),
+)
+
+
+def build_data_for_predict(cfg, table, split, task) -> DomainData:
+    """:func:`~tapweight_mol.data.build_data`, with the predictor of ``tapweight predict``
+    (molecules are drawn from the config alone: nothing is fitted)."""
+    return replace(build_data(cfg, table, split, task), predictor=inference.smiles_predictor(cfg))
 
 
 @hookimpl
@@ -39,10 +54,12 @@ def register_domains(register):
         options=MolOptions,
         backbone="mol.resnet18",
         objectives=DEFAULT_OBJECTIVES,
-        build_data=build_data,
+        build_data=build_data_for_predict,
         splits={"scaffold": scaffold_split, "random_scaffold": random_scaffold_split},
         head="core.linear",
         presets=PRESETS,
+        load_predictor=inference.load_predictor,
+        exports=EXPORTS,
         build_corpus=build_corpus,
         pretrain_presets=PRETRAIN_PRESETS,
     ))

@@ -17,6 +17,7 @@ from tapweight import (
     BackboneSpec,
     DatasetSpec,
     Domain,
+    ExportFormat,
     ObjectiveSpec,
     TapweightError,
     check_options,
@@ -24,6 +25,7 @@ from tapweight import (
 )
 from tapweight_nlp.backbone import build_backbone
 from tapweight_nlp.data import build_corpus, build_data, given_split, glue_split
+from tapweight_nlp.inference import load_predictor, write_hf
 from tapweight_nlp.load import load_table
 from tapweight_nlp.objectives import build_cl, build_mlm, build_sop
 from tapweight_nlp.tasks import DATASETS, task_spec
@@ -92,6 +94,9 @@ DOMAIN = Domain(
     build_data=build_data,
     splits={"glue": glue_split, "given": given_split},
     presets={"cpu": CPU, "paper": PAPER},
+    load_predictor=load_predictor,
+    exports=(ExportFormat("hf", write_hf, "Hugging Face model folder (save_pretrained): config, "
+                                          "weights, tokenizer; AutoModel.from_pretrained loads it"),),
     build_corpus=build_corpus,
 )
 

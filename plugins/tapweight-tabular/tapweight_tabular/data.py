@@ -22,6 +22,8 @@ from sklearn.model_selection import train_test_split
 from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from torch.utils.data import TensorDataset
 
+from tapweight_tabular.features import Standardizer, collate_pairs, row_predictor
+
 #: data set name -> (scikit-learn loader, label column name, description)
 SKLEARN_DATASETS: dict[str, tuple[Callable, str, str]] = {
     "breast-cancer": (skdatasets.load_breast_cancer, "benign",
@@ -80,22 +82,6 @@ def feature_matrix(inputs, rows: np.ndarray | None = None) -> np.ndarray:
     return np.stack([np.asarray(x, dtype=np.float32) for x in picked])
 
 
-class Standardizer:
-    """``(x - mean) / std`` per column, fitted on the rows given (the train split).
-
-    Constant columns (std 0, e.g. the border pixels of ``digits``) are only centred;
-    NaN entries are ignored by the fit and stay NaN.
-    """
-
-    def __init__(self, values: np.ndarray):
-        self.mean = np.nanmean(values, axis=0)  # NaN (a missing label) is left out
-        std = np.nanstd(values, axis=0)
-        self.std = np.where(std > 1e-8, std, 1.0)
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean) / self.std).astype(np.float32)
-
-
 def load_corpus(path: str, n_features: int | None = None) -> np.ndarray:
     """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``;
     ``n_features``, when given, is the width they must have (the task's)."""
@@ -125,11 +111,6 @@ def collate_rows(items: list) -> torch.Tensor:
     return torch.stack([x for (x,) in items])
 
 
-def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """Task items ``(x, y)`` -> ``([B, F], labels)``; labels ``[B, T]`` float or ``[B]`` long."""
-    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
-
-
 def build_corpus(cfg, path: str) -> DomainData:
     """``Domain.build_corpus``: the rows of a corpus file alone, standardized with their own
     statistics; ``info["features"]`` sizes the backbone, which a task of the same width can
@@ -137,7 +118,7 @@ def build_corpus(cfg, path: str) -> DomainData:
     rows = load_corpus(path)
     info = {"features": rows.shape[1], "corpus": f"{len(rows)} rows from {path}",
             "standardized_on": "the corpus's own rows"}
-    return DomainData(corpus=TensorDataset(torch.from_numpy(Standardizer(rows)(rows))),
+    return DomainData(corpus=TensorDataset(torch.from_numpy(Standardizer.fit(rows)(rows))),
                       corpus_collate=collate_rows, info=info)
 
 
@@ -150,7 +131,7 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     """
     features = feature_matrix(table.inputs)  # [N, F]
     n_features = features.shape[1]
-    scale_x = Standardizer(features[split.train])
+    scale_x = Standardizer.fit(features[split.train])
     info = {"features": n_features, "standardized_on": f"{len(split.train)} train rows"}
     labels = table.labels.astype(np.float32)  # [N, T]
 
@@ -168,4 +149,5 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     return DomainData(
         corpus=TensorDataset(torch.from_numpy(corpus_rows)), corpus_collate=collate_rows,
         train=task_set(split.train), val=task_set(split.val), test=task_set(split.test),
-        task_collate=collate_pairs, info=info)
+        task_collate=collate_pairs, info=info,
+        predictor=row_predictor(cfg, scale_x, table.label_names))

@@ -17,7 +17,7 @@ from tapweight import (
     hookimpl,
 )
 
-from tapweight_tabular import backbone, objectives
+from tapweight_tabular import backbone, features, objectives
 from tapweight_tabular.data import (
     SKLEARN_DATASETS,
     build_corpus,
@@ -53,6 +53,7 @@ def register_domains(register):
         build_data=build_data,
         splits={"stratified": stratified_split},
         presets=PRESETS,
+        load_predictor=features.load_predictor,
         build_corpus=build_corpus,
     ))
 

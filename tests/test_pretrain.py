@@ -120,3 +120,15 @@ def test_a_domain_without_a_corpus_reader_is_refused(toy, corpus):
     registry.tables["domains"]["toy"] = dataclasses.replace(registry.tables["domains"]["toy"], build_corpus=None)
     with pytest.raises(Exception, match="cannot read a corpus without labels"):
         pretrain.resolve("toy", "cpu", options={"corpus": str(corpus)}, registry=registry)
+
+
+def test_predict_and_export_refuse_a_pretraining_folder_in_one_line(toy, corpus, tmp_path, capsys):
+    pre = tmp_path / "pre"
+    assert cli("pretrain", "toy", "--corpus", str(corpus), "--steps", "1", "--quiet", "--out", str(pre)) == 0
+    capsys.readouterr()
+    rows = tmp_path / "rows.csv"
+    rows.write_text(",".join(["0.5"] * 8) + "\n")
+    assert cli("predict", str(pre), "--data", str(rows)) == 2
+    assert cli("export", str(pre), "--format", "state") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all("is a `tapweight pretrain` folder" in line for line in lines)

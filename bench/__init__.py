@@ -5,7 +5,8 @@ plain continued-pretraining step (level I, uniform weights), a full TapWeight gl
 each hypergradient method (fd, jvp, neumann, cg), and the same step through the Betty
 reference engine (tapweight.betty_engine); it reports medians, ratios to the plain step and
 peak memory. ``python -m bench data`` measures molecule rendering and image loading
-throughput, with and without the render cache. ``python -m bench exactness`` measures the
+throughput, with and without the image cache; ``python -m bench corpus`` a corpus from file to
+training (10k–1M molecules). ``python -m bench exactness`` measures the
 hypergradient against autograd through the unrolled steps in every optimizer / precision /
 schedule / unroll setting. Results: docs/benchmarks.md.
 

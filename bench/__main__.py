@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bench import baselines, curvature, data, report, step
+from bench import baselines, corpus, curvature, data, report, step
 from bench.workload import SHAPES, VARIANTS, Workload
 from tapweight.errors import TapweightError
 
@@ -66,6 +66,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--workers", type=int, default=2, help="render processes and DataLoader workers")
     d.add_argument("--json", type=Path)
+    o = sub.add_parser("corpus", help="corpus scale: prepare, fingerprints, k-means (time, memory), "
+                                      "time to the first pretraining step, streaming images/s")
+    o.add_argument("corpus", type=Path, help="a SMILES file (python -m tapweight_mol.moses writes one)")
+    o.add_argument("--workers", type=int, default=2, help="render processes; DataLoader workers 0..N")
+    o.add_argument("--size", type=int, default=64, help="image side of the streaming stage (cpu preset: 64)")
+    o.add_argument("--batch", type=int, default=32, help="batch of the streaming stage (cpu preset: 32)")
+    o.add_argument("--batches", type=int, default=20, help="batches per streaming measurement")
+    o.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    o.add_argument("--reuse", type=Path, help="an earlier --json of this corpus run with --keep (the same "
+                                              "folder): its stages 1-3, stages 4-5 measured again")
+    o.add_argument("--json", type=Path)
     a = _task_args(sub.add_parser("estimators", help="the cheaper hypergradient estimators against the full "
                                                      "one, on real batches of a task (cpu preset)"))
     a.add_argument("--steps", type=int, default=100)
@@ -159,6 +170,12 @@ def main(argv: list[str] | None = None) -> dict:
             raise TapweightError(f"--batches {args.batches}: give at least 1")
         result = curvature.run(args.domain, args.task, args.data, args.sets, args.batches)
         print(report.curvature_table(result))
+    elif args.command == "corpus":
+        if args.workers < 0 or args.batches < 2:
+            raise TapweightError("--workers: 0 or more; --batches: at least 2")
+        result = {"command": "corpus", **corpus.run(args.corpus, args.workers, args.size, args.batch,
+                                                    args.batches, args.keep, args.reuse)}
+        print(corpus.table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))

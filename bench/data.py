@@ -5,9 +5,10 @@ deliver at least that or the GPU waits. Measured, in images per second, on real 
 (ImageMol's toy pretraining set by default), through tapweight_mol's own code:
 
 - render, one process: RDKit drawing alone (``render.draw``);
-- render into the cache, W processes: a cold cache fill (``render.render``: draw + PNG write);
-- load without the cache: a DataLoader whose items are drawn on the fly (W workers);
-- load from the cache: the corpus dataset (PNG decode) with ``corpus_collate``, 0 and W workers.
+- load without the cache: a DataLoader whose items are drawn on the fly (W workers), no store;
+- load into the cache: the corpus dataset on an empty image store, as a first epoch runs it
+  (W workers draw, encode PNG and store);
+- load from the cache: the same dataset on the filled store (PNG decode), 0 and W workers.
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ def _drain(dataset: Dataset, batch: int, workers: int, collate) -> None:
 def run(smiles_file: Path, n: int, size: int, batch: int, workers: int) -> dict:
     """Images per second of each stage in the module docstring."""
     try:
-        from tapweight_mol.data import MolCorpus, corpus_collate
-        from tapweight_mol.render import canonical, draw, quiet_rdkit, render
+        from tapweight_mol.corpus import SmilesList
+        from tapweight_mol.data import Depictions, MolCorpus, corpus_collate
+        from tapweight_mol.render import canonical, draw, quiet_rdkit
+        from tapweight_mol.store import ImageStore
     except ModuleNotFoundError as err:
         raise TapweightError(f"bench data needs the mol domain ({err.name} is missing): "
                              "pip install 'tapweight[mol]'") from None
@@ -86,14 +89,13 @@ def run(smiles_file: Path, n: int, size: int, batch: int, workers: int) -> dict:
     serial = smiles[:max(n // 4, 1)]  # one process is slow: a quarter of the molecules
     rows.append({"stage": "render, 1 process (draw only)", "workers": 1, "images": len(serial),
                  "images_per_s": _rate(len(serial), lambda: [draw(s, size) for s in serial])})
+    row("load without the cache (draw)", workers,
+        _rate(n, lambda: _drain(DrawnImages(smiles, size), batch, workers, corpus_collate)))
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
-        paths: list[Path] = []
-        row("render into the cache (draw + PNG)", workers,
-            _rate(n, lambda: paths.extend(render(smiles, size, cache / "images", workers)[0])))
-        row("load without the cache (draw)", workers,
-            _rate(n, lambda: _drain(DrawnImages(smiles, size), batch, workers, corpus_collate)))
-        corpus = MolCorpus(smiles, paths, cache)
+        corpus = MolCorpus(SmilesList.of(smiles), Depictions(ImageStore(cache, size)), cache)
+        row("load into the cache (draw + PNG + store)", workers,
+            _rate(n, lambda: _drain(corpus, batch, workers, corpus_collate)))
         for w in sorted({0, workers}):
             row("load from the cache (PNG decode)", w, _rate(n, lambda w=w: _drain(corpus, batch, w, corpus_collate)))
     return {"smiles": str(smiles_file), "image_size": size, "batch": batch,

@@ -5,7 +5,7 @@ in one run of a few minutes on one H100/H200, each part saved as soon as it is d
 2. Step time and peak memory at the paper shape (224 px, batch 1024/64/64) under bf16
    autocast: plain continued pretraining, the shipped default, the full central difference,
    the cheaper estimators and jvp (``bench step``).
-3. The data pipeline at 224 px: molecules drawn into the render cache by N processes and
+3. The data pipeline at 224 px: molecules drawn into the image cache by N DataLoader workers and
    loaded from it by N DataLoader workers (``bench data``), and whether that keeps up with
    level I's images per second of the default.
 4. Betty beside plain and the default, at the same shape (a part of its own).

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table as RichTable
 
-from tapweight import distributed, interrupts, runner
+from tapweight import distributed, interrupts, pretrain, runner
 from tapweight import plugins as plugin_manager
 from tapweight.api import model_option
 from tapweight.config import METHODS
@@ -86,18 +86,61 @@ def run(
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
     domain, task = _saved_task(folder)
     if expect is not None and expect != (domain, task):
-        raise TapweightError(f"'{folder}' is a run of {domain}/{task}, not {expect[0]}/{expect[1]}")
+        raise TapweightError(f"'{folder}' is a run of {domain}/{task or 'pretrain'}, not "
+                             f"{expect[0]}/{expect[1] or 'pretrain'}")
+    if not task:  # a `tapweight pretrain` folder
+        job = pretrain.resolve(domain, "paper", str(folder / "config.yaml"))
+        _print_encoder(pretrain.pretrain(job, folder, quiet, resume=True))
+        return
     job = runner.resolve(domain, task, "paper", str(folder / "config.yaml"))
     _print_summary(runner.run(job, folder, quiet, resume=True))
 
 
 @app.command("resume")
 def resume_command(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder made by `tapweight run`")],
+    run_dir: Annotated[Path, typer.Argument(help="a run folder made by `tapweight run` or `tapweight pretrain`")],
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
 ):
     """Continue an interrupted run from its last checkpoint."""
     _resume(run_dir, quiet)
+
+
+@app.command("pretrain")
+def pretrain_command(
+    domain: Annotated[str, typer.Argument(help="domain, e.g. mol, nlp")],
+    corpus: Annotated[Optional[str], typer.Option(help="unlabelled corpus file (the domain's format)")] = None,
+    method: Annotated[Optional[str], typer.Option(help="uniform|fixed|single:<objective>")] = None,
+    preset: Annotated[str, typer.Option(help="cpu | paper | auto (paper on CUDA, else cpu)")] = "auto",
+    config: Annotated[Optional[str], typer.Option(help="YAML file of config keys")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="level I steps")] = None,
+    init: Annotated[Optional[str], typer.Option(help="checkpoint to start from")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model name or folder (domains with a model option)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<...>)")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the pretraining run in this folder")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of a progress bar")] = False,
+):
+    """Base pretraining on an unlabelled corpus (level I, fixed weights); writes an encoder
+    for `tapweight run ... --init`."""
+    options = {key: value for key, value in {
+        "method": method, "steps": steps, "corpus": corpus, "init": init, "device": device}.items()
+        if value is not None}
+    if resume is not None:
+        if options or set_ or config or model or out_dir:
+            raise TapweightError("--resume continues a pretraining run with its saved config.yaml; "
+                                 "drop the other options")
+        return _resume(resume, quiet, expect=(domain, ""))
+    registry = plugin_manager.build_registry()
+    if model is not None:
+        options.update(model_option(registry, domain, model))
+    job = pretrain.resolve(domain, preset, config, options, set_ or [], registry=registry)
+    _print_encoder(pretrain.pretrain(job, out_dir, quiet))
+
+
+def _print_encoder(summary: dict) -> None:
+    if distributed.is_main():
+        print(f"encoder: {summary['encoder']}")  # plain: a path rich would wrap
 
 
 def _print_summary(summary: dict) -> None:

@@ -82,7 +82,8 @@ class BatchStream:
         gen = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(len(self.dataset), generator=gen).tolist()
         part = self.batch_size // self.world
-        return [order[i * self.batch_size + self.rank * part:][:part] for i in range(self.per_epoch)]
+        starts = (i * self.batch_size + self.rank * part for i in range(self.per_epoch))
+        return [order[start:start + part] for start in starts]  # O(N): no slice to the end
 
     def _from_position(self):
         """Every batch from the current (epoch, index) on, epoch after epoch."""

@@ -17,7 +17,8 @@ def register_domains(register):
     A domain names its default backbone, objectives and head, its option dataclass
     (``--set <domain>.<option>=...``), its presets, its splits, and ``build_data(cfg,
     table, split, task)``, which turns a loaded :class:`~tapweight.Table` into the
-    engine's datasets.
+    engine's datasets; optionally ``build_corpus(cfg, path)``, which reads an unlabelled
+    corpus for ``tapweight pretrain``, and ``pretrain_presets`` for that command.
     """
 
 

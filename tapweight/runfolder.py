@@ -158,7 +158,8 @@ class RunFolder:
 
 
 def saved_task(folder: Path) -> tuple[str, str]:
-    """The domain and task a run folder's ``config.yaml`` names (one-line errors if it cannot)."""
+    """The domain and task a run folder's ``config.yaml`` names (one-line errors if it cannot);
+    the task is ``""`` in a ``tapweight pretrain`` folder."""
     saved = Path(folder) / "config.yaml"
     if not saved.is_file():
         raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
@@ -168,7 +169,7 @@ def saved_task(folder: Path) -> tuple[str, str]:
     except Exception as err:  # any YAML problem of a damaged file
         reason = " ".join(str(err).split())[:120]
         raise TapweightError(f"{saved} is not valid YAML ({reason}): {fix}") from None
-    if not isinstance(head, dict) or not all(isinstance(head.get(k), str) and head[k]
-                                             for k in ("domain", "task")):
+    if not isinstance(head, dict) or not (isinstance(head.get("domain"), str) and head["domain"]
+                                          and isinstance(head.get("task"), str)):
         raise TapweightError(f"{saved} does not name a domain and task (empty or damaged): {fix}")
     return head["domain"], head["task"]

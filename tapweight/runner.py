@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from tapweight import distributed
 from tapweight.checkpoint import atomic_write, load_state, read_weights, save_state, save_weights
@@ -66,13 +66,40 @@ log = logging.getLogger("tapweight")
 
 @dataclass
 class Job:
-    """A resolved run: the config and the registered pieces it names."""
+    """A resolved run: the config and the registered pieces it names (``task`` is None for
+    ``tapweight pretrain``, which trains level I alone on a corpus)."""
 
     cfg: RunConfig
     registry: Registry
     domain: Domain
-    task: TaskSpec
+    task: TaskSpec | None
     preset: str
+
+
+def pick_preset(dom: Domain, preset: str, more: tuple[str, ...] = ()) -> str:
+    """``preset``, with ``auto`` made ``paper`` on CUDA and ``cpu`` elsewhere; an unknown
+    name (neither the domain's nor in ``more``) is a one-line error."""
+    if preset == "auto":
+        preset = "paper" if torch.cuda.is_available() else "cpu"
+    known = {*dom.presets, *more}
+    if preset not in known and preset != "paper":
+        raise TapweightError(f"domain '{dom.name}' has no preset '{preset}' "
+                             f"(presets: {', '.join(sorted(known)) or 'none'})")
+    return preset
+
+
+def user_layers(domain: str, config_file: str | None, options: dict | None,
+                sets: list[str]) -> list[tuple[str, DictConfig]]:
+    """The layers a user gives, lowest precedence first: ``config_file``, command-line
+    ``options``, ``--set`` strings."""
+    layers = []
+    if config_file:
+        layers.append((config_file, layer_from_file(config_file, domain)))
+    if options:
+        layers.append(("command-line options", layer_from_dict(options, domain)))
+    if sets:
+        layers.append(("--set", layer_from_sets(list(sets), domain)))
+    return layers
 
 
 def resolve(domain: str, task: str, preset: str = "auto", config_file: str | None = None,
@@ -84,23 +111,14 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
     registry = registry or build_registry()
     dom = registry.require_domain(domain)
     spec = registry.task(domain, task)
-    if preset == "auto":
-        preset = "paper" if torch.cuda.is_available() else "cpu"
-    if preset not in dom.presets and preset != "paper":
-        raise TapweightError(f"domain '{domain}' has no preset '{preset}' "
-                             f"(presets: {', '.join(sorted(dom.presets)) or 'none'})")
+    preset = pick_preset(dom, preset)
     layers = [
         (f"task {spec.key} defaults",
          layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
         (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
         (f"task {spec.key} overrides", layer_from_dict(dict(spec.overrides), domain)),
+        *user_layers(domain, config_file, options, sets),
     ]
-    if config_file:
-        layers.append((config_file, layer_from_file(config_file, domain)))
-    if options:
-        layers.append(("command-line options", layer_from_dict(options, domain)))
-    if sets:
-        layers.append(("--set", layer_from_sets(list(sets), domain)))
     job = Job(build_config(dom.options, layers), registry, dom, spec, preset)
     objective_names(job)  # fail on a bad objective before any work is done
     return job
@@ -164,15 +182,23 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     Everything a user can get wrong (device, batch sizes, ``--init``, ``--out``, the data) is
     checked before the first step; a fresh run that fails before it leaves no folder behind.
     """
+    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session:
+                         _run_seeds(job, out, device, quiet, resume, run_log, session))
+
+
+def in_run_folder(job: Job, out: Path, resume: bool, body: Callable) -> dict:
+    """``body(out, device, run_log, session)`` in the run folder ``out``, its log and its
+    session (folder lock, interrupts, checkpoints), after the checks that need no data
+    (device, batch sizes, ``--init``); an interrupt ends it with the session's one line."""
     cfg = job.cfg
     device = distributed.setup(pick_device(cfg.device))
     check_batch_sizes(cfg)
     if cfg.init:
         read_weights(cfg.init)
-    out = Path(distributed.broadcast(str(out or default_out(cfg))))  # one folder for all ranks
+    out = Path(distributed.broadcast(str(out)))  # one folder for all ranks
     with RunLog() as run_log, Session(out, resume, run_log) as session:
         try:
-            return _run_seeds(job, out, device, quiet, resume, run_log, session)
+            return body(out, device, run_log, session)
         except Interrupted as err:
             raise session.interrupted(err.signum) from None
 
@@ -312,7 +338,7 @@ def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engi
     weights = cfg.weights or None
     if cfg.method.startswith("single:"):
         weights = [1.0]
-    return Engine(theta, w, corpus, train, val, cfg, job.task.loss, device, learn, weights)
+    return Engine(theta, w, corpus, train, val, cfg, job.task.loss if learn else "", device, learn, weights)
 
 
 def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,
@@ -348,7 +374,7 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
         session.saved(engine.step_count)
         write_trajectory(engine.history, folder)
         plot_weights([folder / "weights.csv"], folder / "weights.png",
-                     f"{cfg.domain}/{cfg.task} seed {cfg.seed}: λ over steps")
+                     f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")
         save_weights(theta.backbone, folder / "backbone.safetensors")
     if stop := session.stop_signal(agree=False):
         raise Interrupted(stop)

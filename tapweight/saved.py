@@ -45,6 +45,9 @@ def run_job(folder: Path):
     from tapweight import runner  # the runner saves models through this module
 
     domain, task = saved_task(folder)
+    if not task:
+        raise TapweightError(f"'{folder}' is a `tapweight pretrain` folder: it has an encoder "
+                             f"({BACKBONE_FILE}, for tapweight run --init) but no task model")
     return runner.resolve(domain, task, "paper", str(Path(folder) / "config.yaml"))
 
 

@@ -51,15 +51,19 @@ class DomainData:
     ``corpus`` feeds level I (pretraining batches, any structure the objectives accept);
     ``train``/``val``/``test`` yield ``(inputs, labels)`` pairs for levels II and III and
     the final fine-tune. Each collate function turns a list of items into a batch.
+    :attr:`Domain.build_corpus` (``tapweight pretrain``: no task) fills the corpus part only.
+    ``files`` names what else the data was encoded with (a tokenizer trained on the corpus):
+    ``tapweight pretrain`` copies each into its run folder, beside the encoder.
     """
 
     corpus: Dataset
     corpus_collate: Callable[[list], Any]
-    train: Dataset
-    val: Dataset
-    test: Dataset
-    task_collate: Callable[[list], Any]
+    train: Dataset | None = None
+    val: Dataset | None = None
+    test: Dataset | None = None
+    task_collate: Callable[[list], Any] | None = None
     info: dict[str, Any] = field(default_factory=dict)  # facts for the run log (skipped rows...)
+    files: Mapping[str, Path] = field(default_factory=dict)  # name in the run folder -> file or folder
     predictor: Predictor | None = None  # how new inputs are prepared (domains that support predict)
 
 
@@ -141,6 +145,11 @@ class Domain:
     ``load_predictor(cfg, folder) -> Predictor`` lets ``tapweight predict`` score new inputs
     (``build_data`` then sets ``DomainData.predictor``); ``exports`` are the formats of
     ``tapweight export``.
+
+    ``build_corpus(cfg, path)`` (optional) reads an unlabelled corpus file into
+    :class:`DomainData` with only the corpus part, for ``tapweight pretrain`` (base
+    pretraining, no task); ``pretrain_presets`` are laid over the preset of the same name
+    there (base pretraining's own batch size, rate or objectives).
     """
 
     name: str
@@ -154,6 +163,8 @@ class Domain:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     load_predictor: Callable[[Any, Path], Predictor] | None = None
     exports: Sequence[ExportFormat] = ()
+    build_corpus: Callable[[Any, str], DomainData] | None = None
+    pretrain_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

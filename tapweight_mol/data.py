@@ -2,43 +2,58 @@
 
 Task splits yield ``(image uint8 [3, S, S], labels float [T])`` and collate into
 ``(images float [B, 3, S, S] in [0, 1], labels [B, T])``. The level I corpus is the task's
-training molecules by default (task-adaptive pretraining); ``--corpus FILE`` (a SMILES
-file, or a CSV with a ``smiles`` column, e.g. ImageMol's ``index,k_100,k_1000,k_10000,
-smiles`` with its precomputed cluster ids) replaces it. Corpus items carry their row index
-so the MG objectives can look up cluster ids.
+training molecules by default (task-adaptive pretraining); ``--corpus FILE`` (corpus.py)
+replaces it, and ``tapweight pretrain mol --corpus FILE`` trains on it alone
+(:func:`build_corpus`). Corpus items carry their row index so the MG objectives can look up
+cluster ids.
+
+Nothing is drawn before training: an item's image is read from the image store (store.py)
+or, the first time, drawn where the item is loaded (a DataLoader worker, with
+``num_workers``) and stored, so a million-molecule corpus starts training at once and fills
+the cache as batches are drawn.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode, decode_png
+from torchvision.transforms.functional import pil_to_tensor
 
 from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from tapweight.paths import cache_dir
 from tapweight_mol.clusters import cluster_ids
+from tapweight_mol.corpus import SmilesList, canonicalize, read_corpus
 from tapweight_mol.moleculenet import SHOW_INVALID
-from tapweight_mol.render import abbreviate, canonical, parallel_map, quiet_rdkit, render
+from tapweight_mol.render import abbreviate, draw, png, quiet_rdkit
+from tapweight_mol.store import ImageStore
 
 log = logging.getLogger(__name__)
 
-CLUSTER_COLUMNS = {100: "k_100", 1000: "k_1000", 10000: "k_10000"}  # ImageMol's CSV
-
 
 def cache_root(options) -> Path:
-    """Rendered images and cluster ids live here (``mol.cache_dir``, else the tapweight cache)."""
+    """Images, prepared corpora and cluster ids live here (``mol.cache_dir``, else the
+    tapweight cache)."""
     return Path(options.cache_dir).expanduser() if options.cache_dir else cache_dir() / "mol"
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """A cached PNG as uint8 ``[3, S, S]``."""
-    return decode_image(str(path), mode=ImageReadMode.RGB)
+class Depictions:
+    """SMILES → uint8 image ``[3, S, S]``: read from the store, or drawn and stored."""
+
+    def __init__(self, store: ImageStore):
+        self.store = store
+
+    def __call__(self, smiles: str) -> torch.Tensor:
+        stored = self.store.get(smiles)
+        if stored is not None:
+            return decode_png(torch.frombuffer(bytearray(stored), dtype=torch.uint8), ImageReadMode.RGB)
+        image = draw(smiles, self.store.size)
+        self.store.put(smiles, png(image))
+        return pil_to_tensor(image)
 
 
 def to_float(images: list[torch.Tensor]) -> torch.Tensor:
@@ -49,14 +64,15 @@ def to_float(images: list[torch.Tensor]) -> torch.Tensor:
 class TaskImages(Dataset):
     """Images and labels of one split."""
 
-    def __init__(self, paths: Sequence[Path], labels: np.ndarray):
-        self.paths, self.labels = list(paths), torch.as_tensor(labels, dtype=torch.float32)
+    def __init__(self, smiles: SmilesList, labels: np.ndarray, images: Depictions):
+        self.smiles, self.images = smiles, images
+        self.labels = torch.as_tensor(labels, dtype=torch.float32)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.smiles)
 
     def __getitem__(self, i: int):
-        return read_image(self.paths[i]), self.labels[i]
+        return self.images(self.smiles[i]), self.labels[i]
 
 
 def task_collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,16 +83,16 @@ def task_collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
 class MolCorpus(Dataset):
     """The level I corpus: canonical SMILES, their images, and MG cluster ids on demand."""
 
-    def __init__(self, smiles: list[str], paths: list[Path], cache: Path, workers: int = 0,
+    def __init__(self, smiles: SmilesList, images: Depictions, cache: Path, workers: int = 0,
                  precomputed: dict[int, np.ndarray] | None = None):
-        self.smiles, self.paths, self.cache, self.workers = smiles, paths, cache, workers
+        self.smiles, self.images, self.cache, self.workers = smiles, images, cache, workers
         self.precomputed = precomputed or {}
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.smiles)
 
     def __getitem__(self, i: int):
-        return i, read_image(self.paths[i])
+        return i, self.images(self.smiles[i])
 
     @staticmethod
     def backbone_inputs(batch: dict) -> torch.Tensor:
@@ -97,100 +113,63 @@ def corpus_collate(items: list) -> dict[str, torch.Tensor]:
     return {"image": to_float(list(images)), "index": torch.tensor(index)}  # [B, 3, S, S], [B]
 
 
-def canonicalize(smiles: Sequence[str], workers: int) -> tuple[list[str], list[tuple[int, str]]]:
-    """Canonical SMILES of the parsable entries, ``(row, smiles)`` of the others (from 1)."""
-    canon = parallel_map(canonical, list(smiles), workers, chunksize=1024,
-                         inline_below=20_000)
-    keep = [c for c in canon if c is not None]
-    bad = [(i + 1, s) for i, (s, c) in enumerate(zip(smiles, canon, strict=True)) if c is None]
-    return keep, bad
+def _shown(bad: list[tuple[int, str]]) -> list[str]:
+    return [f"row {r}: {abbreviate(s)}" for r, s in bad[:SHOW_INVALID]]
 
 
-def read_corpus(path: str, workers: int) -> tuple[list[str], dict[int, np.ndarray], list]:
-    """SMILES (canonical), precomputed cluster ids and invalid rows of a corpus file."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise TapweightError(f"corpus file '{path}' does not exist")
-    try:
-        raw, precomputed = _read_corpus_file(file, path)
-    except (ValueError, pd.errors.ParserError) as err:  # empty, binary (UnicodeDecodeError), ragged
-        reason = " ".join(str(err).split())[:100] or type(err).__name__
-        raise TapweightError(f"corpus {path} is not a SMILES file or a CSV with a 'smiles' column "
-                             f"({reason})") from None
-    keep, bad = canonicalize(raw, workers)
-    if not keep:
-        raise TapweightError(f"corpus {path}: no SMILES is valid for RDKit")
-    if bad and precomputed:
-        rows = np.setdiff1d(np.arange(len(raw)), np.array([r - 1 for r, _ in bad]))
-        precomputed = {k: v[rows] for k, v in precomputed.items()}
-    return keep, precomputed, bad
+def depictions(options) -> Depictions:
+    """Images at ``mol.image_size``, from (and into) the image store under the cache."""
+    return Depictions(ImageStore(cache_root(options) / "images", options.image_size))
 
 
-def _read_corpus_file(file: Path, path: str) -> tuple[list, dict[int, np.ndarray]]:
-    """The raw SMILES of a corpus file and the cluster ids it carries (ImageMol's CSV)."""
-    precomputed: dict[int, np.ndarray] = {}
-    if ".csv" in file.suffixes or ".tsv" in file.suffixes:
-        frame = pd.read_csv(file, sep="\t" if ".tsv" in file.suffixes else ",")
-        column = next((c for c in frame.columns if str(c).lower() == "smiles"), None)
-        if column is None:
-            raise TapweightError(f"corpus {path} has no 'smiles' column (columns: "
-                                 f"{', '.join(map(str, frame.columns[:8]))})")
-        raw = frame[column].tolist()
-        precomputed = {k: frame[c].to_numpy() for k, c in CLUSTER_COLUMNS.items() if c in frame}
-    else:  # SMILES file: the first field of each line; an optional "smiles" header
-        lines = [line.split()[0] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        raw = lines[1:] if lines and lines[0].lower() == "smiles" else lines
-    return raw, precomputed
-
-
-def _report_invalid(what: str, bad: list, total: int) -> list[str]:
-    shown = [f"row {r}: {abbreviate(s)}" for r, s in bad[:SHOW_INVALID]]
-    if bad:
-        log.warning("%s: skipped %d invalid SMILES of %d (%s%s)", what, len(bad), total,
-                    "; ".join(shown), "; ..." if len(bad) > SHOW_INVALID else "")
-    return shown
+def build_corpus(cfg, path: str) -> DomainData:
+    """``Domain.build_corpus``: the corpus file at ``path`` as the level I dataset (prepared
+    once and cached, corpus.py); images are drawn as batches are drawn."""
+    options = cfg.options
+    quiet_rdkit()
+    root = cache_root(options)
+    prepared = read_corpus(path, options.render_workers, root)
+    total = len(prepared.smiles) + prepared.invalid
+    if prepared.invalid:
+        log.warning("%s: skipped %d invalid SMILES of %d (%s%s)", path, prepared.invalid, total,
+                    "; ".join(_shown(prepared.shown)), "; ..." if prepared.invalid > SHOW_INVALID else "")
+    images = depictions(options)
+    info = {"corpus": path, "corpus_molecules": len(prepared.smiles),
+            "corpus_invalid_smiles": prepared.invalid, "corpus_invalid_rows": _shown(prepared.shown),
+            "corpus_prepared": "read from the cache" if prepared.cached else "canonicalized now, cached",
+            "corpus_precomputed_clusters": sorted(prepared.precomputed),
+            "image_size": options.image_size, "image_cache": str(images.store.folder)}
+    corpus = MolCorpus(prepared.smiles, images, root, options.render_workers, prepared.precomputed)
+    return DomainData(corpus=corpus, corpus_collate=corpus_collate, info=info)
 
 
 def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
-    """``Domain.build_data``: render (or reuse) every image, build the splits and the corpus.
+    """``Domain.build_data``: the splits and the corpus; images are drawn on first use.
 
     ``task`` is not needed: molecular labels are float columns whatever the loss."""
     options = cfg.options
     quiet_rdkit()
-    root = cache_root(options)
-    size, workers = options.image_size, options.render_workers
-    smiles, bad = canonicalize(table.inputs, workers)
+    canon, bad = canonicalize(table.inputs, options.render_workers)
     if bad:  # tables from tapweight_mol's loaders hold only valid SMILES
         raise TapweightError(
             f"{table.source}: {len(bad)} rows have invalid SMILES (row {bad[0][0]})")
-    paths, drawn = render(smiles, size, root / "images", workers)
+    images = depictions(options)
     skipped = getattr(table.inputs, "skipped", [])
-    info = {
-        "invalid_smiles": len(skipped),
-        "invalid_rows": [f"row {r}: {abbreviate(s)}" for r, s in skipped[:SHOW_INVALID]],
-        "image_size": size,
-        "images_drawn": drawn,
-        "images_from_cache": len(paths) - drawn,
-        "image_cache": str(root / "images"),
-    }
+    info = {"invalid_smiles": len(skipped), "invalid_rows": _shown(skipped),
+            "image_size": options.image_size, "image_cache": str(images.store.folder)}
 
     def part(rows: np.ndarray) -> TaskImages:
-        return TaskImages([paths[i] for i in rows], table.labels[rows])
+        return TaskImages(SmilesList.of(canon[i] for i in rows), table.labels[rows], images)
 
     if cfg.corpus:
-        corpus_smiles, precomputed, corpus_bad = read_corpus(cfg.corpus, workers)
-        corpus_paths, corpus_drawn = render(corpus_smiles, size, root / "images", workers)
-        info.update(corpus=cfg.corpus, corpus_invalid_smiles=len(corpus_bad),
-                    corpus_invalid_rows=_report_invalid(cfg.corpus, corpus_bad,
-                                                        len(corpus_smiles) + len(corpus_bad)),
-                    corpus_images_drawn=corpus_drawn,
-                    corpus_precomputed_clusters=sorted(precomputed))
+        from_file = build_corpus(cfg, cfg.corpus)
+        info.update(from_file.info)
+        corpus = from_file.corpus
     else:
-        corpus_smiles = [smiles[i] for i in split.train]
-        corpus_paths, precomputed = [paths[i] for i in split.train], {}
-        info.update(corpus="the task's training molecules (task-adaptive)")
-    info["corpus_molecules"] = len(corpus_smiles)
-    corpus = MolCorpus(corpus_smiles, corpus_paths, root, workers, precomputed)
+        corpus = MolCorpus(SmilesList.of(canon[i] for i in split.train), images,
+                           cache_root(options), options.render_workers)
+        info.update(corpus="the task's training molecules (task-adaptive)",
+                    corpus_molecules=len(corpus))
     return DomainData(corpus=corpus, corpus_collate=corpus_collate, train=part(split.train),
                       val=part(split.val), test=part(split.test), task_collate=task_collate,
                       info=info)

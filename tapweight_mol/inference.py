@@ -4,7 +4,7 @@
 BACE's ``mol``, or any column named ``smiles`` in any case; ``.tsv``: tab-separated) or a
 SMILES file (``.smi``, ``.txt``: the first field of each line, an optional ``smiles``
 header). Each molecule is drawn as in training, at the run's ``mol.image_size`` (images
-come from the render cache when they are there). A SMILES RDKit cannot parse is not scored.
+come from the image cache when they are there). A SMILES RDKit cannot parse is not scored.
 
 ``tapweight export`` writes the ResNet18 in two formats:
 
@@ -35,9 +35,10 @@ from torch import nn
 
 from tapweight import Inputs, Predictor, TapweightError
 from tapweight_mol.backbone import RESNET_CHILDREN, ImageMolResNet18
-from tapweight_mol.data import TaskImages, cache_root, task_collate
+from tapweight_mol.corpus import SmilesList
+from tapweight_mol.data import TaskImages, depictions, task_collate
 from tapweight_mol.moleculenet import SETS
-from tapweight_mol.render import canonical, parallel_map, quiet_rdkit, render
+from tapweight_mol.render import canonical, parallel_map, quiet_rdkit
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +86,8 @@ def smiles_predictor(cfg) -> Predictor:
     column = SETS[cfg.task].smiles if cfg.task in SETS else "smiles"
 
     def dataset(smiles: list) -> TaskImages:
-        canon = [canonical(s) for s in smiles]
-        paths, _ = render(canon, o.image_size, cache_root(o) / "images", o.render_workers)
-        return TaskImages(paths, np.full((len(paths), 1), np.nan))
+        canon = SmilesList.of(canonical(s) for s in smiles)
+        return TaskImages(canon, np.full((len(canon), 1), np.nan), depictions(o))
 
     return Predictor(read=lambda path: read_smiles(path, column, o.render_workers), dataset=dataset,
                      collate=task_collate, backbone=ImageMolResNet18)

@@ -14,8 +14,8 @@ from tapweight import check_options
 @dataclass
 class MolOptions:
     image_size: int = 224  # pixels per side of the RGB depiction (ImageMol: 224)
-    render_workers: int = 0  # processes drawing images and fingerprints (0: one per CPU core)
-    cache_dir: str = ""  # images and cluster ids; empty: <tapweight cache>/mol
+    render_workers: int = 0  # processes canonicalizing a corpus and computing its fingerprints (0: one per core)
+    cache_dir: str = ""  # images, prepared corpora and cluster ids; empty: <tapweight cache>/mol
     strict_load: bool = True  # --init must hold every backbone tensor (false: a partial load)
     jigsaw_permutations: int = 100  # JPP classes besides "unshuffled": the first n of ImageMol's 100
     jigsaw_unshuffled: float = 0.8  # probability that JPP leaves an image as is (ImageMol)
@@ -50,6 +50,25 @@ PRESETS = {
         "pretrain.batch_size": 1024, "finetune.batch_size": 64, "reweight.batch_size": 64,
         "final.batch_size": 64, "final.epochs": 30,
         "mol.image_size": 224, "mol.mir_size": 64,
+    },
+}
+
+#: ``tapweight pretrain mol`` lays these over the preset of the same name (base pretraining).
+PRETRAIN_PRESETS = {
+    # the cpu preset's 64-px images and batch 32, with one DataLoader worker drawing the next
+    # batch's images while a step runs; 500 steps (16,000 molecules seen) take ~12 CPU-minutes
+    "cpu": {"steps": 500, "num_workers": 1, "checkpoint_every": 100},
+    # ImageMol's own pretraining (Zeng et al., 2022; its pretrain.py and README command): 224 px,
+    # batch 256, SGD with momentum 0.9, rate 0.01 and weight decay 1e-5, constant, every
+    # objective (MG-100/1000/10000, JPP, MCL, MRD, MIR) with weight 1. Our λ sum to 1, so
+    # uniform λ = 1/7 with 7× the rate and 1/7 the decay takes exactly ImageMol's SGD steps.
+    # ImageMol ran 151 epochs of 10 million PubChem molecules (≈ 5.6 M steps): give --steps.
+    "paper": {
+        "objectives": ["mg100", "mg1000", "mg10000", "jpp", "mcl", "mrd", "mir"],
+        "mol.image_size": 224, "mol.mir_size": 64, "pretrain.batch_size": 256,
+        "pretrain.optimizer": "sgd", "pretrain.momentum": 0.9, "pretrain.lr": 0.01 * 7,
+        "pretrain.weight_decay": 1e-5 / 7, "pretrain.scheduler": "constant",
+        "num_workers": 8, "checkpoint_every": 1000,
     },
 }
 

@@ -20,11 +20,12 @@ from tapweight import (
     hookimpl,
 )
 from tapweight_mol import backbone, inference, moleculenet, objectives
-from tapweight_mol.data import build_data
+from tapweight_mol.data import build_corpus, build_data
 from tapweight_mol.options import (
     DEFAULT_STEPS,
     PAPER_STEPS,
     PRESETS,
+    PRETRAIN_PRESETS,
     REGRESSION_DEFAULTS,
     MolOptions,
 )
@@ -59,6 +60,8 @@ def register_domains(register):
         presets=PRESETS,
         load_predictor=inference.load_predictor,
         exports=EXPORTS,
+        build_corpus=build_corpus,
+        pretrain_presets=PRETRAIN_PRESETS,
     ))
 
 

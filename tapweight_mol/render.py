@@ -1,23 +1,23 @@
-"""SMILES → RGB molecule images, drawn once and kept on disk.
+"""SMILES → RGB molecule images; canonical SMILES; a process pool for per-molecule work.
 
 ImageMol draws each molecule with RDKit's 2D depiction on a 224×224 canvas
 (``Draw.MolsToGridImage([mol], subImgSize=(224, 224))``). We draw the same way; a smaller
 ``size`` is drawn at 224 px and downsampled, so thin bonds stay visible at 64 px.
-Images are PNG files keyed by (canonical SMILES, size): the same molecule in another
-data set, epoch or run is read back, never drawn again. Drawing runs in worker processes.
+Images are drawn where they are used (DataLoader workers, see data.py) and kept as PNG in
+the image store (store.py), keyed by (canonical SMILES, size): the same molecule in another
+data set, epoch or run is read back, never drawn again.
 
 This module imports no torch, so worker processes start fast.
 """
 
 from __future__ import annotations
 
-import hashlib
+import io
 import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 from PIL import Image
 from rdkit import Chem, RDLogger
@@ -52,12 +52,6 @@ def abbreviate(smiles, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(str(smiles))} characters)"
 
 
-def image_path(root: Path, smiles: str, size: int) -> Path:
-    """Where the image of canonical ``smiles`` at ``size`` px lives under ``root``."""
-    key = hashlib.sha1(f"{smiles}|{size}".encode()).hexdigest()
-    return root / str(size) / key[:2] / f"{key}.png"
-
-
 def draw(smiles: str, size: int) -> Image.Image:
     """The RGB depiction of ``smiles``, ``size``×``size`` pixels."""
     mol = Chem.MolFromSmiles(smiles)
@@ -67,13 +61,11 @@ def draw(smiles: str, size: int) -> Image.Image:
     return image
 
 
-def _draw_and_save(job: tuple[str, str, int]) -> None:
-    smiles, path, size = job
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.stem}.{os.getpid()}.tmp.png")
-    draw(smiles, size).save(tmp)
-    os.replace(tmp, target)  # atomic: a concurrent run never reads a half-written file
+def png(image: Image.Image) -> bytes:
+    """``image`` as PNG bytes (lossless: decoding them gives the same pixels)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def parallel_map(fn: Callable, items: Sequence, workers: int, chunksize: int = 64,
@@ -90,15 +82,3 @@ def parallel_map(fn: Callable, items: Sequence, workers: int, chunksize: int = 6
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_rdkit) as pool:
         return list(pool.map(fn, items, chunksize=chunksize))
-
-
-def render(smiles: Sequence[str], size: int, root: Path,
-           workers: int = 0) -> tuple[list[Path], int]:
-    """Image paths for canonical ``smiles``, drawing only those not on disk yet.
-
-    Returns the paths (in order) and how many images were drawn now.
-    """
-    paths = [image_path(root, s, size) for s in smiles]
-    todo = {str(p): s for s, p in zip(smiles, paths, strict=True) if not p.exists()}
-    parallel_map(_draw_and_save, [(s, p, size) for p, s in todo.items()], workers)
-    return paths, len(todo)

@@ -3,7 +3,8 @@
 Splits: ``glue`` is the TapWeight paper's GLUE protocol — the GLUE dev set (rows loaded
 as ``test``) is the test set, everything else is split 8:1 into train and val with the
 seed; ``given`` keeps the files' own train/dev/test. The level I corpus is the task's
-training text (TAPT, Gururangan et al., 2020) unless ``cfg.corpus`` names a text file.
+training text (TAPT, Gururangan et al., 2020) unless ``cfg.corpus`` names a text file;
+``tapweight pretrain nlp --corpus FILE`` pretrains on such a file alone (:func:`build_corpus`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch.utils.data import Dataset
 
 from tapweight import DomainData, Split, TapweightError, TaskSpec, random_split
 from tapweight_nlp.load import TextTable
-from tapweight_nlp.tokenizer import load_tokenizer
+from tapweight_nlp.tokenizer import TINY, load_tokenizer
 
 
 def glue_split(table: TextTable, seed: int) -> Split:
@@ -127,6 +128,27 @@ def subsample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, size=limit, replace=False))
 
 
+def corpus_data(opts, texts: list[str], info: dict) -> DomainData:
+    """The level I part of the data: ``texts``, tokenized by the tokenizer ``opts`` name."""
+    tokenizer, info["tokenizer"] = load_tokenizer(opts, texts)
+    return DomainData(corpus=TextCorpus(texts, tokenizer),
+                      corpus_collate=CorpusCollate(tokenizer, opts.max_length), info=info)
+
+
+def build_corpus(cfg, path: str) -> DomainData:
+    """``Domain.build_corpus``: one text per line of ``path``. The tokenizer the tiny model
+    is trained with (one trained on these texts, unless ``nlp.tokenizer`` names one) is kept
+    in the run folder as ``tokenizer/``: fine-tuning the encoder needs the same token ids."""
+    opts = cfg.options
+    texts = read_corpus(path)
+    data = corpus_data(opts, texts, {"corpus": f"{path}: {len(texts)} texts"})
+    if opts.model == TINY:
+        data.files = {"tokenizer": Path(data.corpus.tokenizer.name_or_path)}
+        data.info["fine-tune with"] = ("--model tiny --set nlp.tokenizer=<this run folder>/tokenizer "
+                                       "(the token ids this encoder learned)")
+    return data
+
+
 def build_data(cfg, table: TextTable, split: Split, task: TaskSpec) -> DomainData:
     """Datasets for the engine; the cpu preset's subsampling is logged with its counts.
     Labels are class ids for a ``ce`` task and floats otherwise."""
@@ -144,15 +166,15 @@ def build_data(cfg, table: TextTable, split: Split, task: TaskSpec) -> DomainDat
     else:
         texts = corpus_texts(table, train)
         info["corpus"] = f"task training text (TAPT): {len(texts)} texts"
-    tokenizer, info["tokenizer"] = load_tokenizer(opts, texts)
+    data = corpus_data(opts, texts, info)
+    tokenizer = data.corpus.tokenizer
 
     def examples(rows):
         return Examples([table.inputs[i] for i in rows], table.labels[rows])
 
+    data.train, data.val, data.test = examples(train), examples(val), examples(split.test)
+    data.task_collate = TaskCollate(tokenizer, opts.max_length, task.loss == "ce")
     from tapweight_nlp.inference import model_config, text_predictor  # it builds on this module
 
-    return DomainData(
-        corpus=TextCorpus(texts, tokenizer), corpus_collate=CorpusCollate(tokenizer, opts.max_length),
-        train=examples(train), val=examples(val), test=examples(split.test),
-        task_collate=TaskCollate(tokenizer, opts.max_length, task.loss == "ce"), info=info,
-        predictor=text_predictor(cfg, tokenizer, model_config(opts)))
+    data.predictor = text_predictor(cfg, tokenizer, model_config(opts))
+    return data

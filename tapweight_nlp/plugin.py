@@ -24,7 +24,7 @@ from tapweight import (
     hookimpl,
 )
 from tapweight_nlp.backbone import build_backbone
-from tapweight_nlp.data import build_data, given_split, glue_split
+from tapweight_nlp.data import build_corpus, build_data, given_split, glue_split
 from tapweight_nlp.inference import load_predictor, write_hf
 from tapweight_nlp.load import load_table
 from tapweight_nlp.objectives import build_cl, build_mlm, build_sop
@@ -38,6 +38,7 @@ class NlpOptions:
     model: str = "roberta-base"  # hub name or local folder (from_pretrained), or "tiny"
     strict_load: bool = True  # --model / --init must hold every encoder and MLM-head tensor
     max_length: int = 128  # tokens per text (pair), special tokens included
+    tokenizer: str = ""  # a tokenizer folder instead of the model's own (tiny: trained on the corpus)
     tiny_vocab_size: int = 8000  # the tiny model's BPE vocabulary, trained on the corpus
     tiny_hidden_size: int = 128
     tiny_layers: int = 2
@@ -96,6 +97,7 @@ DOMAIN = Domain(
     load_predictor=load_predictor,
     exports=(ExportFormat("hf", write_hf, "Hugging Face model folder (save_pretrained): config, "
                                           "weights, tokenizer; AutoModel.from_pretrained loads it"),),
+    build_corpus=build_corpus,
 )
 
 

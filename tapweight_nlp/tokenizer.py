@@ -1,4 +1,5 @@
-"""Tokenizers: the model's own, or for ``--model tiny`` a byte-level BPE trained on the corpus.
+"""Tokenizers: the model's own, or for ``--model tiny`` a byte-level BPE trained on the corpus,
+or a saved one (``nlp.tokenizer``: e.g. the ``tokenizer/`` a ``tapweight pretrain nlp`` run keeps).
 
 The tiny tokenizer is RoBERTa's kind (byte-level BPE, Liu et al., 2019) trained with
 `tokenizers` on the level I texts, with RoBERTa's special tokens at RoBERTa's ids
@@ -29,7 +30,16 @@ TINY = "tiny"
 
 
 def load_tokenizer(opts, texts: Sequence[str]) -> tuple[PreTrainedTokenizerBase, str]:
-    """The tokenizer for ``opts.model`` and a line for the run log saying where it came from."""
+    """The tokenizer for ``opts.model`` (or ``opts.tokenizer``) and a line for the run log
+    saying where it came from."""
+    if opts.tokenizer:
+        folder = Path(opts.tokenizer).expanduser()
+        if not (folder / "vocab.json").is_file():
+            raise TapweightError(f"nlp.tokenizer '{opts.tokenizer}' is not a tokenizer folder (no vocab.json); "
+                                 "give the tokenizer/ folder of a tapweight pretrain nlp run")
+        loader = RobertaTokenizer if opts.model == TINY else AutoTokenizer  # tiny's: vocab and merges alone
+        tokenizer = loader.from_pretrained(str(folder))
+        return tokenizer, f"{len(tokenizer)} tokens from nlp.tokenizer ({folder})"
     if opts.model == TINY:
         return tiny_tokenizer(texts, opts.tiny_vocab_size)
     try:

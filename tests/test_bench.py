@@ -116,3 +116,23 @@ def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
     assert saved["step_fp32"]["variants"]["plain"]["ratio"] == pytest.approx(1.0)
     assert set(saved["precision"]) == {"fd, TF32 allowed", "fd, full float32"}
     assert saved["data"]["keeps_up"]["keeps_up"] in (True, False)
+
+
+@pytest.mark.slow
+def test_corpus_scale_stages(tmp_path):
+    """``bench corpus`` on 300 NCI molecules: every stage reports, and the pretraining run
+    after stages 1–3 reads the prepared corpus and the cluster ids from the cache."""
+    rdkit = pytest.importorskip("rdkit")
+    lines = (Path(rdkit.RDConfig.RDDataDir) / "NCI" / "first_5K.smi").read_text().splitlines()[:300]
+    corpus = tmp_path / "nci300.smi"
+    corpus.write_text("\n".join(lines) + "\n")
+    result = main(["corpus", str(corpus), "--workers", "1", "--batches", "3", "--size", "32",
+                   "--batch", "8", "--keep", str(tmp_path / "work"), "--json", str(tmp_path / "c.json")])
+    assert result["prepare"]["molecules"] + result["prepare"]["invalid"] == 300
+    assert set(result["kmeans"]) == {100, 1000, 10000}
+    assert all(r["seconds"] >= 0 and r["peak_mb"] >= r["base_mb"] > 0 for r in result["kmeans"].values())
+    step = result["first_step"]
+    assert step["corpus_from_cache"] and not step["kmeans_in_run"] and step["seconds"] > 0
+    rows = result["stream"]["rows"]
+    assert [(r["cache"], r["workers"]) for r in rows] == [("cold", 0), ("warm", 0), ("cold", 1), ("warm", 1)]
+    assert all(r["images_per_s"] > 0 for r in rows)

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -53,6 +54,17 @@ def test_tutorial_plugin_runs_end_to_end(iris, tmp_path, capsys):
     assert preds["pred_species"].tolist()[2] == "" and {*preds["pred_species"][:2]} <= {"0", "1", "2"}
     probs = preds[["prob_0", "prob_1", "prob_2"]][:2].astype(float).sum(axis=1)
     assert probs.round(5).eq(1).all()
+
+
+def test_tutorial_plugin_pretrains_on_a_corpus_then_runs_from_its_encoder(iris, tmp_path):
+    flowers = iris.load_iris().data  # the measurements without their species
+    np.savetxt(tmp_path / "flowers.csv", flowers, delimiter=",", header="a,b,c,d", comments="")
+    base = tmp_path / "base"
+    assert cli("pretrain", "iris", "--corpus", str(tmp_path / "flowers.csv"), "--steps", "5",
+               "--quiet", "--out", str(base)) == 0
+    assert cli("run", "iris", "species", "--init", str(base / "backbone.safetensors"), "--quiet",
+               "--out", str(tmp_path / "run")) == 0
+    assert "loaded from --init" in (tmp_path / "run" / "log.txt").read_text()
 
 
 def test_tutorial_explains_every_hook():

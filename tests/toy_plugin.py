@@ -2,7 +2,8 @@
 
 Synthetic data from scikit-learn, a two-layer backbone, two objectives (one random, to
 exercise the engine's replay of random draws), a plugin command, a predictor (new rows:
-a CSV of 8 numbers per line) and an export format (the backbone's state dict).
+a CSV of 8 numbers per line), an export format (the backbone's state dict), and an
+unlabelled corpus reader (``.npy`` rows, for ``tapweight pretrain``).
 """
 
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ from tapweight import (
     ObjectiveSpec,
     Predictor,
     Table,
+    TapweightError,
     TaskSpec,
     hookimpl,
+    load_backbone,
 )
 
 
@@ -99,7 +102,7 @@ def build_data(cfg, table, split, task) -> DomainData:
     y = torch.tensor(table.labels, dtype=torch.float32)
     ce = task.loss == "ce"
     part = lambda idx: TensorDataset(x[idx], y[idx, 0].long() if ce else y[idx])  # noqa: E731
-    return DomainData(corpus=TensorDataset(x[split.train]), corpus_collate=lambda it: torch.stack([i[0] for i in it]),
+    return DomainData(corpus=TensorDataset(x[split.train]), corpus_collate=stack_rows,
                       train=part(split.train), val=part(split.val), test=part(split.test),
                       task_collate=collate, info={"rows": len(x)}, predictor=predictor(cfg))
 
@@ -112,6 +115,27 @@ def write_state(backbone, head, folder: Path, out: Path) -> list[Path]:
     return sorted(out.iterdir())
 
 
+def stack_rows(items) -> torch.Tensor:
+    return torch.stack([i[0] for i in items])  # [B, 8]
+
+
+def build_corpus(cfg, path: str) -> DomainData:
+    """Rows ``[N, 8]`` of a ``.npy`` file, unlabelled."""
+    try:
+        rows = np.load(path).astype(np.float32)
+    except (OSError, ValueError) as err:
+        raise TapweightError(f"corpus '{path}' is not a .npy file of rows: {err}") from None
+    return DomainData(corpus=TensorDataset(torch.from_numpy(rows)), corpus_collate=stack_rows,
+                      info={"corpus_rows": len(rows)})
+
+
+def build_backbone(cfg, data) -> Backbone:
+    backbone = Backbone(8, cfg.options.hidden, cfg.options.batchnorm)
+    if cfg.init:
+        load_backbone(backbone, cfg.init)
+    return backbone
+
+
 TINY = {"steps": 6, "pretrain.batch_size": 32, "finetune.batch_size": 16, "reweight.batch_size": 16,
         "final.epochs": 2, "final.batch_size": 16, "reweight.lr": 50.0}
 
@@ -121,13 +145,13 @@ def register_domains(register):
     register(Domain("toy", "synthetic test domain", ToyOptions, backbone="toy.mlp",
                     objectives=("toy.denoise", "toy.spread"), build_data=build_data,
                     presets={"cpu": TINY, "paper": TINY}, load_predictor=lambda cfg, folder: predictor(cfg),
-                    exports=(ExportFormat("state", write_state, "torch state dicts"),)))
+                    exports=(ExportFormat("state", write_state, "torch state dicts"),),
+                    build_corpus=build_corpus, pretrain_presets={"cpu": {"pretrain.batch_size": 16}}))
 
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("toy.mlp", lambda cfg, data: Backbone(8, cfg.options.hidden, cfg.options.batchnorm),
-                          "linear + batch-norm + ReLU"))
+    register(BackboneSpec("toy.mlp", build_backbone, "linear + batch-norm + ReLU"))
 
 
 @hookimpl

@@ -4,7 +4,9 @@ Features are standardized with the mean and standard deviation of the TRAIN spli
 so nothing about the validation or test rows leaks into training (regression targets are
 standardized by tapweight's runner, which reports metrics in their original units). The
 pretraining corpus is the task's own training rows (TAPT, Gururangan et al., ACL 2020)
-unless ``--corpus`` names a CSV or ``.npy`` file of rows.
+unless ``--corpus`` names a CSV or ``.npy`` file of rows; ``tapweight pretrain tabular
+--corpus FILE`` pretrains on such a file alone (:func:`build_corpus`), standardized with its
+own statistics.
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def feature_matrix(inputs, rows: np.ndarray | None = None) -> np.ndarray:
     return np.stack([np.asarray(x, dtype=np.float32) for x in picked])
 
 
-def load_corpus(path: str, n_features: int) -> np.ndarray:
-    """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``."""
+def load_corpus(path: str, n_features: int | None = None) -> np.ndarray:
+    """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``;
+    ``n_features``, when given, is the width they must have (the task's)."""
     file = Path(path)
     if not file.is_file():
         raise TapweightError(f"corpus file '{path}' does not exist")
@@ -94,9 +97,10 @@ def load_corpus(path: str, n_features: int) -> np.ndarray:
         reason = " ".join(str(err).split())[:100] or type(err).__name__
         raise TapweightError(f"corpus '{path}' is neither a CSV of numbers with a header row nor "
                              f"a .npy array ({reason})") from None
-    if rows.ndim != 2 or rows.shape[1] != n_features:
-        raise TapweightError(f"corpus '{path}' has shape {rows.shape}; it needs {n_features} "
-                             "numeric feature columns, like the task's data")
+    if rows.ndim != 2 or (n_features is not None and rows.shape[1] != n_features):
+        width = n_features or "some"
+        raise TapweightError(f"corpus '{path}' has shape {rows.shape}; it needs {width} numeric "
+                             "feature columns, like the task's data")
     if not np.isfinite(rows).all():
         raise TapweightError(f"corpus '{path}' has missing or infinite values: fill or drop them")
     return rows.astype(np.float32)
@@ -105,6 +109,17 @@ def load_corpus(path: str, n_features: int) -> np.ndarray:
 def collate_rows(items: list) -> torch.Tensor:
     """Corpus items ``(x,)`` -> a batch of rows ``[B, F]``."""
     return torch.stack([x for (x,) in items])
+
+
+def build_corpus(cfg, path: str) -> DomainData:
+    """``Domain.build_corpus``: the rows of a corpus file alone, standardized with their own
+    statistics; ``info["features"]`` sizes the backbone, which a task of the same width can
+    then start from (``tapweight run tabular TASK --init <run>/backbone.safetensors``)."""
+    rows = load_corpus(path)
+    info = {"features": rows.shape[1], "corpus": f"{len(rows)} rows from {path}",
+            "standardized_on": "the corpus's own rows"}
+    return DomainData(corpus=TensorDataset(torch.from_numpy(Standardizer.fit(rows)(rows))),
+                      corpus_collate=collate_rows, info=info)
 
 
 def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:

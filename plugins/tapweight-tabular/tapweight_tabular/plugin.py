@@ -18,7 +18,13 @@ from tapweight import (
 )
 
 from tapweight_tabular import backbone, features, objectives
-from tapweight_tabular.data import SKLEARN_DATASETS, build_data, load_sklearn, stratified_split
+from tapweight_tabular.data import (
+    SKLEARN_DATASETS,
+    build_corpus,
+    build_data,
+    load_sklearn,
+    stratified_split,
+)
 from tapweight_tabular.options import PRESETS, TabularOptions
 
 DOMAIN = "tabular"
@@ -48,6 +54,7 @@ def register_domains(register):
         splits={"stratified": stratified_split},
         presets=PRESETS,
         load_predictor=features.load_predictor,
+        build_corpus=build_corpus,
     ))
 
 

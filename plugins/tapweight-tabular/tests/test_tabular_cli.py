@@ -76,3 +76,29 @@ def test_a_user_mistake_is_one_line(tmp_path):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "drop --data" in last
+
+
+def test_pretrain_on_a_corpus_then_fine_tune_from_its_encoder(tmp_path):
+    """``tapweight pretrain tabular`` on unlabelled wine-like rows, then ``run --init`` from it."""
+    import numpy as np
+    import pandas as pd
+    from safetensors.torch import load_file
+    from sklearn.datasets import load_wine
+
+    rows = load_wine().data  # [178, 13]
+    rng = np.random.default_rng(0)
+    noise = 1 + 0.05 * rng.normal(size=(500, rows.shape[1]))
+    corpus = rows[rng.integers(0, len(rows), 500)] * noise
+    pd.DataFrame(corpus).to_csv(tmp_path / "c.csv", index=False)
+    pre = tmp_path / "pre"
+    result = CliRunner().invoke(app, ["pretrain", "tabular", "--corpus", str(tmp_path / "c.csv"),
+                                      "--steps", "5", "--quiet", "--out", str(pre)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert len(pd.read_csv(pre / "losses.csv")) == 5
+    encoder = load_file(pre / "backbone.safetensors")
+    assert encoder["net.0.weight"].shape[1] == 13  # sized by the corpus's 13 columns
+    encoder_file = str(pre / "backbone.safetensors")
+    summary = run_in_process("wine", "--method", "none", "--init", encoder_file,
+                             out=tmp_path / "run")
+    assert 0 <= summary["test_mean"] <= 1
+    assert "loaded from --init" in (tmp_path / "run" / "log.txt").read_text()

@@ -1,0 +1,135 @@
+"""``tapweight pretrain DOMAIN --corpus FILE``: base pretraining, level I alone, no task.
+
+ImageMol's own stage before TapWeight's: train an encoder on a large unlabelled corpus with
+fixed objective weights (methods ``uniform``, ``fixed``, ``single:<objective>``), so that
+continued pretraining has a pretrained start. The domain reads the corpus
+(:attr:`~tapweight.specs.Domain.build_corpus`); the engine (``learn_weights=False``: level I
+only), checkpoints, resume, progress and logging are ``tapweight run``'s (runner.py).
+
+Run folder::
+
+    config.yaml  log.txt  checkpoint.pt  weights.csv  losses.csv  weights.png  pretrain.json
+    backbone.safetensors    the encoder: tapweight run DOMAIN TASK --init <folder>/backbone.safetensors
+    <name>                  each file the domain's corpus was encoded with (DomainData.files),
+                            e.g. nlp's tokenizer/ when the tiny model's tokenizer was trained on it
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from tapweight import distributed
+from tapweight.checkpoint import atomic_write
+from tapweight.config import RunConfig, build_config, layer_from_dict, to_yaml
+from tapweight.errors import TapweightError
+from tapweight.plugins import build_registry
+from tapweight.registry import Registry
+from tapweight.report import write_json
+from tapweight.runlog import RunLog
+from tapweight.runner import (
+    Job,
+    continued_pretraining,
+    in_run_folder,
+    objective_names,
+    pick_preset,
+    seed_everything,
+    user_layers,
+)
+from tapweight.session import Session
+
+log = logging.getLogger("tapweight")
+
+ENCODER = "backbone.safetensors"
+SUMMARY = "pretrain.json"
+
+
+def resolve(domain: str, preset: str = "auto", config_file: str | None = None,
+            options: dict | None = None, sets: list[str] = (),
+            registry: Registry | None = None) -> Job:
+    """The config of a base pretraining run, lowest precedence first: method ``uniform``,
+    the domain's preset, its ``pretrain_presets`` entry of the same name, ``config_file``,
+    command-line ``options``, ``--set`` strings."""
+    registry = registry or build_registry()
+    dom = registry.require_domain(domain)
+    if dom.build_corpus is None:
+        raise TapweightError(f"domain '{domain}' cannot read a corpus without labels (its plugin "
+                             "sets no Domain.build_corpus, see docs/hooks.md); use `tapweight run` "
+                             "on one of its tasks")
+    preset = pick_preset(dom, preset, tuple(dom.pretrain_presets))
+    layers = [
+        ("tapweight pretrain", layer_from_dict({"domain": domain, "method": "uniform"}, domain)),
+        (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
+        (f"pretrain preset {preset}", layer_from_dict(dict(dom.pretrain_presets.get(preset, {})), domain)),
+        *user_layers(domain, config_file, options, sets),
+        ("no task", layer_from_dict({"task": ""}, domain)),  # a run's config.yaml names one
+    ]
+    cfg = build_config(dom.options, layers)
+    if cfg.method in ("tapweight", "none"):
+        raise TapweightError(f"tapweight pretrain trains with fixed weights: --method uniform, fixed or "
+                             f"single:<objective>, not '{cfg.method}' (learning λ needs a task: "
+                             "tapweight run)")
+    if not cfg.corpus:
+        raise TapweightError("tapweight pretrain needs --corpus FILE, the unlabelled corpus to "
+                             "pretrain on")
+    job = Job(cfg, registry, dom, None, preset)
+    objective_names(job)  # fail on a bad objective before any work is done
+    return job
+
+
+def default_out(cfg: RunConfig) -> Path:
+    method = cfg.method.replace(":", "-")
+    return Path("runs") / f"{cfg.domain}-pretrain-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def pretrain(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
+    """Level I for ``cfg.steps`` steps on the corpus; writes the run folder (module
+    docstring) and returns its summary. With ``resume``, the folder's checkpoint is continued.
+    The run folder, interrupts and checkpoints are ``tapweight run``'s (session.py)."""
+    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session:
+                         _pretrain(job, out, device, quiet, resume, run_log, session))
+
+
+def _pretrain(job: Job, out: Path, device: torch.device, quiet: bool, resume: bool,
+              run_log: RunLog, session: Session) -> dict:
+    cfg = job.cfg
+    seed_everything(cfg.seed)
+    started = time.perf_counter()
+    data = job.domain.build_corpus(cfg, cfg.corpus)  # a bad corpus leaves no folder
+    ready = time.perf_counter() - started
+    main = distributed.is_main()
+    if main:
+        if not resume:
+            atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(to_yaml(cfg)))
+        run_log.open(out / "log.txt")
+    log.info("pretrain %s on %s, method %s, preset %s, %d steps -> %s", cfg.domain, cfg.corpus,
+             cfg.method, job.preset, cfg.steps, out)
+    log.info("corpus read in %.1f s", ready)
+    for key, value in data.info.items():
+        log.info("data %s: %s", key, value)
+    backbone = job.registry.get("backbones", cfg.backbone or job.domain.backbone,
+                                cfg.domain).build(cfg, data)
+    session.begin_seed(cfg.seed, 1)
+    # level II never runs: w's head is never used (the engine wants a w all the same)
+    continued_pretraining(job, cfg, data, backbone, torch.nn.Identity(), device, out, quiet)
+    summary = {"domain": cfg.domain, "method": cfg.method, "steps": cfg.steps, "corpus": cfg.corpus,
+               "encoder": str(out / ENCODER), "files": sorted(data.files)}
+    if main:
+        for name, source in data.files.items():
+            keep(Path(source), out / name)
+        write_json(summary, out / SUMMARY)
+    log.info("encoder: %s (tapweight run %s TASK --init %s)", out / ENCODER, cfg.domain, out / ENCODER)
+    return summary
+
+
+def keep(source: Path, target: Path) -> None:
+    """Copy a file or folder the corpus was encoded with into the run folder."""
+    if source.is_dir():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+    else:
+        shutil.copy2(source, target)
+    log.info("kept %s as %s", source, target)

@@ -1,25 +1,30 @@
 """tapweight: task-adaptive continued pretraining with learned objective weights (TapWeight).
 
 The public API for plugins is what this module exports; anything else is internal.
+
+Importing ``tapweight`` is cheap (no torch): the specs, ``hookimpl``, ``check_options``
+and ``TapweightError`` load at once, and the names that need torch (``load_backbone``,
+``random_split``, ...) are imported on first use (PEP 562), so the command line and plugin
+registration start in well under a second.
 """
 
+import importlib
 import os
 
 if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (see cli.py),
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
-from tapweight.checkpoint import load_backbone, read_weights
 from tapweight.config import RunConfig, check_options
-from tapweight.data import random_split
 from tapweight.errors import TapweightError
 from tapweight.hookspecs import hookimpl
-from tapweight.models import computed_once
+from tapweight.lazy import deferred, require
 from tapweight.specs import (
     BackboneSpec,
     DatasetSpec,
     Domain,
     DomainData,
     HeadSpec,
+    LoggerSpec,
     ObjectiveSpec,
     Split,
     Table,
@@ -27,9 +32,27 @@ from tapweight.specs import (
 )
 
 __version__ = "0.1.0"
+
+#: exported names whose modules import torch: loaded when first used
+_LAZY = {
+    "load_backbone": "tapweight.checkpoint", "read_weights": "tapweight.checkpoint",
+    "random_split": "tapweight.data", "computed_once": "tapweight.models",
+}
+
 __all__ = [
-    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "ObjectiveSpec",
-    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "check_options", "computed_once", "hookimpl",
-    "load_backbone",
-    "random_split", "read_weights",
+    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "LoggerSpec", "ObjectiveSpec",
+    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "check_options", "computed_once",
+    "deferred", "hookimpl", "load_backbone", "random_split", "read_weights", "require",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tapweight' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

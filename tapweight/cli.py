@@ -21,24 +21,50 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from omegaconf import OmegaConf
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tapweight import distributed, interrupts, runner
+import tapweight
+from tapweight import interrupts
 from tapweight import plugins as plugin_manager
 from tapweight.config import METHODS
-from tapweight.distributed import RankZeroFailed
-from tapweight.errors import TapweightError
+from tapweight.errors import RankZeroFailed, TapweightError
 from tapweight.interrupts import Interrupted
-from tapweight.report import mean_pm_std, number
 from tapweight.runlog import OursOrWarnings
+
+# Only what every command needs is imported above: `tapweight --help`, `--version`, `list`
+# and `plugins` answer without importing torch (seconds). The commands that train import
+# the runner (and torch with it) when they are called.
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Task-adaptive continued pretraining with learned objective weights.")
-out = Console()
-LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "methods")
+LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods")
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr) that, when the stream is not a terminal (a file,
+    a pipe, a scheduler's log), neither wraps nor cuts lines: paths stay whole."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 100_000)
+
+
+def _quiet(flag: bool) -> bool:
+    """``--quiet``, implied when stderr is not a terminal: a progress bar redrawn into a log
+    file is noise, a log line every ``log_every`` steps is not."""
+    return flag or not sys.stderr.isatty()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tapweight {tapweight.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                               help="print the version and exit")] = False):
+    """Task-adaptive continued pretraining with learned objective weights."""
 
 
 def _seeds(text: str) -> list[int]:
@@ -65,9 +91,12 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<...>)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this folder")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars "
+                                        "(implied when stderr is not a terminal)")] = False,
 ):
     """Continued pretraining with learned weights, final fine-tune, test metric."""
+    from tapweight import runner
+
     options = {key: value for key, value in {
         "method": method, "steps": steps, "data": data, "corpus": corpus, "init": init,
         "device": device, "seeds": _seeds(seeds) if seeds else None}.items() if value is not None}
@@ -82,15 +111,17 @@ def run(
             raise TapweightError(f"domain '{domain}' has no --model option; use --init for weights")
         options[f"{domain}.model"] = model
     job = runner.resolve(domain, task, preset, config, options, set_ or [], registry=registry)
-    _print_summary(runner.run(job, out_dir, quiet))
+    _print_summary(runner.run(job, out_dir, _quiet(quiet)))
 
 
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
+    from tapweight import runner
+
     domain, task = _saved_task(folder)
     if expect is not None and expect != (domain, task):
         raise TapweightError(f"'{folder}' is a run of {domain}/{task}, not {expect[0]}/{expect[1]}")
     job = runner.resolve(domain, task, "paper", str(folder / "config.yaml"))
-    _print_summary(runner.run(job, folder, quiet, resume=True))
+    _print_summary(runner.run(job, folder, _quiet(quiet), resume=True))
 
 
 def _saved_task(folder: Path) -> tuple[str, str]:
@@ -98,6 +129,8 @@ def _saved_task(folder: Path) -> tuple[str, str]:
     saved = folder / "config.yaml"
     if not saved.is_file():
         raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
+    from omegaconf import OmegaConf
+
     fix = "restore it from the run's log.txt, or start a new run"
     try:
         head = OmegaConf.to_container(OmegaConf.load(saved))
@@ -113,24 +146,33 @@ def _saved_task(folder: Path) -> tuple[str, str]:
 @app.command("resume")
 def resume_command(
     run_dir: Annotated[Path, typer.Argument(help="a run folder made by `tapweight run`")],
-    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars "
+                                        "(implied when stderr is not a terminal)")] = False,
 ):
     """Continue an interrupted run from its last checkpoint."""
     _resume(run_dir, quiet)
 
 
 def _print_summary(summary: dict) -> None:
-    """The per-seed and mean ± std table (rank 0 only: the other ranks hold the same)."""
+    """The per-seed table, mean ± std over several seeds, and where the run folder is (rank
+    0 only: the other ranks hold the same)."""
+    from tapweight import distributed
+    from tapweight.report import mean_pm_std, number
+
     if not distributed.is_main():
         return
-    table = RichTable(title=f"{summary['domain']}/{summary['task']} — {summary['method']}")
+    table = RichTable(title=escape(f"{summary['domain']}/{summary['task']} — {summary['method']}"))
     table.add_column("seed")
     table.add_column(f"val {summary['metric']}")
     table.add_column(f"test {summary['metric']}")
     for seed, result in summary["seeds"].items():
         table.add_row(str(seed), number(result.get("val")), number(result.get("test")))
-    table.add_row("mean ± std", mean_pm_std(summary, "val"), mean_pm_std(summary, "test"))
-    out.print(table)
+    if len(summary["seeds"]) > 1:
+        table.add_row("mean ± std", mean_pm_std(summary, "val"), mean_pm_std(summary, "test"))
+    console = _console()
+    console.print(table)
+    if summary.get("folder"):
+        console.print(f"run folder: {summary['folder']}", markup=False, highlight=False)
 
 
 @app.command("list")
@@ -140,7 +182,7 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
         raise TapweightError(f"cannot list '{what}'; choose one of {', '.join(LISTABLE)}")
     if what == "methods":
         for name in METHODS:
-            out.print(name)
+            print(name)
         return
     registry = plugin_manager.build_registry()
     table = RichTable(show_header=True)
@@ -149,11 +191,12 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
     table.add_column("description")
     for name in registry.names(what):
         spec = registry.tables[what][name]
-        table.add_row(name, registry.owners[(what, name)], getattr(spec, "description", ""))
-    if what == "domains":
+        table.add_row(*map(escape, (name, registry.owners[(what, name)], getattr(spec, "description", ""))))
+    if what == "domains":  # escaped: rich would read the fix's [nlp] as markup and drop it
         for problem in registry.problems:
-            table.add_row(problem.plugin, "unavailable", f"{problem.message}. {problem.fix}".strip())
-    out.print(table)
+            table.add_row(*map(escape, (problem.plugin, "unavailable",
+                                        f"{problem.message}. {problem.fix}".strip())))
+    _console().print(table)
 
 
 @app.command("plugins")
@@ -167,14 +210,18 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     """Summarise a run folder: config, final λ, metrics."""
     metrics = run_dir / "metrics.json"
     _saved_task(run_dir)
-    out.print(f"[bold]{run_dir}[/bold]")
+    console = _console()
+    console.print(f"[bold]{escape(str(run_dir))}[/bold]")
+    console.print(f"config.yaml:\n{(run_dir / 'config.yaml').read_text().rstrip()}", markup=False,
+                  highlight=False)
     for csv in sorted(run_dir.glob("seed*/weights.csv")):
         step, lam = _last_weights(csv)
-        out.print(f"{csv.parent.name}: step {step}, λ {lam}")
+        console.print(f"{csv.parent.name}: step {step}, λ {lam}", markup=False, highlight=False)
     if metrics.is_file():
         _print_summary(_read_summary(metrics))
     else:
-        out.print("not finished: no metrics.json yet (continue it with `tapweight resume`)")
+        console.print("not finished: no metrics.json yet (continue it with `tapweight resume`)",
+                      markup=False)
 
 
 def _last_weights(csv: Path) -> tuple[int, str]:
@@ -206,14 +253,34 @@ def _read_summary(path: Path) -> dict:
     return summary
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record comes (as rich's
+    console does), not on the stream of the moment it was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
 def _setup_logging() -> None:
-    """Our INFO lines and everyone's warnings, on stderr through rich (once per process);
-    under torchrun, ranks other than 0 show errors only (they hold the same data and config,
+    """Our INFO lines and everyone's warnings on stderr (once per process): through rich on a
+    terminal, as plain unwrapped lines (``INFO tapweight.runner: ...``) into a file or pipe.
+    Under torchrun, ranks other than 0 show errors only (they hold the same data and config,
     so their INFO lines and warnings repeat rank 0's)."""
     root = logging.getLogger()
     if any(getattr(h, "tapweight", False) for h in root.handlers):
         return
-    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=_console(stderr=True), show_path=False, markup=False)
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(OursOrWarnings())
     handler.tapweight = True
     if _rank() != 0:

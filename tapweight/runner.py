@@ -6,9 +6,12 @@ the method is ``none``), re-finetunes the final backbone and scores the test spl
 
 Run folder layout::
 
-    config.yaml  metrics.json  weights.png  log.txt
-    seed<k>/  checkpoint.pt  weights.csv  losses.csv  weights.png  backbone.safetensors  metrics.json
-              predictions.csv  target_scaler.json (regression tasks)
+    config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
+    seed<k>/  checkpoint.pt  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
+              metrics.json  predictions.csv  target_scaler.json (regression tasks)  [tensorboard/]
+
+``weights.csv`` and ``losses.csv`` grow a row per global step as the run goes (report.py);
+the trackers of ``report_to`` (loggers.py) receive the same values.
 """
 
 from __future__ import annotations
@@ -41,17 +44,20 @@ from tapweight.errors import TapweightError
 from tapweight.finetune import refinetune
 from tapweight.interrupts import Interrupted
 from tapweight.labels import check_split, check_table
+from tapweight.loggers import RunLoggers, step_values
 from tapweight.models import PretrainModel, TaskModel
 from tapweight.plugins import build_registry
-from tapweight.progress import Progress
+from tapweight.progress import Progress, StepStatus
 from tapweight.registry import Registry
 from tapweight.report import (
+    Trajectory,
     mean_pm_std,
     plot_weights,
     summarize,
+    whole_run_snr,
+    write_diagnostics,
     write_json,
     write_predictions,
-    write_trajectory,
 )
 from tapweight.runlog import RunLog
 from tapweight.session import Session
@@ -98,7 +104,8 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
     if sets:
         layers.append(("--set", layer_from_sets(list(sets), domain)))
     job = Job(build_config(dom.options, layers), registry, dom, spec, preset)
-    objective_names(job)  # fail on a bad objective before any work is done
+    objective_names(job)  # fail on a bad objective or tracker before any work is done
+    logger_specs(job)
     return job
 
 
@@ -116,6 +123,11 @@ def objective_names(job: Job) -> list[str]:
         raise TapweightError(f"method 'fixed' needs one weight per objective ({len(names)}: "
                              f"{', '.join(names)}), got {len(cfg.weights)}")
     return names
+
+
+def logger_specs(job: Job) -> list:
+    """The registered trackers ``report_to`` names (``tapweight list loggers``)."""
+    return [job.registry.get("loggers", name) for name in job.cfg.report_to]
 
 
 def pick_device(name: str) -> torch.device:
@@ -168,7 +180,7 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     out = Path(distributed.broadcast(str(out or default_out(cfg))))  # one folder for all ranks
     with RunLog() as run_log, Session(out, resume, run_log) as session:
         try:
-            return _run_seeds(job, out, device, quiet, resume, run_log, session)
+            return {**_run_seeds(job, out, device, quiet, resume, run_log, session), "folder": str(out)}
         except Interrupted as err:
             raise session.interrupted(err.signum) from None
 
@@ -196,11 +208,11 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
         session.progressed()
     summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
                "metric": job.task.metric, "seeds": results, **summarize(results)}
-    curves = [out / f"seed{s}" / "weights.csv" for s in seeds]
+    folders = [out / f"seed{s}" for s in seeds]
     if main:
         write_json(summary, out / "metrics.json")
-        if all(c.exists() for c in curves):
-            plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
+        if all((f / "weights.csv").exists() for f in folders):
+            plot_weights(folders, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
     log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
     return summary
 
@@ -233,27 +245,38 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
     if task.scaler is not None and distributed.is_main():
         task.scaler.save(folder / SCALER_FILE)
     backbone = task.backbone
-    if cfg.method != "none":
-        try:
-            backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device, folder, quiet)
-        except NonFiniteLoss as err:
-            saved = folder / "checkpoint.pt"
-            kept = (f"the checkpoint of step {load_state(saved)['step']} is kept in {saved}"
-                    if saved.exists() else
-                    "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
-            raise NonFiniteLoss(f"{err}; {kept}", err.step) from None
-    result = None
-    current_session().started()
-    if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
-        progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
-        with progress:
-            result, preds = refinetune(
-                backbone, task.make_head, task.data, job.task, cfg.final, device, cfg.seed, cfg.num_workers,
-                on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"), scaler=task.scaler)
-        log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
-                 result["val"], result["test"], result["best_epoch"])
-        write_predictions(table, task.split.test, preds, folder / "predictions.csv")
-        write_json(result, done)
+    with RunLoggers(logger_specs(job) if distributed.is_main() else [], cfg, folder) as loggers:
+        if cfg.method != "none":
+            try:
+                backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device,
+                                                 folder, quiet, loggers)
+            except NonFiniteLoss as err:
+                saved = folder / "checkpoint.pt"
+                kept = (f"the checkpoint of step {load_state(saved)['step']} is kept in {saved}"
+                        if saved.exists() else
+                        "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
+                raise NonFiniteLoss(f"{err}; {kept}", err.step) from None
+        result = None
+        current_session().started()
+        if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
+            steps = cfg.steps if cfg.method != "none" else 0  # the trackers' axis goes on from there
+            metric = job.task.metric
+
+            def on_epoch(epoch: int, value: float) -> None:
+                progress.advance(f"val {metric} {value:.4f}")
+                loggers.log({f"final/val_{metric}": value}, steps + epoch)
+
+            progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
+            with progress:
+                result, preds = refinetune(
+                    backbone, task.make_head, task.data, job.task, cfg.final, device, cfg.seed, cfg.num_workers,
+                    on_epoch=on_epoch, scaler=task.scaler)
+            log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, metric,
+                     result["val"], result["test"], result["best_epoch"])
+            loggers.log({f"result/{k}": v for k, v in result.items() if isinstance(v, (int, float))},
+                        steps + cfg.final.epochs)
+            write_predictions(table, task.split.test, preds, folder / "predictions.csv")
+            write_json(result, done)
     return distributed.broadcast(result)
 
 
@@ -311,8 +334,11 @@ def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engi
 
 
 def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,
-                          quiet: bool):
-    """Levels I–III for ``cfg.steps`` global steps; returns the final θ backbone."""
+                          quiet: bool, loggers: RunLoggers | None = None):
+    """Levels I–III for ``cfg.steps`` global steps; returns the final θ backbone.
+
+    Each step's record goes to ``weights.csv``/``losses.csv`` (rank 0), to the trackers, and
+    to the bar's status line (or, ``quiet``, a log line every ``log_every`` steps)."""
     engine = build_engine(job, cfg, data, backbone, head, device)
     theta = engine.theta
     checkpoint = folder / "checkpoint.pt"
@@ -320,6 +346,12 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     resume_engine(engine, checkpoint, cfg.seed)
     session.saved(engine.step_count)
     main = distributed.is_main()
+    loggers = loggers or RunLoggers([], cfg, folder)
+    trajectory = Trajectory(folder)
+    if main:
+        trajectory.restart(engine.history)  # what the checkpoint holds, no row more
+        loggers.open(engine.step_count)
+    status = StepStatus(cfg.log_every)
     progress = Progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", quiet or not main, start=engine.step_count)
     session.started()
     with progress:
@@ -327,10 +359,13 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
             with session.deferred():  # a first Ctrl-C lets the step finish
                 record = engine.step()
             session.progressed()
-            lam = " ".join(f"{k[7:]}={v:.3f}" for k, v in record.items() if k.startswith("lambda_"))
-            progress.advance(f"λ {lam}")
+            status.update(record)
+            if main:
+                trajectory.append(record)
+                loggers.log(step_values(record), engine.step_count)
+            progress.advance(status.line())
             if quiet and main and engine.step_count % cfg.log_every == 0:
-                log.info("step %d/%d λ %s", engine.step_count, cfg.steps, lam)
+                log.info("step %d/%d %s", engine.step_count, cfg.steps, status.line())
             stop = session.stop_signal()
             if main and (stop or session.checkpoint_due(cfg, engine.step_count)):
                 with session.deferred():
@@ -343,13 +378,23 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     with session.deferred():
         save_state(engine.state_dict(), checkpoint)
         session.saved(engine.step_count)
-        write_trajectory(engine.history, folder)
-        plot_weights([folder / "weights.csv"], folder / "weights.png",
-                     f"{cfg.domain}/{cfg.task} seed {cfg.seed}: λ over steps")
+        if write_diagnostics(folder) is not None:
+            _log_signal(cfg.seed, folder)
+        plot_weights([folder], folder / "weights.png", f"{cfg.domain}/{cfg.task} seed {cfg.seed}: λ over steps")
         save_weights(theta.backbone, folder / "backbone.safetensors")
     if stop := session.stop_signal(agree=False):
         raise Interrupted(stop)
     return theta.backbone
+
+
+def _log_signal(seed: int, folder: Path) -> None:
+    """One line on whether the hypergradient held a signal for λ over the whole seed."""
+    import pandas as pd
+
+    snr = whole_run_snr(pd.read_csv(folder / "losses.csv"), pd.read_csv(folder / "weights.csv"))
+    shown = ", ".join(f"{k} {v:+.1f}" for k, v in snr.items())
+    log.info("seed %d: signal-to-noise ratio of the hypergradient that moves λ, over the run: %s "
+             "(|SNR| < 2: no consistent signal; > 0: λ falls) -> hypergrad.csv", seed, shown)
 
 
 def resume_engine(engine: Engine, checkpoint: Path, seed: int) -> None:

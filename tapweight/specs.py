@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from torch import nn
-from torch.utils.data import Dataset
+if TYPE_CHECKING:  # annotations only: registering a plugin must not import torch
+    from pathlib import Path
+
+    import numpy as np
+    from torch import nn
+    from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,23 @@ class DatasetSpec:
 
     name: str
     load: Callable[[Any], Table]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class LoggerSpec:
+    """An experiment tracker a run reports to, chosen with ``--set report_to=[name]``.
+
+    ``build(cfg, folder, step)`` is called once per seed on rank 0 (``folder`` is the seed's
+    folder in the run folder, ``step`` the global step the seed starts from: 0, or the
+    checkpoint's on ``resume``, past which a tracker that keeps its own history should drop
+    what it holds). It returns an object with ``log(values, step)`` (``values``: a dict of
+    floats, names like ``lambda/<objective>``) and ``close()``. Names are plain words
+    (``tensorboard``, ``mlflow``, ``wandb``), not namespaced by domain.
+    """
+
+    name: str
+    build: Callable[[Any, Path, int], Any]
     description: str = ""
 
 

@@ -16,12 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from tapweight import Table, TapweightError
 from tapweight.paths import data_dir
-from tapweight_mol.render import abbreviate, canonical, quiet_rdkit
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +134,11 @@ def download(spec: MoleculeNetSet) -> Path:
 
 def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     """The labelled molecules of ``path``, invalid SMILES dropped (and reported)."""
+    import numpy as np  # here, not at the top: the plugin's registration reads SETS only
+    import pandas as pd
+
+    from tapweight_mol.render import abbreviate, canonical, quiet_rdkit
+
     try:
         frame = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as err:

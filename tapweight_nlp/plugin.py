@@ -2,16 +2,16 @@
 
 Registers the domain with its ``cpu`` and ``paper`` presets, the ``nlp.roberta`` backbone,
 the ``nlp.mlm``, ``nlp.cl`` and ``nlp.sop`` objectives, and the GLUE and TAP data sets and
-tasks. Importing this module imports transformers, so a missing ``tapweight[nlp]`` extra
-surfaces as a ``ModuleNotFoundError`` the plugin loader turns into "pip install ...".
+tasks. Every ``tapweight`` command loads this module, so it imports neither transformers nor
+torch: it checks that the ``tapweight[nlp]`` extra is installed (a missing one surfaces as a
+``ModuleNotFoundError`` the plugin loader turns into "pip install ...") and registers
+builders that import the domain's modules when a run calls them (:mod:`tapweight.lazy`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-
-import transformers  # noqa: F401  (the [nlp] extra; see the module docstring)
 
 from tapweight import (
     BackboneSpec,
@@ -20,13 +20,13 @@ from tapweight import (
     ObjectiveSpec,
     TapweightError,
     check_options,
+    deferred,
     hookimpl,
+    require,
 )
-from tapweight_nlp.backbone import build_backbone
-from tapweight_nlp.data import build_data, given_split, glue_split
-from tapweight_nlp.load import load_table
-from tapweight_nlp.objectives import build_cl, build_mlm, build_sop
 from tapweight_nlp.tasks import DATASETS, task_spec
+
+require("transformers", "datasets", "tokenizers")  # the [nlp] extra, found without importing it
 
 
 @dataclass
@@ -88,8 +88,8 @@ DOMAIN = Domain(
     options=NlpOptions,
     backbone="nlp.roberta",
     objectives=("nlp.mlm", "nlp.cl", "nlp.sop"),
-    build_data=build_data,
-    splits={"glue": glue_split, "given": given_split},
+    build_data=deferred("tapweight_nlp.data:build_data"),
+    splits={"glue": deferred("tapweight_nlp.data:glue_split"), "given": deferred("tapweight_nlp.data:given_split")},
     presets={"cpu": CPU, "paper": PAPER},
 )
 
@@ -99,23 +99,32 @@ def register_domains(register):
     register(DOMAIN)
 
 
+def _roberta(cfg, data):
+    from tapweight_nlp.backbone import build_backbone
+
+    return build_backbone(cfg)
+
+
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("nlp.roberta", lambda cfg, data: build_backbone(cfg),
+    register(BackboneSpec("nlp.roberta", _roberta,
                           "RoBERTa-family encoder (--model NAME|DIR|tiny), <s> features"))
 
 
 @hookimpl
 def register_objectives(register):
-    register(ObjectiveSpec("nlp.mlm", build_mlm, "masked language modelling, 15%, 80/10/10"))
-    register(ObjectiveSpec("nlp.cl", build_cl, "SimCSE contrastive, dropout views, τ = 0.05"))
-    register(ObjectiveSpec("nlp.sop", build_sop, "segment-order prediction, halves swapped p=0.5"))
+    register(ObjectiveSpec("nlp.mlm", deferred("tapweight_nlp.objectives:build_mlm"),
+                           "masked language modelling, 15%, 80/10/10"))
+    register(ObjectiveSpec("nlp.cl", deferred("tapweight_nlp.objectives:build_cl"),
+                           "SimCSE contrastive, dropout views, τ = 0.05"))
+    register(ObjectiveSpec("nlp.sop", deferred("tapweight_nlp.objectives:build_sop"),
+                           "segment-order prediction, halves swapped p=0.5"))
 
 
 @hookimpl
 def register_datasets(register):
     for dataset in DATASETS.values():
-        register(DatasetSpec(f"nlp.{dataset.name}", partial(load_table, dataset),
+        register(DatasetSpec(f"nlp.{dataset.name}", partial(deferred("tapweight_nlp.load:load_table"), dataset),
                              dataset.description))
 
 

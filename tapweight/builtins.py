@@ -1,5 +1,5 @@
-"""The core's own plugin: domain-independent heads and the built-in experiment trackers
-(:mod:`tapweight.loggers`), registered like any plugin's.
+"""The core's own plugin: domain-independent heads, probe objectives and the built-in
+experiment trackers (:mod:`tapweight.loggers`), registered like any plugin's.
 
 Registration imports nothing heavy (the command line lists these without torch); the
 builders import torch when a run calls them.
@@ -7,7 +7,8 @@ builders import torch when a run calls them.
 
 from tapweight import loggers
 from tapweight.hookspecs import hookimpl
-from tapweight.specs import HeadSpec
+from tapweight.lazy import deferred
+from tapweight.specs import HeadSpec, ObjectiveSpec
 
 
 def _linear(in_dim: int, n_outputs: int, cfg):
@@ -26,6 +27,14 @@ def _mlp(in_dim: int, n_outputs: int, cfg):
 def register_heads(register):
     register(HeadSpec("core.linear", _linear, "one linear layer: features -> outputs"))
     register(HeadSpec("core.mlp", _mlp, "two-layer MLP with ReLU and dropout 0.1"))
+
+
+@hookimpl
+def register_objectives(register):
+    register(ObjectiveSpec("core.random_labels", deferred("tapweight.probes:build_random_labels"),
+                           "harmful probe: fit labels drawn at random for every example"))
+    register(ObjectiveSpec("core.feature_collapse", deferred("tapweight.probes:build_feature_collapse"),
+                           "harmful probe: minimise the features' squared norm"))
 
 
 @hookimpl

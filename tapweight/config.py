@@ -292,8 +292,8 @@ def validate_hypergradient(cfg: RunConfig) -> None:
     _check(r.fd_scheme in ("central", "forward"), f"reweight.fd_scheme must be central or forward, got '{r.fd_scheme}'")
     _check(0 < r.hyper_fraction <= 1, f"reweight.hyper_fraction must be in (0, 1], got {r.hyper_fraction}")
     _check(r.fd_radius > 0, f"reweight.fd_radius must be > 0, got {r.fd_radius}")
-    _check(r.iterations >= 1 and r.curvature_iterations >= 1,
-           "reweight.iterations and reweight.curvature_iterations must be >= 1")
+    _check(r.iterations >= 1, f"reweight.iterations must be >= 1, got {r.iterations}")
+    _check(r.curvature_iterations >= 1, f"reweight.curvature_iterations must be >= 1, got {r.curvature_iterations}")
     _check(r.neumann_alpha >= 0, f"reweight.neumann_alpha must be >= 0 (0: from a power iteration), "
                                  f"got {r.neumann_alpha}")
     _check(r.cg_tol > 0, f"reweight.cg_tol must be > 0, got {r.cg_tol}")

@@ -78,6 +78,11 @@ class MolCorpus(Dataset):
     def __getitem__(self, i: int):
         return i, read_image(self.paths[i])
 
+    @staticmethod
+    def backbone_inputs(batch: dict) -> torch.Tensor:
+        """What the backbone takes from a corpus batch: its images (the core's probes use it)."""
+        return batch["image"]
+
     def clusters(self, k: int) -> tuple[torch.Tensor, int]:
         """Cluster id of every corpus molecule at granularity ``k``, and the number of ids."""
         if k in self.precomputed:

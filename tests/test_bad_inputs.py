@@ -211,7 +211,7 @@ ROWS = [
         domain="tabular"),
     Bad("tabular-corpus-wrong-width", [*TAB, "--corpus", "c.csv"], "it needs 30 numeric feature columns",
         {"c.csv": "a,b\n1,2\n"}, domain="tabular"),
-    Bad("tabular-init-wrong-shape", [*TAB, "--init", "w.pt"], "does not fit this backbone",
+    Bad("tabular-init-wrong-shape", [*TAB, "--init", "w.pt"], "does not fit backbone",
         {"w.pt": torch_bytes({"x": torch.ones(1)})}, domain="tabular"),
     # -- mol --------------------------------------------------------------------------------
     Bad("mol-data-missing", [*MOL], "data path 'bbbp.csv' does not exist", domain="mol"),

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -163,8 +164,8 @@ def test_a_crafted_checkpoint_runs_no_code_on_resume(tmp_path):
     done = subprocess.run([*LAUNCH, "resume", str(out), "--quiet"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"error: checkpoint {out / 'seed0' / 'checkpoint.pt'} holds Python objects besides tensors; tapweight "
-        f"does not unpickle them (that could run code): delete {out / 'seed0' / 'checkpoint.pt'} to restart "
+        f"error: checkpoint {out / 'seed0' / 'checkpoint.pt'} holds Python objects besides tensors (io.open); "
+        f"tapweight does not unpickle them (that could run code): delete {out / 'seed0' / 'checkpoint.pt'} to restart "
         "this seed from step 0"]
     assert not marker.exists()
 
@@ -224,8 +225,8 @@ def test_every_file_of_a_run_folder_honours_the_umask(toy, tmp_path):
 def test_metrics_json_is_strict_json_when_a_metric_is_undefined(toy, tmp_path, monkeypatch):
     from tapweight import runner
 
-    def nan_scores(*args, **kwargs):
-        return {"val": float("nan"), "test": float("nan"), "best_epoch": 0}
+    def nan_scores(backbone, make_head, data, *args, **kwargs):  # (scores, test predictions)
+        return {"val": float("nan"), "test": float("nan"), "best_epoch": 0}, np.full((len(data.test), 1), np.nan)
 
     monkeypatch.setattr(runner, "refinetune", nan_scores)
     out = run_toy(tmp_path, "--seeds", "0,1")

@@ -94,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override, as tapweight run --set (e.g. init=ImageMol.pth.tar)")
     c.add_argument("--batches", type=int, default=6, help="training batches whose features are used")
+    u = sub.add_parser("startup", help="wall time of tapweight --help, --version, list, plugins (fresh processes)")
+    u.add_argument("--repeats", type=int, default=5)
+    u.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -159,6 +162,13 @@ def main(argv: list[str] | None = None) -> dict:
             raise TapweightError(f"--batches {args.batches}: give at least 1")
         result = curvature.run(args.domain, args.task, args.data, args.sets, args.batches)
         print(report.curvature_table(result))
+    elif args.command == "startup":
+        from bench import startup
+
+        if args.repeats < 1:
+            raise TapweightError(f"--repeats {args.repeats}: give at least 1")
+        result = {"command": "startup", **startup.run(args.repeats)}
+        print(startup.table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))

@@ -98,8 +98,8 @@ def load_entry_points() -> None:
         module = _import(ep)
         if module is not None:
             register_plugin(module, ep.name, builtin=_is_builtin(ep))
-            if ep.dist is not None:
-                _versions[ep.name] = ep.dist.version
+            if ep.dist is not None and ep.dist.metadata.get("Version"):
+                _versions[ep.name] = ep.dist.metadata["Version"]
 
 
 def _import(ep: md.EntryPoint):

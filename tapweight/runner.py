@@ -364,7 +364,7 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
                 trajectory.append(record)
                 loggers.log(step_values(record), engine.step_count)
             progress.advance(status.line())
-            if quiet and main and engine.step_count % cfg.log_every == 0:
+            if quiet and main and (engine.step_count % cfg.log_every == 0 or engine.step_count == cfg.steps):
                 log.info("step %d/%d %s", engine.step_count, cfg.steps, status.line())
             stop = session.stop_signal()
             if main and (stop or session.checkpoint_due(cfg, engine.step_count)):

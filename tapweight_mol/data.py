@@ -143,12 +143,12 @@ def _read_corpus_file(file: Path, path: str) -> tuple[list, dict[int, np.ndarray
     return raw, precomputed
 
 
-def _report_invalid(what: str, bad: list, total: int) -> list[str]:
+def _report_invalid(what: str, bad: list, total: int) -> None:
+    """One warning naming the first invalid rows (the run log's only report of them)."""
     shown = [f"row {r}: {abbreviate(s)}" for r, s in bad[:SHOW_INVALID]]
     if bad:
         log.warning("%s: skipped %d invalid SMILES of %d (%s%s)", what, len(bad), total,
                     "; ".join(shown), "; ..." if len(bad) > SHOW_INVALID else "")
-    return shown
 
 
 def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
@@ -164,10 +164,7 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
         raise TapweightError(
             f"{table.source}: {len(bad)} rows have invalid SMILES (row {bad[0][0]})")
     paths, drawn = render(smiles, size, root / "images", workers)
-    skipped = getattr(table.inputs, "skipped", [])
-    info = {
-        "invalid_smiles": len(skipped),
-        "invalid_rows": [f"row {r}: {abbreviate(s)}" for r, s in skipped[:SHOW_INVALID]],
+    info = {  # the loader's warning has said which rows were invalid: not repeated here
         "image_size": size,
         "images_drawn": drawn,
         "images_from_cache": len(paths) - drawn,
@@ -180,10 +177,8 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     if cfg.corpus:
         corpus_smiles, precomputed, corpus_bad = read_corpus(cfg.corpus, workers)
         corpus_paths, corpus_drawn = render(corpus_smiles, size, root / "images", workers)
-        info.update(corpus=cfg.corpus, corpus_invalid_smiles=len(corpus_bad),
-                    corpus_invalid_rows=_report_invalid(cfg.corpus, corpus_bad,
-                                                        len(corpus_smiles) + len(corpus_bad)),
-                    corpus_images_drawn=corpus_drawn,
+        _report_invalid(cfg.corpus, corpus_bad, len(corpus_smiles) + len(corpus_bad))
+        info.update(corpus=cfg.corpus, corpus_images_drawn=corpus_drawn,
                     corpus_precomputed_clusters=sorted(precomputed))
     else:
         corpus_smiles = [smiles[i] for i in split.train]

@@ -146,8 +146,13 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     tasks = list(spec.tasks) or [c for c in frame.columns if c != spec.smiles]
     missing = [c for c in [spec.smiles, *tasks] if c not in frame.columns]
     if missing:
+        quiet_rdkit()
+        headerless = any(_is_number(c) or canonical(c) is not None for c in map(str, frame.columns))
+        wanted = ", ".join(repr(c) for c in [spec.smiles, *spec.tasks])
+        hint = (f"; its first row looks like data, not a header: add a header line naming the "
+                f"columns ({spec.name} reads {wanted})" if headerless else "")
         raise TapweightError(f"{path} has no column {', '.join(map(repr, missing))} (columns: "
-                             f"{', '.join(frame.columns[:8])}...); is it the {spec.name} CSV?")
+                             f"{', '.join(map(str, frame.columns[:8]))}...); is it the {spec.name} CSV?{hint}")
     numeric = frame[tasks].apply(pd.to_numeric, errors="coerce")  # empty cells: missing labels
     not_numbers = numeric.isna() & frame[tasks].notna()
     if not_numbers.any().any():
@@ -168,6 +173,14 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     rows = np.array([r - 1 for r, _ in keep])
     return Table(inputs=Molecules([s for _, s in keep], skipped), labels=labels[rows],
                  label_names=tuple(tasks), source=str(path))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def load(name: str, cfg) -> Table:

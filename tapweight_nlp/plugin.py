@@ -10,7 +10,7 @@ builders that import the domain's modules when a run calls them (:mod:`tapweight
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 from tapweight import (
@@ -43,6 +43,9 @@ class NlpOptions:
     text_column: str = ""  # empty: the data set's own column names
     pair_column: str = ""  # second text of a sentence pair
     label_column: str = ""
+    header: bool = True  # false: the files' first row is data; columns are 0, 1, ... (or nlp.columns)
+    columns: list[str] = field(default_factory=list)  # names for a headerless file's columns, in order
+    label_base: int = 0  # the class id the files give the first class (1: AG News's own CSVs)
     max_train: int = 0  # keep at most this many train rows (0: all); the cpu preset's budget
     max_val: int = 0  # keep at most this many val rows (0: all)
 
@@ -51,6 +54,9 @@ class NlpOptions:
             "max_length": ">= 8", "tiny_vocab_size": ">= 261",  # 256 bytes + 5 special tokens
             "tiny_hidden_size": ">= 1", "tiny_layers": ">= 1", "tiny_heads": ">= 1",
             "max_train": ">= 0", "max_val": ">= 0"})
+        if self.columns and self.header:
+            raise TapweightError("nlp.columns names the columns of files without a header row: "
+                                 "add --set nlp.header=false")
         if self.tiny_hidden_size % self.tiny_heads:
             raise TapweightError(f"nlp.tiny_hidden_size ({self.tiny_hidden_size}) must be a multiple "
                                  f"of nlp.tiny_heads ({self.tiny_heads})")

@@ -64,6 +64,7 @@ class ReweightConfig(LevelConfig):
     scale: str = "reference"  # reference (Betty darts, no η₁η₂) | exact (× η₁η₂)
     fd_radius: float = 0.01  # ‖ε·direction‖ of the finite difference, as Betty's darts
     fd_scheme: str = "central"  # central (two forwards) | forward (one, reusing level I's losses)
+    preconditioner: str = "exact"  # exact (Adam's step differentiated) | identity (every step as SGD)
     hyper_fraction: float = 1.0  # share of each level I batch the directional derivative reads
     unroll: int = 1  # level I and II steps per level III step (> 1: SGD only, exact reverse mode)
     iterations: int = 5  # Neumann terms / CG iterations, per inverse
@@ -290,6 +291,8 @@ def validate_hypergradient(cfg: RunConfig) -> None:
            f"reweight.hypergrad must be one of {', '.join(HYPERGRADS)}, got '{r.hypergrad}'")
     _check(r.scale in ("reference", "exact"), f"reweight.scale must be reference or exact, got '{r.scale}'")
     _check(r.fd_scheme in ("central", "forward"), f"reweight.fd_scheme must be central or forward, got '{r.fd_scheme}'")
+    _check(r.preconditioner in ("exact", "identity"),
+           f"reweight.preconditioner must be exact or identity, got '{r.preconditioner}'")
     _check(0 < r.hyper_fraction <= 1, f"reweight.hyper_fraction must be in (0, 1], got {r.hyper_fraction}")
     _check(r.fd_radius > 0, f"reweight.fd_radius must be > 0, got {r.fd_radius}")
     _check(r.iterations >= 1, f"reweight.iterations must be >= 1, got {r.iterations}")

@@ -185,6 +185,14 @@ class Engine:
         optimizer.zero_grad(set_to_none=True)
         return scale is None or scaler.get_scale() >= scale
 
+    def _precondition(self, optimizer: torch.optim.Optimizer, params: Vector) -> Vector | None:
+        """P of the step ``optimizer`` is about to take (hypergrad.py eq. 1), or None (P = 1)
+        under ``reweight.preconditioner=identity``: the reference code's convention, which
+        treats every inner step as an SGD step."""
+        if self.cfg.reweight.preconditioner == "identity":
+            return None
+        return preconditioner(optimizer, params)
+
     def losses(self, batches: list, params: Vector, exact: bool = True) -> torch.Tensor:
         """L(θ) ∈ R^K on level I ``batches`` ((batch, seed) pairs, their random draws replayed),
         θ's parameters replaced by ``params``, batch-norm statistics untouched, in float32
@@ -224,7 +232,7 @@ class Engine:
         precondition = None
         if self.learn_weights:
             self.scaler_pretrain.unscale_(self.opt_pretrain)
-            precondition = preconditioner(self.opt_pretrain, self.theta_params[:self.n_backbone])
+            precondition = self._precondition(self.opt_pretrain, self.theta_params[:self.n_backbone])
         if not self._optimizer_step(self.scaler_pretrain, self.opt_pretrain):
             self._skipped = True
         self.sched_pretrain.step()
@@ -262,7 +270,7 @@ class Engine:
                 p.grad = 2 * gamma * d if p.grad is None else p.grad.add_(d, alpha=2 * gamma)
             proximal = gamma * float(torch.stack(torch._foreach_norm(diff)).double().pow(2).sum())
         eta = current_lr(self.opt_finetune)
-        precondition = preconditioner(self.opt_finetune, self.w_backbone)
+        precondition = self._precondition(self.opt_finetune, self.w_backbone)
         if not self._optimizer_step(self.scaler_finetune, self.opt_finetune):
             self._skipped = True
         self.sched_finetune.step()

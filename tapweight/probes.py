@@ -6,8 +6,9 @@ make that a known-answer experiment on any domain:
 
 - ``core.random_labels``: a linear classifier fits labels drawn afresh for every example at
   every step (10 classes): the features learn noise;
-- ``core.feature_collapse``: the mean squared norm of the features, minimised: it drives the
-  representation towards zero, erasing what the task needs.
+- ``core.feature_collapse``: the features' mean square (over examples and dimensions, so
+  its scale is that of a typical loss), minimised: it drives the representation towards
+  zero, erasing what the task needs.
 
 Both read the backbone's features of the unaltered corpus batch. What the backbone takes
 from a corpus batch is the corpus dataset's ``backbone_inputs(batch)`` when it defines one
@@ -54,10 +55,10 @@ class RandomLabels(Probe):
 
 
 class FeatureCollapse(Probe):
-    """Mean squared norm of the features: minimised, it collapses the representation."""
+    """Mean square of the features: minimised, it collapses the representation."""
 
     def forward(self, backbone: nn.Module, batch) -> torch.Tensor:
-        return self.features(backbone, batch).float().pow(2).sum(1).mean()
+        return self.features(backbone, batch).float().pow(2).mean()
 
 
 def build_random_labels(backbone: nn.Module, corpus, cfg) -> RandomLabels:

@@ -83,7 +83,8 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
             options: dict | None = None, sets: list[str] = (),
             registry: Registry | None = None) -> Job:
     """Merge the config layers for ``domain/task``, lowest precedence first: the task's
-    defaults, the preset, ``config_file``, command-line ``options``, ``--set`` strings."""
+    defaults, the preset, the task's overrides, ``config_file``, command-line ``options``,
+    ``--set`` strings."""
     registry = registry or build_registry()
     dom = registry.require_domain(domain)
     spec = registry.task(domain, task)
@@ -96,6 +97,7 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
         (f"task {spec.key} defaults",
          layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
         (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
+        (f"task {spec.key} overrides", layer_from_dict(dict(spec.overrides), domain)),
     ]
     if config_file:
         layers.append((config_file, layer_from_file(config_file, domain)))

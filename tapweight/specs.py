@@ -157,7 +157,10 @@ class TaskSpec:
     ``loss`` is ``"bce"`` (binary, one logit per label column, NaN masked), ``"ce"``
     (one label column of class ids, ``n_classes`` logits) or ``"mse"`` (regression).
     ``metric`` is the model-selection metric; ``extra_metrics`` are reported beside it.
-    ``defaults`` are dotted config overrides that suit this task (steps, batch sizes).
+    ``defaults`` are dotted config values that suit this task (steps, batch sizes); a preset
+    overrides them. ``overrides`` are values the task needs whatever the preset (learning
+    rates its loss is stable at): applied over the preset, under ``--config`` and the
+    command line.
     """
 
     domain: str
@@ -170,6 +173,7 @@ class TaskSpec:
     n_classes: int = 0  # for loss="ce"
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

@@ -32,8 +32,13 @@ PRESETS = {
     # 2 CPU cores, real BBBP in under 10 minutes: 64-px images, small batches, 100 steps.
     # Measured on one thread: a tapweight step costs 3.3 CPU-s (uniform: 1.4), a final
     # fine-tuning epoch about 21 CPU-s; with rendering and k-means, ~9 CPU-minutes in all.
+    # Level II at 0.01, not the paper's 0.05: from random weights at 64 px the features' E|f|²
+    # is ~450, and the BCE head's top curvature λ_max(E[σ'ff^T]) ≤ λ_max(E[ff^T])/4 ≈ 88
+    # (`python -m bench curvature mol bbbp`: 707 for MSE's 2E[ff^T]) makes SGD with momentum
+    # 0.9 unstable above 2·1.9/88 ≈ 0.043: at 0.05 level II's loss climbed from 0.69 to 4.0
+    # and the validation loss to 5.7 in 100 BBBP steps, so u (and λ) carried no signal.
     "cpu": {
-        "steps": 100, "log_every": 10,
+        "steps": 100, "log_every": 10, "finetune.lr": 0.01,
         "pretrain.batch_size": 32, "finetune.batch_size": 32, "reweight.batch_size": 32,
         "final.epochs": 8, "final.batch_size": 64,
         "mol.image_size": 64, "mol.mir_size": 32,
@@ -62,4 +67,5 @@ DEFAULT_STEPS = 3_000
 #: at 0.05 the run stops with a NaN at step 5, at 0.01 the final fine-tune diverges in its
 #: second epoch. 0.001 is the reference code's regression rate (molreweight/reweight_reg.sh:
 #: --finetune_lr 0.001), five times below that bound.
+#: They are the regression tasks' overrides: they hold over any preset.
 REGRESSION_DEFAULTS = {"finetune.lr": 0.001, "final.lr": 0.001}

@@ -124,6 +124,6 @@ def register_tasks(register):
             domain="mol", name=name, dataset=f"mol.{name}", split="scaffold", loss=spec.loss,
             metric="roc_auc" if classification else "rmse",
             extra_metrics=() if classification else ("mae",),
-            defaults={"steps": PAPER_STEPS.get(name, DEFAULT_STEPS),
-                      **({} if classification else REGRESSION_DEFAULTS)},
+            defaults={"steps": PAPER_STEPS.get(name, DEFAULT_STEPS)},
+            overrides={} if classification else REGRESSION_DEFAULTS,
             description=f"MoleculeNet {spec.description}, scaffold split 8:1:1"))

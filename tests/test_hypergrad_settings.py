@@ -167,3 +167,34 @@ def test_neumann_defaults_converge_on_a_quadratic_at_its_optimum():
     engine.step()
     expected = problem.implicit_alpha_grad(alpha0, 0.3)
     assert rel_err(engine.alpha.grad, expected) < 0.1
+
+
+def test_identity_preconditioner_takes_adam_steps_as_sgd_steps():
+    """``reweight.preconditioner=identity`` (the reference code's convention): the one-step
+    formula with P = 1, −2γη₁η₂⟨∇L_k(θ), u_b⟩, from the same u; under Adam that is not the
+    exact derivative (the second check can fail)."""
+    from tapweight.hypergrad import directional_jvp, softmax_vjp
+
+    engine = unrolled.engine(unrolled.config("adam", hypergrad="jvp", preconditioner="identity"))
+    for _ in range(3):
+        engine.step()
+    exact = unrolled.alpha_grad(unrolled.snapshot(engine))
+    seen, method = {}, engine.hypergrad
+
+    def record(problem, hvps=None):
+        seen["problem"] = problem
+        return method(problem, hvps)
+
+    record.needs_hessians = False
+    engine.hypergrad = record
+    lam = engine.lam
+    engine.step()
+    problem = seen["problem"]
+    (step,) = problem.steps
+    nb = problem.n_backbone
+    direction = list(problem.u[:nb]) + [None] * (len(step.theta) - nb)
+    g = -2 * problem.gamma * step.eta_pretrain * step.eta_finetune * directional_jvp(
+        lambda ps: step.losses(ps, True), step.theta, direction)
+    assert step.precondition_pretrain is None and step.precondition_finetune is None
+    assert rel_err(engine.alpha.grad, softmax_vjp(lam, g)) < 1e-6
+    assert rel_err(engine.alpha.grad, exact) > 0.1

@@ -117,6 +117,20 @@ def whole_run_snr(losses: pd.DataFrame, weights: pd.DataFrame) -> dict[str, floa
             if c.startswith("relative_snr_")}
 
 
+def signal_line(folder: Path) -> str | None:
+    """One line on whether the hypergradient held a signal for λ over a seed's steps so far,
+    or None when the seed learned no weights."""
+    folder = Path(folder)
+    if not (folder / "losses.csv").is_file() or not (folder / "weights.csv").is_file():
+        return None
+    snr = whole_run_snr(pd.read_csv(folder / "losses.csv"), pd.read_csv(folder / "weights.csv"))
+    if not snr:
+        return None
+    shown = ", ".join(f"{k} {v:+.1f}" for k, v in snr.items())
+    return (f"signal-to-noise ratio of the hypergradient that moves λ, over the run: {shown} "
+            f"(|SNR| < {SIGNAL:g}: no consistent signal; > 0: λ falls)")
+
+
 def write_diagnostics(folder: Path) -> pd.DataFrame | None:
     """``hypergrad.csv`` of a seed folder from its ``weights.csv`` and ``losses.csv``."""
     folder = Path(folder)

@@ -53,8 +53,8 @@ from tapweight.report import (
     Trajectory,
     mean_pm_std,
     plot_weights,
+    signal_line,
     summarize,
-    whole_run_snr,
     write_diagnostics,
     write_json,
     write_predictions,
@@ -381,22 +381,12 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
         save_state(engine.state_dict(), checkpoint)
         session.saved(engine.step_count)
         if write_diagnostics(folder) is not None:
-            _log_signal(cfg.seed, folder)
+            log.info("seed %d: %s -> hypergrad.csv", cfg.seed, signal_line(folder))
         plot_weights([folder], folder / "weights.png", f"{cfg.domain}/{cfg.task} seed {cfg.seed}: λ over steps")
         save_weights(theta.backbone, folder / "backbone.safetensors")
     if stop := session.stop_signal(agree=False):
         raise Interrupted(stop)
     return theta.backbone
-
-
-def _log_signal(seed: int, folder: Path) -> None:
-    """One line on whether the hypergradient held a signal for λ over the whole seed."""
-    import pandas as pd
-
-    snr = whole_run_snr(pd.read_csv(folder / "losses.csv"), pd.read_csv(folder / "weights.csv"))
-    shown = ", ".join(f"{k} {v:+.1f}" for k, v in snr.items())
-    log.info("seed %d: signal-to-noise ratio of the hypergradient that moves λ, over the run: %s "
-             "(|SNR| < 2: no consistent signal; > 0: λ falls) -> hypergrad.csv", seed, shown)
 
 
 def resume_engine(engine: Engine, checkpoint: Path, seed: int) -> None:

@@ -195,6 +195,7 @@ def test_version_show_and_a_single_seed_summary(toy, tmp_path, capsys):
     assert cli("show", str(out)) == 0
     shown = capsys.readouterr().out
     assert "config.yaml:\n" in shown and "  gamma: 0.001" in shown and "seed0: step 6, λ" in shown
+    assert "seed0: signal-to-noise ratio of the hypergradient that moves λ, over the run: denoise " in shown
     assert "mean ± std" not in shown
     two = run_toy(tmp_path, "--seeds", "0,1", name="two")
     capsys.readouterr()

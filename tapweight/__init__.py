@@ -1,11 +1,13 @@
 """tapweight: task-adaptive continued pretraining with learned objective weights (TapWeight).
 
-The public API for plugins is what this module exports; anything else is internal.
+The public API is what this module exports: ``run`` and ``Result`` for notebooks and scripts
+(docs/python-api.md), the specs and helpers for plugins (docs/hooks.md); anything else is
+internal.
 
-Importing ``tapweight`` is cheap (no torch): the specs, ``hookimpl``, ``check_options``
-and ``TapweightError`` load at once, and the names that need torch (``load_backbone``,
-``random_split``, ...) are imported on first use (PEP 562), so the command line and plugin
-registration start in well under a second.
+Importing ``tapweight`` is cheap (no torch, no pandas): the specs, ``hookimpl``,
+``check_options`` and ``TapweightError`` load at once, and the names whose modules import
+torch or pandas (``run``, ``load_backbone``, ``random_split``, ...) are imported on first
+use (PEP 562), so the command line and plugin registration start in well under a second.
 """
 
 import importlib
@@ -23,9 +25,12 @@ from tapweight.specs import (
     DatasetSpec,
     Domain,
     DomainData,
+    ExportFormat,
     HeadSpec,
+    Inputs,
     LoggerSpec,
     ObjectiveSpec,
+    Predictor,
     Split,
     Table,
     TaskSpec,
@@ -33,16 +38,18 @@ from tapweight.specs import (
 
 __version__ = "0.1.0"
 
-#: exported names whose modules import torch: loaded when first used
+#: exported names whose modules import torch or pandas: loaded when first used
 _LAZY = {
+    "run": "tapweight.api", "Result": "tapweight.api",
     "load_backbone": "tapweight.checkpoint", "read_weights": "tapweight.checkpoint",
     "random_split": "tapweight.data", "computed_once": "tapweight.models",
 }
 
 __all__ = [
-    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "HeadSpec", "LoggerSpec", "ObjectiveSpec",
-    "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "check_options", "computed_once",
-    "deferred", "hookimpl", "load_backbone", "random_split", "read_weights", "require",
+    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec", "Inputs",
+    "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Split", "Table", "TaskSpec",
+    "TapweightError", "check_options", "computed_once", "deferred", "hookimpl", "load_backbone",
+    "random_split", "read_weights", "require", "run",
 ]
 
 

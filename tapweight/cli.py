@@ -11,7 +11,6 @@ Plugins add commands through the ``register_commands`` hook; a command name that
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from tapweight import plugins as plugin_manager
 from tapweight.config import METHODS
 from tapweight.errors import RankZeroFailed, TapweightError
 from tapweight.interrupts import Interrupted
+from tapweight.runfolder import saved_task as _saved_task
 from tapweight.runlog import OursOrWarnings
 
 # Only what every command needs is imported above: `tapweight --help`, `--version`, `list`
@@ -107,9 +107,9 @@ def run(
         return _resume(resume, quiet, expect=(domain, task))
     registry = plugin_manager.build_registry()
     if model is not None:
-        if "model" not in {f.name for f in dataclasses.fields(registry.require_domain(domain).options)}:
-            raise TapweightError(f"domain '{domain}' has no --model option; use --init for weights")
-        options[f"{domain}.model"] = model
+        from tapweight.api import model_option
+
+        options.update(model_option(registry, domain, model))
     job = runner.resolve(domain, task, preset, config, options, set_ or [], registry=registry)
     _print_summary(runner.run(job, out_dir, _quiet(quiet)))
 
@@ -122,25 +122,6 @@ def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) ->
         raise TapweightError(f"'{folder}' is a run of {domain}/{task}, not {expect[0]}/{expect[1]}")
     job = runner.resolve(domain, task, "paper", str(folder / "config.yaml"))
     _print_summary(runner.run(job, folder, _quiet(quiet), resume=True))
-
-
-def _saved_task(folder: Path) -> tuple[str, str]:
-    """The domain and task a run folder's ``config.yaml`` names (one-line errors if it cannot)."""
-    saved = folder / "config.yaml"
-    if not saved.is_file():
-        raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
-    from omegaconf import OmegaConf
-
-    fix = "restore it from the run's log.txt, or start a new run"
-    try:
-        head = OmegaConf.to_container(OmegaConf.load(saved))
-    except Exception as err:  # any YAML problem of a damaged file
-        reason = " ".join(str(err).split())[:120]
-        raise TapweightError(f"{saved} is not valid YAML ({reason}): {fix}") from None
-    if not isinstance(head, dict) or not all(isinstance(head.get(k), str) and head[k]
-                                             for k in ("domain", "task")):
-        raise TapweightError(f"{saved} does not name a domain and task (empty or damaged): {fix}")
-    return head["domain"], head["task"]
 
 
 @app.command("resume")
@@ -268,6 +249,92 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
         pass
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    data: Annotated[str, typer.Option(help="file of new inputs (SMILES CSV/.smi, texts, feature CSV: "
+                                           "the domain's)")],
+    out_file: Annotated[Optional[Path], typer.Option("--out", help="CSV to write (default <data>_preds.csv "
+                                                                   "here)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="use this seed's model (default: the mean of "
+                                                     "every seed's)")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+):
+    """Score new inputs with the run's final fine-tuned model(s); invalid rows are reported."""
+    from tapweight.predict import predict as predict_inputs
+    from tapweight.report import write_csv
+
+    frame = predict_inputs(run_dir, data, seed, device)
+    target = out_file or Path(f"{Path(data).name.split('.')[0]}_preds.csv")
+    write_csv(frame, target)
+    _console().print(f"{len(frame)} rows -> {target}", soft_wrap=True, markup=False)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
+    format_: Annotated[str, typer.Option("--format", help="the domain's: hf (nlp); torchvision, "
+                                                           "imagemol (mol)")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder to write (default "
+                                                                  "RUN/export/<format>-seed<k>)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="which seed's model (default: the first)")] = None,
+    finetuned: Annotated[bool, typer.Option("--finetuned", help="the fine-tuned model instead of the "
+                                                                 "continued-pretrained encoder")] = False,
+):
+    """Write the run's encoder (or fine-tuned model) in a format another library loads."""
+    from tapweight.export import export as export_model
+
+    for path in export_model(run_dir, format_, out_dir, seed, finetuned):
+        _console().print(str(path), soft_wrap=True, markup=False)
+
+
+def _list(text: str, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise TapweightError(f"{what} takes names separated by commas, got '{text}'")
+    return items
+
+
+@app.command()
+def compare(
+    domain: Annotated[str, typer.Argument(help="domain, e.g. mol, nlp")],
+    task: Annotated[Optional[str], typer.Argument(help="task, or several separated by commas")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="more tasks, comma-separated (e.g. bbbp,bace)")] = None,
+    methods: Annotated[str, typer.Option(help="comma-separated methods")] = "none,uniform,tapweight",
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds; every method runs each")] = "0,1,2",
+    baseline: Annotated[Optional[str], typer.Option(help="the method the others are paired with "
+                                                         "(default: the first)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder of the runs and the comparison "
+                                                                  "(default runs/compare-<domain>-<tasks>)")] = None,
+    preset: Annotated[str, typer.Option(help="cpu | paper | auto")] = "auto",
+    config: Annotated[Optional[str], typer.Option(help="YAML file of config keys")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="global steps of continued pretraining")] = None,
+    data: Annotated[Optional[str], typer.Option(help="labelled data file or folder")] = None,
+    init: Annotated[Optional[str], typer.Option(help="pretrained backbone checkpoint")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model name or folder (domains with a model option)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars")] = False,
+):
+    """Run (or reuse) methods × seeds × tasks; write comparison.md/.csv/.png with paired tests."""
+    from tapweight.compare import compare as compare_runs
+
+    names = _list(task, "TASK") if task else []
+    names += _list(tasks, "--tasks") if tasks else []
+    if not names:
+        raise TapweightError("name a task (tapweight compare DOMAIN TASK) or several (--tasks a,b)")
+    options = {key: value for key, value in {"steps": steps, "data": data, "init": init,
+                                             "device": device}.items() if value is not None}
+    if model is not None:
+        from tapweight.api import model_option
+
+        options.update(model_option(plugin_manager.build_registry(), domain, model))
+    target = out_dir or Path("runs") / f"compare-{domain}-{'-'.join(names)}"
+    compare_runs(domain, names, _list(methods, "--methods"), _seeds(seeds), target, baseline, preset, config,
+                 options, set_ or [], _quiet(quiet))
+    _console().print(f"comparison -> {target / 'comparison.md'}", soft_wrap=True, markup=False)
 
 
 def _setup_logging() -> None:

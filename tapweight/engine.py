@@ -303,8 +303,7 @@ class Engine:
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
         u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
         problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
-                          theta_after=[p.detach() for p in self.theta_params],
-                          w_after=[p.detach() for p in self.w_params])
+                          theta_after=[p.detach() for p in self.theta_params])
         with self._phase("hypergradient"):
             if self.hypergrad.needs_hessians:
                 problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])

@@ -29,18 +29,26 @@ UNDEFINED = ("the metric is undefined on this split (ROC-AUC needs both classes 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int,
-            device: torch.device, num_workers: int = 0,
-            scaler: TargetScaler | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels of every example of ``dataset``, in order; with ``scaler``
-    (a regression task trained on standardised targets) both in the original units."""
+def outputs_and_labels(model: nn.Module, dataset, collate, batch_size: int, device: torch.device,
+                       num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's raw outputs (float32, on the CPU) and the labels of every example of
+    ``dataset``, in order, in eval mode (the model is left in train mode)."""
     model.eval()
     outputs, labels = [], []
     for x, y in eval_batches(dataset, batch_size, collate, num_workers):
         outputs.append(model(to_device(x, device)).float().cpu())
         labels.append(y)
     model.train()
-    preds, y = predictions(task.loss, torch.cat(outputs)), torch.cat(labels).numpy()
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def predict(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int,
+            device: torch.device, num_workers: int = 0,
+            scaler: TargetScaler | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of every example of ``dataset``, in order; with ``scaler``
+    (a regression task trained on standardised targets) both in the original units."""
+    outputs, labels = outputs_and_labels(model, dataset, collate, batch_size, device, num_workers)
+    preds, y = predictions(task.loss, outputs), labels.numpy()
     if scaler is not None:
         preds, y = scaler.inverse(preds), scaler.inverse(y)
     return preds, y
@@ -61,10 +69,10 @@ def scores(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> dict[str, f
 def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: DomainData,
                task: TaskSpec, cfg: FinalConfig, device: torch.device, seed: int,
                num_workers: int = 0, on_epoch=None,
-               scaler: TargetScaler | None = None) -> tuple[dict[str, float], np.ndarray]:
+               scaler: TargetScaler | None = None) -> tuple[dict[str, float], np.ndarray, TaskModel]:
     """Train a copy of ``backbone`` and a new head for ``cfg.epochs`` epochs; return the val
-    and test scores of the epoch with the best validation metric, and that model's test
-    predictions (in the original units when ``scaler`` is given).
+    and test scores of the epoch with the best validation metric, that model's test
+    predictions (in the original units when ``scaler`` is given) and the model itself.
 
     A training loss or a score that is not finite stops the run with an error saying what
     diverged: a NaN is never reported as a result.
@@ -115,4 +123,4 @@ def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: Do
         raise TapweightError(f"the final fine-tune's test {', '.join(bad)}: {why}")
     result = {"val": float(best), "test": test[task.metric], "best_epoch": best_epoch}
     result.update({f"test_{m}": v for m, v in test.items() if m != task.metric})
-    return result, preds
+    return result, preds, model

@@ -271,16 +271,15 @@ class InnerStep:
 @dataclass
 class Problem:
     """What one global step hands to a hypergradient method: its inner steps (oldest first),
-    u = ∇_w L_val(w_T) over all of w's parameters (w_b first), γ, the size of θ_b, and θ and w
-    after the last step (for the implicit methods)."""
+    u = ∇_w L_val(w_T) over all of w's parameters (w_b first), γ, the size of θ_b, and θ after
+    the last step (for the implicit methods)."""
 
     steps: list[InnerStep]
     u: Vector
     gamma: float
     n_backbone: int
     theta_after: Vector = field(default_factory=list)
-    w_after: Vector = field(default_factory=list)
-    # the implicit methods' Hessians at (θ_after, w_after); built by the engine on demand
+    # the implicit methods' Hessians at θ and w after the last step; built by the engine on demand
     hvp_finetune: HVP | None = None
     hvp_pretrain: HVP | None = None
 

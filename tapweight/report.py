@@ -205,6 +205,10 @@ def write_predictions(table: Table, rows: np.ndarray, preds: np.ndarray, path: P
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    atomic_write(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
+
+
 def json_safe(value):
     """``value`` with NaN and infinities as None (JSON's null): JSON has no NaN."""
     if isinstance(value, dict):

@@ -10,6 +10,9 @@ stale: it is reported and taken over. A clean exit removes the lock file.
 A fresh run that fails (or is interrupted) before its first global step removes what it
 made — the folder, and the parent folders it created — so a retry with the same ``--out``
 finds nothing in its way. From the first step on the folder is kept for ``resume``.
+
+:func:`saved_task` says which domain and task a run folder holds (``resume``, ``show``,
+``predict`` and ``export`` start from it).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import shutil
 import socket
 import time
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from tapweight.errors import TapweightError
 
@@ -150,3 +155,20 @@ class RunFolder:
         """Half-written files of an atomic write that a killed process left behind."""
         for tmp in self.path.rglob(".*.tmp"):
             tmp.unlink(missing_ok=True)
+
+
+def saved_task(folder: Path) -> tuple[str, str]:
+    """The domain and task a run folder's ``config.yaml`` names (one-line errors if it cannot)."""
+    saved = Path(folder) / "config.yaml"
+    if not saved.is_file():
+        raise TapweightError(f"'{folder}' is not a run folder (no config.yaml)")
+    fix = "restore it from the run's log.txt, or start a new run"
+    try:
+        head = OmegaConf.to_container(OmegaConf.load(saved))
+    except Exception as err:  # any YAML problem of a damaged file
+        reason = " ".join(str(err).split())[:120]
+        raise TapweightError(f"{saved} is not valid YAML ({reason}): {fix}") from None
+    if not isinstance(head, dict) or not all(isinstance(head.get(k), str) and head[k]
+                                             for k in ("domain", "task")):
+        raise TapweightError(f"{saved} does not name a domain and task (empty or damaged): {fix}")
+    return head["domain"], head["task"]

@@ -9,6 +9,7 @@ Run folder layout::
     config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
     seed<k>/  checkpoint.pt  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
               metrics.json  predictions.csv  target_scaler.json (regression tasks)  [tensorboard/]
+              model.safetensors  model.json  predictor/  (the final model: tapweight.saved)
 
 ``weights.csv`` and ``losses.csv`` grow a row per global step as the run goes (report.py);
 the trackers of ``report_to`` (loggers.py) receive the same values.
@@ -60,6 +61,7 @@ from tapweight.report import (
     write_predictions,
 )
 from tapweight.runlog import RunLog
+from tapweight.saved import save_final
 from tapweight.session import Session
 from tapweight.session import current as current_session
 from tapweight.specs import Domain, DomainData, Split, Table, TaskSpec
@@ -270,7 +272,7 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
 
             progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
             with progress:
-                result, preds = refinetune(
+                result, preds, model = refinetune(
                     backbone, task.make_head, task.data, job.task, cfg.final, device, cfg.seed, cfg.num_workers,
                     on_epoch=on_epoch, scaler=task.scaler)
             log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, metric,
@@ -278,6 +280,7 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
             loggers.log({f"result/{k}": v for k, v in result.items() if isinstance(v, (int, float))},
                         steps + cfg.final.epochs)
             write_predictions(table, task.split.test, preds, folder / "predictions.csv")
+            save_final(folder, model, job, table.label_names, task.data.predictor)
             write_json(result, done)
     return distributed.broadcast(result)
 

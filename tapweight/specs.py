@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: registering a plugin must not import torch
-    from pathlib import Path
-
     import numpy as np
     from torch import nn
     from torch.utils.data import Dataset
@@ -62,6 +61,75 @@ class DomainData:
     test: Dataset
     task_collate: Callable[[list], Any]
     info: dict[str, Any] = field(default_factory=dict)  # facts for the run log (skipped rows...)
+    predictor: Predictor | None = None  # how new inputs are prepared (domains that support predict)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Unlabelled inputs read for ``tapweight predict``: one entry per data row of the file.
+
+    ``errors[i]`` is ``""`` when row i can be scored, else why not (a SMILES RDKit cannot
+    parse, an empty text, a missing feature): such a row gets an empty prediction and its
+    reason; the other rows are scored.
+    """
+
+    inputs: Sequence[Any]
+    errors: Sequence[str]
+    source: str = ""
+
+    def __post_init__(self):
+        if len(self.errors) != len(self.inputs):
+            raise ValueError(f"one error entry per input: {len(self.errors)} for {len(self.inputs)}")
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Indices of the rows that can be scored."""
+        import numpy as np
+
+        return np.array([i for i, e in enumerate(self.errors) if not e], dtype=np.int64)
+
+
+def _nothing_to_save(folder: Path) -> None:
+    """A domain whose preparation of inputs depends on the config alone (e.g. rendering)."""
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """How a run's final model scores new raw inputs, prepared exactly as its training data.
+
+    Built twice: by ``Domain.build_data`` as ``DomainData.predictor``, holding what it fitted
+    on the train split (a tokenizer, a feature scaler), whose ``save(folder)`` the runner
+    calls beside the final model; and by ``Domain.load_predictor(cfg, folder)`` from what
+    ``save`` wrote, for ``tapweight predict`` and ``tapweight export``. Both must prepare the
+    same inputs into the same batches.
+
+    ``read(path)`` reads the unlabelled inputs of a file (:class:`Inputs`); ``dataset(inputs)``
+    turns valid raw inputs into items that ``collate`` batches into ``(model inputs,
+    labels)`` (the labels are placeholders, e.g. NaN; usually ``collate`` is the domain's
+    ``task_collate``); ``backbone()`` is a new backbone of the run's architecture, into which
+    the core loads the saved weights; ``save(folder)`` writes what ``load_predictor`` needs.
+    """
+
+    read: Callable[[str], Inputs]
+    dataset: Callable[[Sequence[Any]], Dataset]
+    collate: Callable[[list], Any]
+    backbone: Callable[[], nn.Module]
+    save: Callable[[Path], None] = _nothing_to_save
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """``tapweight export RUN --format NAME``: a backbone in a format another library loads.
+
+    ``write(backbone, head, folder, out) -> [paths]`` writes ``backbone`` (its weights loaded:
+    the continued-pretrained encoder, or the fine-tuned one) and, for a fine-tuned export, the
+    task ``head`` (else None) into the folder ``out``, and returns the files it wrote;
+    ``folder`` is the seed's predictor folder (what ``Predictor.save`` wrote, e.g. a tokenizer).
+    """
+
+    name: str
+    write: Callable[[nn.Module, nn.Module | None, Path, Path], list[Path]]
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,7 +140,10 @@ class Domain:
     ``presets`` map a preset name (``cpu``, ``paper``) to dotted config overrides;
     ``build_data(cfg, table, split, task)`` turns a loaded table into :class:`DomainData`
     (``task`` is the :class:`TaskSpec` being run: its loss says how labels are used);
-    ``splits`` map split names to ``fn(table, seed) -> Split``.
+    ``splits`` map split names to ``fn(table, seed) -> Split``. Optional:
+    ``load_predictor(cfg, folder) -> Predictor`` lets ``tapweight predict`` score new inputs
+    (``build_data`` then sets ``DomainData.predictor``); ``exports`` are the formats of
+    ``tapweight export``.
     """
 
     name: str
@@ -84,6 +155,8 @@ class Domain:
     splits: Mapping[str, Callable[[Table, int], Split]] = field(default_factory=dict)
     head: str = "core.linear"
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    load_predictor: Callable[[Any, Path], Predictor] | None = None
+    exports: Sequence[ExportFormat] = ()
 
 
 @dataclass(frozen=True)
@@ -160,7 +233,8 @@ class TaskSpec:
     ``defaults`` are dotted config values that suit this task (steps, batch sizes); a preset
     overrides them. ``overrides`` are values the task needs whatever the preset (learning
     rates its loss is stable at): applied over the preset, under ``--config`` and the
-    command line.
+    command line. ``classes`` name a ``ce`` task's class ids, in id order (for predictions
+    people read).
     """
 
     domain: str
@@ -174,6 +248,7 @@ class TaskSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

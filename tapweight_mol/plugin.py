@@ -8,12 +8,15 @@ builders that import the domain's modules when a run calls them (:mod:`tapweight
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 from tapweight import (
     BackboneSpec,
     DatasetSpec,
     Domain,
+    DomainData,
+    ExportFormat,
     ObjectiveSpec,
     TaskSpec,
     deferred,
@@ -32,6 +35,21 @@ from tapweight_mol.options import (
 require("rdkit", "torchvision", "PIL")  # the [mol] extra, found without importing it
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
+EXPORTS = (
+    ExportFormat("torchvision", deferred("tapweight_mol.inference:write_torchvision"),
+                 "resnet18.pth: a torchvision.models.resnet18() state dict (fine-tuned: the head as fc)"),
+    ExportFormat("imagemol", deferred("tapweight_mol.inference:write_imagemol"),
+                 "ImageMol.pth.tar: ImageMol's pretrain.py layout, for its finetune.py --resume"),
+)
+
+
+def build_data_for_predict(cfg, table, split, task) -> DomainData:
+    """:func:`~tapweight_mol.data.build_data`, with the predictor of ``tapweight predict``
+    (molecules are drawn from the config alone: nothing is fitted)."""
+    from tapweight_mol import inference
+    from tapweight_mol.data import build_data
+
+    return replace(build_data(cfg, table, split, task), predictor=inference.smiles_predictor(cfg))
 
 
 @hookimpl
@@ -42,11 +60,13 @@ def register_domains(register):
         options=MolOptions,
         backbone="mol.resnet18",
         objectives=DEFAULT_OBJECTIVES,
-        build_data=deferred("tapweight_mol.data:build_data"),
+        build_data=build_data_for_predict,
         splits={"scaffold": deferred("tapweight_mol.splits:scaffold_split"),
                 "random_scaffold": deferred("tapweight_mol.splits:random_scaffold_split")},
         head="core.linear",
         presets=PRESETS,
+        load_predictor=deferred("tapweight_mol.inference:load_predictor"),
+        exports=EXPORTS,
     ))
 
 

@@ -149,7 +149,10 @@ def build_data(cfg, table: TextTable, split: Split, task: TaskSpec) -> DomainDat
     def examples(rows):
         return Examples([table.inputs[i] for i in rows], table.labels[rows])
 
+    from tapweight_nlp.inference import model_config, text_predictor  # it builds on this module
+
     return DomainData(
         corpus=TextCorpus(texts, tokenizer), corpus_collate=CorpusCollate(tokenizer, opts.max_length),
         train=examples(train), val=examples(val), test=examples(split.test),
-        task_collate=TaskCollate(tokenizer, opts.max_length, task.loss == "ce"), info=info)
+        task_collate=TaskCollate(tokenizer, opts.max_length, task.loss == "ce"), info=info,
+        predictor=text_predictor(cfg, tokenizer, model_config(opts)))

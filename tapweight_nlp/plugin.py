@@ -17,6 +17,7 @@ from tapweight import (
     BackboneSpec,
     DatasetSpec,
     Domain,
+    ExportFormat,
     ObjectiveSpec,
     TapweightError,
     check_options,
@@ -97,6 +98,10 @@ DOMAIN = Domain(
     build_data=deferred("tapweight_nlp.data:build_data"),
     splits={"glue": deferred("tapweight_nlp.data:glue_split"), "given": deferred("tapweight_nlp.data:given_split")},
     presets={"cpu": CPU, "paper": PAPER},
+    load_predictor=deferred("tapweight_nlp.inference:load_predictor"),
+    exports=(ExportFormat("hf", deferred("tapweight_nlp.inference:write_hf"),
+                          "Hugging Face model folder (save_pretrained): config, weights, tokenizer; "
+                          "AutoModel.from_pretrained loads it"),),
 )
 
 

@@ -76,4 +76,4 @@ def task_spec(dataset: TextDataset) -> TaskSpec:
                     loss=dataset.loss, metric=dataset.metric,
                     extra_metrics=dataset.extra_metrics, n_classes=len(dataset.classes),
                     defaults={"steps": PAPER_STEPS.get(dataset.name, DEFAULT_STEPS)},
-                    description=dataset.description)
+                    description=dataset.description, classes=dataset.classes)

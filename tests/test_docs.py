@@ -7,12 +7,14 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tapweight import hookspecs, plugins
 from tests.test_cli import cli
 
 TUTORIAL = Path(__file__).parents[1] / "docs" / "writing-plugins.md"
+PYTHON_API = Path(__file__).parents[1] / "docs" / "python-api.md"
 
 
 def code_blocks(text: str) -> list[str]:
@@ -45,6 +47,15 @@ def test_tutorial_plugin_runs_end_to_end(iris, tmp_path, capsys):
     assert "[50, 50, 50]" in capsys.readouterr().out
     assert cli("run", "iris", "species", "--out", str(tmp_path / "bad"), "--set", "iris.hidden=0") == 2
     assert capsys.readouterr().err.strip() == "error: iris.hidden must be >= 1, got 0"
+    # section 9: new flowers scored by the saved model, a row with a missing measurement named
+    (tmp_path / "flowers.csv").write_text("5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n5.9,,4.2,1.5\n")
+    assert cli("predict", str(tmp_path / "run"), "--data", str(tmp_path / "flowers.csv"),
+               "--out", str(tmp_path / "preds.csv")) == 0
+    preds = pd.read_csv(tmp_path / "preds.csv", keep_default_na=False)
+    assert preds["error"].tolist() == ["", "", "a measurement is missing"]
+    assert preds["pred_species"].tolist()[2] == "" and {*preds["pred_species"][:2]} <= {"0", "1", "2"}
+    probs = preds[["prob_0", "prob_1", "prob_2"]][:2].astype(float).sum(axis=1)
+    assert probs.round(5).eq(1).all()
 
 
 def test_tutorial_explains_every_hook():
@@ -53,3 +64,21 @@ def test_tutorial_explains_every_hook():
         params = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
         assert f"`{name}({params})`" in text, name
         assert re.search(rf"^## .*`{name}`", text, flags=re.M), f"no section on {name}"
+
+
+def test_python_api_page_runs_and_prints_what_it_shows(tmp_path, monkeypatch, capsys):
+    """Every cell of docs/python-api.md, in order; the printed lines are the ``# `` lines
+    shown under them, numbers aside (they depend on the machine's arithmetic)."""
+    pytest.importorskip("tapweight_tabular")  # the page's example domain
+    monkeypatch.chdir(tmp_path)
+    blocks = code_blocks(PYTHON_API.read_text())
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(PYTHON_API), "exec"), namespace)
+    shown = [line[2:] for block in blocks for line in block.splitlines() if line.startswith("# ")]
+    printed = capsys.readouterr().out.splitlines()
+
+    def shape(line: str) -> str:
+        return re.sub(r"\d+(\.\d+)?", "#", line).rstrip()
+
+    assert [shape(line) for line in printed] == [shape(line) for line in shown]

@@ -66,7 +66,7 @@ def test_a_standardised_fine_tune_fits_and_reports_raw_units():
     scaler = TargetScaler.fit(y[:64], ("y",))
     data = domain_data(x, scaler.transform(y))
     cfg = FinalConfig(lr=0.05, epochs=30, batch_size=16, scheduler="constant", weight_decay=0.0)
-    result, preds = refinetune(Features(), lambda: nn.Linear(4, 1), data, REGRESSION, cfg, CPU, 0,
+    result, preds, _ = refinetune(Features(), lambda: nn.Linear(4, 1), data, REGRESSION, cfg, CPU, 0,
                                scaler=scaler)
     assert preds.shape == (16, 1)
     assert result["test"] == pytest.approx(np.sqrt(np.mean((preds - y[80:]) ** 2)), rel=1e-4)

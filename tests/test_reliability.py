@@ -224,9 +224,11 @@ def test_every_file_of_a_run_folder_honours_the_umask(toy, tmp_path):
 
 def test_metrics_json_is_strict_json_when_a_metric_is_undefined(toy, tmp_path, monkeypatch):
     from tapweight import runner
+    from tapweight.models import TaskModel
 
-    def nan_scores(backbone, make_head, data, *args, **kwargs):  # (scores, test predictions)
-        return {"val": float("nan"), "test": float("nan"), "best_epoch": 0}, np.full((len(data.test), 1), np.nan)
+    def nan_scores(backbone, make_head, data, *args, **kwargs):  # (scores, test predictions, model)
+        return ({"val": float("nan"), "test": float("nan"), "best_epoch": 0}, np.full((len(data.test), 1), np.nan),
+                TaskModel(backbone, make_head()))
 
     monkeypatch.setattr(runner, "refinetune", nan_scores)
     out = run_toy(tmp_path, "--seeds", "0,1")

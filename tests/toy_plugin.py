@@ -1,10 +1,12 @@
 """A throwaway domain that implements every hook, for the core's tests.
 
 Synthetic data from scikit-learn, a two-layer backbone, two objectives (one random, to
-exercise the engine's replay of random draws), and a plugin command.
+exercise the engine's replay of random draws), a plugin command, a predictor (new rows:
+a CSV of 8 numbers per line) and an export format (the backbone's state dict).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +19,12 @@ from tapweight import (
     DatasetSpec,
     Domain,
     DomainData,
+    ExportFormat,
     HeadSpec,
+    Inputs,
     LoggerSpec,
     ObjectiveSpec,
+    Predictor,
     Table,
     TaskSpec,
     hookimpl,
@@ -75,15 +80,37 @@ def load(cfg) -> Table:
     return Table(list(x.astype(np.float32)), y[:, None].astype(np.float64), ("y",), "sklearn")
 
 
+def collate(items):
+    return tuple(torch.stack(t) for t in zip(*items))
+
+
+def read_rows(path: str) -> Inputs:
+    rows = np.loadtxt(path, delimiter=",", ndmin=2).astype(np.float32)
+    return Inputs(list(rows), ["" if np.isfinite(r).all() else "not a finite row" for r in rows], path)
+
+
+def predictor(cfg) -> Predictor:
+    return Predictor(read=read_rows, collate=collate,
+                     dataset=lambda rows: TensorDataset(torch.tensor(np.stack(rows)), torch.zeros(len(rows), 1)),
+                     backbone=lambda: Backbone(8, cfg.options.hidden, cfg.options.batchnorm))
+
+
 def build_data(cfg, table, split, task) -> DomainData:
     x = torch.tensor(np.stack(table.inputs))
     y = torch.tensor(table.labels, dtype=torch.float32)
     ce = task.loss == "ce"
     part = lambda idx: TensorDataset(x[idx], y[idx, 0].long() if ce else y[idx])  # noqa: E731
-    collate = lambda items: tuple(torch.stack(t) for t in zip(*items))  # noqa: E731
     return DomainData(corpus=TensorDataset(x[split.train]), corpus_collate=lambda it: torch.stack([i[0] for i in it]),
                       train=part(split.train), val=part(split.val), test=part(split.test),
-                      task_collate=collate, info={"rows": len(x)})
+                      task_collate=collate, info={"rows": len(x)}, predictor=predictor(cfg))
+
+
+def write_state(backbone, head, folder: Path, out: Path) -> list[Path]:
+    """The export format ``state``: the backbone's (and head's) state dicts, as torch files."""
+    torch.save(backbone.state_dict(), out / "backbone.pt")
+    if head is not None:
+        torch.save(head.state_dict(), out / "head.pt")
+    return sorted(out.iterdir())
 
 
 TINY = {"steps": 6, "pretrain.batch_size": 32, "finetune.batch_size": 16, "reweight.batch_size": 16,
@@ -94,7 +121,8 @@ TINY = {"steps": 6, "pretrain.batch_size": 32, "finetune.batch_size": 16, "rewei
 def register_domains(register):
     register(Domain("toy", "synthetic test domain", ToyOptions, backbone="toy.mlp",
                     objectives=("toy.denoise", "toy.spread"), build_data=build_data,
-                    presets={"cpu": TINY, "paper": TINY}))
+                    presets={"cpu": TINY, "paper": TINY}, load_predictor=lambda cfg, folder: predictor(cfg),
+                    exports=(ExportFormat("state", write_state, "torch state dicts"),)))
 
 
 @hookimpl
@@ -124,7 +152,7 @@ def register_datasets(register):
 def register_tasks(register):
     register(TaskSpec("toy", "blobs", "toy.blobs", "random", "bce", "roc_auc"))
     register(TaskSpec("toy", "blobs-ce", "toy.blobs", "random", "ce", "accuracy",
-                      extra_metrics=("mcc",), n_classes=2))
+                      extra_metrics=("mcc",), n_classes=2, classes=("left", "right")))
     register(TaskSpec("toy", "blobs-reg", "toy.blobs", "random", "mse", "rmse",
                       defaults={"head": "toy.double"}))
 

@@ -98,4 +98,5 @@ def test_esol_and_lipophilicity_files_run_end_to_end(tmp_path, cache_dir, name):
 def test_regression_tasks_fine_tune_below_the_squared_loss_stability_bound(name, preset):
     cfg = resolve("mol", name, preset=preset).cfg
     assert (cfg.finetune.lr, cfg.final.lr) == (0.001, 0.001)  # bound ≈ 0.005 (bench curvature)
-    assert resolve("mol", "bbbp", preset=preset).cfg.finetune.lr == 0.05  # classification: the paper's
+    # classification: the paper's 0.05; the cpu preset's 0.01 (random-init features, mol/options.py)
+    assert resolve("mol", "bbbp", preset=preset).cfg.finetune.lr == {"paper": 0.05, "cpu": 0.01}[preset]

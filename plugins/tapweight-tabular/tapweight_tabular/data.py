@@ -20,6 +20,7 @@ from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from torch.utils.data import TensorDataset
 
 from tapweight_tabular.catalog import SKLEARN_DATASETS
+from tapweight_tabular.features import Standardizer, collate_pairs, row_predictor
 
 MAX_CLASSES = 20  # a label column with at most this many values is stratified by class
 N_BINS = 10  # otherwise by deciles of its value
@@ -67,22 +68,6 @@ def feature_matrix(inputs, rows: np.ndarray | None = None) -> np.ndarray:
     return np.stack([np.asarray(x, dtype=np.float32) for x in picked])
 
 
-class Standardizer:
-    """``(x - mean) / std`` per column, fitted on the rows given (the train split).
-
-    Constant columns (std 0, e.g. the border pixels of ``digits``) are only centred;
-    NaN entries are ignored by the fit and stay NaN.
-    """
-
-    def __init__(self, values: np.ndarray):
-        self.mean = np.nanmean(values, axis=0)  # NaN (a missing label) is left out
-        std = np.nanstd(values, axis=0)
-        self.std = np.where(std > 1e-8, std, 1.0)
-
-    def __call__(self, values: np.ndarray) -> np.ndarray:
-        return ((values - self.mean) / self.std).astype(np.float32)
-
-
 def load_corpus(path: str, n_features: int) -> np.ndarray:
     """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``."""
     file = Path(path)
@@ -110,11 +95,6 @@ def collate_rows(items: list) -> torch.Tensor:
     return torch.stack([x for (x,) in items])
 
 
-def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor]:
-    """Task items ``(x, y)`` -> ``([B, F], labels)``; labels ``[B, T]`` float or ``[B]`` long."""
-    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
-
-
 def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     """Standardize with train statistics, build the three task sets and the corpus.
 
@@ -124,7 +104,7 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     """
     features = feature_matrix(table.inputs)  # [N, F]
     n_features = features.shape[1]
-    scale_x = Standardizer(features[split.train])
+    scale_x = Standardizer.fit(features[split.train])
     info = {"features": n_features, "standardized_on": f"{len(split.train)} train rows"}
     labels = table.labels.astype(np.float32)  # [N, T]
 
@@ -142,4 +122,5 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     return DomainData(
         corpus=TensorDataset(torch.from_numpy(corpus_rows)), corpus_collate=collate_rows,
         train=task_set(split.train), val=task_set(split.val), test=task_set(split.test),
-        task_collate=collate_pairs, info=info)
+        task_collate=collate_pairs, info=info,
+        predictor=row_predictor(cfg, scale_x, table.label_names))

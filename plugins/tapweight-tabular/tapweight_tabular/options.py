@@ -32,7 +32,10 @@ class TabularOptions:
 
 
 #: Dotted overrides per preset. ``cpu`` runs a task end to end in seconds on a laptop;
-#: ``paper`` is a full-length run for a GPU.
+#: ``paper`` is a full-length run for a GPU. Both take Adam's inner steps as SGD steps in the
+#: hypergradient (``reweight.preconditioner=identity``): with the exact Adam derivative an
+#: objective fitting random labels kept its weight (final λ 0.12–0.44 from 0.25, breast-cancer,
+#: 300 steps, 5 seeds), with identity TapWeight drove it down (0.04–0.16; digits 0.02–0.04).
 PRESETS = {
     "cpu": {
         "steps": 100,
@@ -44,7 +47,7 @@ PRESETS = {
         "finetune.optimizer": "adam", "finetune.lr": 1e-3, "finetune.weight_decay": 0.0,
         "finetune.scheduler": "constant", "finetune.batch_size": 64, "finetune.gamma": 1e-3,
         "reweight.optimizer": "adam", "reweight.lr": 0.05, "reweight.scheduler": "constant",
-        "reweight.batch_size": 64,
+        "reweight.batch_size": 64, "reweight.preconditioner": "identity",
         "final.optimizer": "adam", "final.lr": 1e-3, "final.weight_decay": 0.0,
         "final.scheduler": "constant", "final.batch_size": 64, "final.epochs": 20,
     },
@@ -56,7 +59,7 @@ PRESETS = {
         "finetune.optimizer": "adam", "finetune.lr": 1e-3, "finetune.weight_decay": 0.0,
         "finetune.scheduler": "cosine", "finetune.batch_size": 128, "finetune.gamma": 1e-3,
         "reweight.optimizer": "adam", "reweight.lr": 0.05, "reweight.scheduler": "constant",
-        "reweight.batch_size": 128,
+        "reweight.batch_size": 128, "reweight.preconditioner": "identity",
         "final.optimizer": "adam", "final.lr": 1e-3, "final.weight_decay": 1e-5,
         "final.scheduler": "cosine", "final.batch_size": 128, "final.epochs": 100,
         "final.patience": 20,

@@ -51,6 +51,7 @@ def register_domains(register):
         build_data=deferred("tapweight_tabular.data:build_data"),
         splits={"stratified": deferred("tapweight_tabular.data:stratified_split")},
         presets=PRESETS,
+        load_predictor=deferred("tapweight_tabular.features:load_predictor"),
     ))
 
 

@@ -1,0 +1,126 @@
+"""The Python API for notebooks and scripts: ``tapweight.run(domain, task, **config)``.
+
+``run`` is ``tapweight run`` (the same config layers, run folder and numbers) returning a
+:class:`Result`: the metrics, the λ and loss histories as data frames, the run folder's
+paths, and ``predict`` / ``export`` on its final models. ``Result.load(folder)`` reads a
+finished run folder, whoever made it. ``docs/python-api.md`` walks through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from tapweight.errors import TapweightError
+from tapweight.registry import Registry
+
+
+def model_option(registry: Registry, domain: str, model: str) -> dict:
+    """``--model NAME`` as the config key ``<domain>.model``, for domains with that option."""
+    if "model" not in {f.name for f in dataclasses.fields(registry.require_domain(domain).options)}:
+        raise TapweightError(f"domain '{domain}' has no --model option; use --init for weights")
+    return {f"{domain}.model": model}
+
+
+def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None = None,
+        config_file: str | None = None, sets: list[str] = (), quiet: bool = False,
+        resume: bool = False, **config) -> Result:
+    """Run ``domain``/``task`` like ``tapweight run`` and return its :class:`Result`.
+
+    ``config`` holds config keys as keyword arguments (``method="uniform"``, ``steps=50``,
+    ``seeds=[0, 1]``, ``data="bbbp.csv"``, ``init=...``), a level's keys as a dict
+    (``final={"epochs": 5}``), the domain's options under its name (``mol={"image_size": 64}``)
+    or any dotted key by unpacking (``**{"final.epochs": 5}``); ``model="tiny"`` is ``--model``.
+    ``sets`` are ``--set key=value`` strings, ``config_file`` is ``--config``; precedence is
+    the command line's. ``out`` is the run folder (default ``runs/<domain>-<task>-<method>-<time>``);
+    ``resume=True`` continues it.
+    """
+    from tapweight import runner
+    from tapweight.plugins import build_registry
+
+    registry = build_registry()
+    options = dict(config)
+    if "model" in options:
+        options.update(model_option(registry, domain, options.pop("model")))
+    job = runner.resolve(domain, task, preset, config_file, options, list(sets), registry=registry)
+    folder = Path(out) if out is not None else runner.default_out(job.cfg)
+    runner.run(job, folder, quiet, resume=resume)
+    return Result.load(folder)
+
+
+def _frames(folder: Path, name: str) -> dict[int, pd.DataFrame]:
+    """``seed<k>/<name>`` of every seed that has one, by seed."""
+    found = {int(f.parent.name.removeprefix("seed")): f for f in folder.glob(f"seed*/{name}")
+             if f.parent.name.removeprefix("seed").isdigit()}
+    return {seed: pd.read_csv(found[seed]) for seed in sorted(found)}
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run: ``metrics`` is its ``metrics.json`` (per seed, and mean ± std over
+    seeds), ``config`` its resolved ``config.yaml`` as a dict, ``weights`` and ``losses`` the
+    per-seed λ and loss histories (one row per global step; empty for method ``none``)."""
+
+    folder: Path
+    metrics: dict
+    config: dict
+    weights: dict[int, pd.DataFrame]
+    losses: dict[int, pd.DataFrame]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Result:
+        """The results of a finished run folder."""
+        folder = Path(folder)
+        summary = folder / "metrics.json"
+        if not summary.is_file():
+            raise TapweightError(f"'{folder}' has no metrics.json: it is not a finished run "
+                                 "(finish it with `tapweight resume`)")
+        config = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))
+        return cls(folder, json.loads(summary.read_text()), config,
+                   _frames(folder, "weights.csv"), _frames(folder, "losses.csv"))
+
+    @property
+    def metric(self) -> str:
+        """The task's model-selection metric (``roc_auc``, ``accuracy``, ``rmse``...)."""
+        return self.metrics["metric"]
+
+    @property
+    def test(self) -> float:
+        """The test metric, mean over seeds (``metrics["test_std"]`` is its spread)."""
+        return self.metrics["test_mean"]
+
+    @property
+    def val(self) -> float:
+        """The validation metric of the selected epoch, mean over seeds."""
+        return self.metrics["val_mean"]
+
+    @property
+    def seeds(self) -> dict[int, dict]:
+        """Each seed's results: ``val``, ``test``, ``best_epoch``, ``test_<extra metric>``."""
+        return {int(s): r for s, r in self.metrics["seeds"].items()}
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """The run folder's files: config, metrics, log, λ plot, and each seed's folder."""
+        files = {"config": "config.yaml", "metrics": "metrics.json", "log": "log.txt", "weights_plot": "weights.png"}
+        paths = {name: self.folder / file for name, file in files.items()}
+        paths.update({f"seed{s}": self.folder / f"seed{s}" for s in self.seeds})
+        return paths
+
+    def predict(self, data: str | Path, seed: int | None = None, device: str = "auto") -> pd.DataFrame:
+        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.predict`)."""
+        from tapweight.predict import predict
+
+        return predict(self.folder, data, seed, device)
+
+    def export(self, format: str, out: str | Path | None = None, seed: int | None = None,
+               finetuned: bool = False) -> list[Path]:
+        """``tapweight export``: the encoder in ``format``; the files written (:mod:`tapweight.export`)."""
+        from tapweight.export import export
+
+        return export(self.folder, format, out, seed, finetuned)

@@ -1,0 +1,128 @@
+"""A finished molecular run's model outside training: new SMILES to score, exports.
+
+``tapweight predict`` reads SMILES from a CSV (the task's SMILES column, e.g. ``smiles`` or
+BACE's ``mol``, or any column named ``smiles`` in any case; ``.tsv``: tab-separated) or a
+SMILES file (``.smi``, ``.txt``: the first field of each line, an optional ``smiles``
+header). Each molecule is drawn as in training, at the run's ``mol.image_size`` (images
+come from the render cache when they are there). A SMILES RDKit cannot parse is not scored.
+
+``tapweight export`` writes the ResNet18 in two formats:
+
+- ``torchvision``: ``resnet18.pth``, a state dict for ``torchvision.models.resnet18()``.
+  The encoder alone has no ``fc``: set ``model.fc = torch.nn.Identity()`` and the model gives
+  the 512-d features. A fine-tuned export with the ``core.linear`` head carries it as
+  ``fc``: ``resnet18(num_classes=outputs)`` loads it whole and gives the task's logits
+  (a sigmoid gives probabilities for a binary task). Either way the inputs are RGB images
+  in [0, 1] normalised with ImageNet's mean and std
+  (``torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))``), as
+  ImageMol's data loaders do; tapweight's backbone applies that normalisation itself.
+- ``imagemol``: ``ImageMol.pth.tar`` in the layout of ImageMol's ``pretrain.py``,
+  ``{"arch": "ResNet18", "state_dict": {"embedding_layer.<i>.*": ...}}`` (``i`` numbers the
+  ResNet's children), the 120 tensors in torchvision's order, in the pre-zip torch format
+  that ImageMol's torch 1.4 reads: ImageMol's ``finetune.py --resume`` (which copies the first
+  120 tensors by position) and tapweight's ``--init`` load it. The layout has no task head.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tapweight import Inputs, Predictor, TapweightError
+from tapweight_mol.backbone import RESNET_CHILDREN, ImageMolResNet18
+from tapweight_mol.data import TaskImages, cache_root, task_collate
+from tapweight_mol.moleculenet import SETS
+from tapweight_mol.render import canonical, parallel_map, quiet_rdkit, render
+
+log = logging.getLogger(__name__)
+
+TORCHVISION_FILE = "resnet18.pth"
+IMAGEMOL_FILE = "ImageMol.pth.tar"
+
+
+def raw_smiles(path: str, column: str) -> list:
+    """The SMILES of a CSV's ``column`` (or its ``smiles`` column) or of a SMILES file."""
+    file = Path(path)
+    if ".csv" in file.suffixes or ".tsv" in file.suffixes:
+        try:
+            frame = pd.read_csv(file, sep="\t" if ".tsv" in file.suffixes else ",", dtype=str,
+                                keep_default_na=False)
+        except (ValueError, OSError, pd.errors.ParserError) as err:
+            reason = " ".join(str(err).split())[:100] or type(err).__name__
+            raise TapweightError(f"cannot read '{path}' as CSV ({reason})") from None
+        found = column if column in frame.columns else next(
+            (c for c in frame.columns if str(c).lower() == "smiles"), None)
+        if found is None:
+            raise TapweightError(f"'{path}' has no SMILES column '{column}' or 'smiles' (columns: "
+                                 f"{', '.join(map(str, frame.columns[:8]))})")
+        return frame[found].tolist()
+    try:
+        lines = [line.split()[0] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise TapweightError(f"'{path}' is neither a CSV nor a SMILES file (one per line)") from None
+    return lines[1:] if lines and lines[0].lower() == "smiles" else lines
+
+
+def read_smiles(path: str, column: str, workers: int) -> Inputs:
+    """SMILES to score; an empty cell or one RDKit cannot parse is an invalid row."""
+    raw = raw_smiles(path, column)
+    quiet_rdkit()
+    canon = parallel_map(canonical, raw, workers, chunksize=1024, inline_below=20_000)
+    errors = ["" if c is not None else ("empty SMILES" if not str(s).strip() else "RDKit cannot parse this SMILES")
+              for s, c in zip(raw, canon)]
+    return Inputs(raw, errors, source=str(path))
+
+
+def smiles_predictor(cfg) -> Predictor:
+    """Molecules prepared as the run's: drawn at its image size. Nothing is fitted, so
+    nothing is saved: the config says it all."""
+    o = cfg.options
+    column = SETS[cfg.task].smiles if cfg.task in SETS else "smiles"
+
+    def dataset(smiles: list) -> TaskImages:
+        canon = [canonical(s) for s in smiles]
+        paths, _ = render(canon, o.image_size, cache_root(o) / "images", o.render_workers)
+        return TaskImages(paths, np.full((len(paths), 1), np.nan))
+
+    return Predictor(read=lambda path: read_smiles(path, column, o.render_workers), dataset=dataset,
+                     collate=task_collate, backbone=ImageMolResNet18)
+
+
+def load_predictor(cfg, folder: Path) -> Predictor:
+    """``Domain.load_predictor``."""
+    return smiles_predictor(cfg)
+
+
+def _cpu(state: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def write_torchvision(backbone: ImageMolResNet18, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
+    """``ExportFormat.write`` of ``torchvision``: a ``resnet18()`` state dict (the head as ``fc``)."""
+    state = _cpu(backbone.state_dict())
+    if head is not None:
+        if not isinstance(head, nn.Linear):
+            raise TapweightError(f"torchvision's resnet18 ends in one linear fc, and this run's head is a "
+                                 f"{type(head).__name__}: export the encoder alone (without --finetuned)")
+        state.update({f"fc.{k}": v for k, v in _cpu(head.state_dict()).items()})
+    torch.save(state, out / TORCHVISION_FILE)
+    return [out / TORCHVISION_FILE]
+
+
+def write_imagemol(backbone: ImageMolResNet18, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
+    """``ExportFormat.write`` of ``imagemol``: ImageMol's pretraining layout (no task head)."""
+    state = {}
+    for key, value in _cpu(backbone.state_dict()).items():  # torchvision's order, kept
+        child, rest = key.split(".", 1)
+        state[f"embedding_layer.{RESNET_CHILDREN.index(child)}.{rest}"] = value
+    if head is not None:
+        log.info("the task head is not written: ImageMol's pretraining layout has none (the "
+                 "torchvision format keeps it as fc)")
+    torch.save({"arch": "ResNet18", "state_dict": state}, out / IMAGEMOL_FILE,
+               _use_new_zipfile_serialization=False)
+    return [out / IMAGEMOL_FILE]

@@ -1,0 +1,134 @@
+"""A finished NLP run's model outside training: new texts to score, a Hugging Face export.
+
+``tapweight predict`` reads texts as the run's tokenizer saw them: a ``.txt`` file holds one
+text per line (a sentence pair: the two texts separated by a tab); a csv, tsv, json(l) or
+parquet file (with a header row) holds them in the task's text columns (``sentence``;
+``sentence1`` and ``sentence2``...), or, for a one-text task, in a column named ``text`` or
+its only column. An empty text is not scored. The seed's ``predictor/`` folder holds the
+tokenizer and the encoder's ``config.json`` (``save_pretrained``), so a run whose
+``--model`` was a hub name or a folder elsewhere predicts without it.
+
+``tapweight export --format hf`` writes a Hugging Face model folder: ``config.json`` and
+``model.safetensors`` of the encoder (``save_pretrained``) and the tokenizer's files.
+``AutoModel.from_pretrained(folder, add_pooling_layer=False)`` loads it with no tensor
+missing (without that argument transformers adds a randomly initialised pooler, which
+the features do not use); the features tapweight trains on are
+``last_hidden_state[:, 0]``, the ``<s>`` token. A fine-tuned export adds the task head,
+``task_head.safetensors``: for the ``core.linear`` head, a ``torch.nn.Linear(hidden,
+outputs)`` state dict applied to those features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import transformers
+from safetensors.torch import save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+
+from tapweight import Inputs, Predictor, TapweightError
+from tapweight.loading import plain
+from tapweight_nlp.backbone import RobertaBackbone, tiny_config
+from tapweight_nlp.data import Examples, TaskCollate
+from tapweight_nlp.load import SUFFIXES, _columns, _read_file
+from tapweight_nlp.tasks import DATASETS
+from tapweight_nlp.tokenizer import TINY
+
+HEAD_FILE = "task_head.safetensors"
+
+
+def read_texts(path: str, columns: tuple[str, ...]) -> Inputs:
+    """The texts of ``path`` (``columns``: the task's text columns, two for a pair task)."""
+    file = Path(path)
+    if file.suffix.lower() in SUFFIXES:
+        frame = _read_file(file).to_pandas()
+        found = text_columns(list(frame.columns), columns, path)
+        rows = list(zip(*(frame[c].tolist() for c in found)))
+    else:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise TapweightError(f"'{path}' is not UTF-8 text (one text per line)") from None
+        rows = [tuple(line.split("\t")) if len(columns) > 1 else (line,) for line in lines if line.strip()]
+    inputs, errors = [], []
+    for row in rows:
+        texts = tuple("" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t).strip() for t in row)
+        inputs.append(texts[0] if len(columns) == 1 else texts)
+        if len(texts) != len(columns):
+            errors.append(f"{len(texts)} tab-separated texts; this task reads {len(columns)}")
+        else:
+            errors.append("empty text" if not all(texts) else "")
+    return Inputs(inputs, errors, source=str(path))
+
+
+def text_columns(found: list[str], wanted: tuple[str, ...], path: str) -> tuple[str, ...]:
+    """The task's text columns, or for a one-text task a ``text`` column or the only column."""
+    if all(c in found for c in wanted):
+        return wanted
+    if len(wanted) == 1 and ("text" in found or len(found) == 1):
+        return ("text",) if "text" in found else (found[0],)
+    raise TapweightError(f"'{path}' has no text column {' and '.join(map(repr, wanted))} (columns: "
+                         f"{', '.join(map(str, found))}): name the column(s) so")
+
+
+def text_predictor(cfg, tokenizer, config: PretrainedConfig) -> Predictor:
+    """Texts prepared as the run's: its tokenizer, ``max_length`` and text columns."""
+    opts = cfg.options
+    spec = DATASETS[cfg.task]
+    columns = _columns(spec, opts)[0]
+
+    def dataset(texts: list) -> Examples:
+        return Examples(texts, np.full((len(texts), 1), np.nan))
+
+    def save(folder: Path) -> None:
+        tokenizer.save_pretrained(str(folder))
+        config.save_pretrained(str(folder))
+
+    def backbone() -> RobertaBackbone:
+        return RobertaBackbone(AutoModel.from_config(config, add_pooling_layer=False))
+
+    return Predictor(read=lambda path: read_texts(path, columns), dataset=dataset,
+                     collate=TaskCollate(tokenizer, opts.max_length, spec.loss == "ce"),
+                     backbone=backbone, save=save)
+
+
+def model_config(opts) -> PretrainedConfig:
+    """The encoder's configuration: the tiny model's, or ``--model``'s ``config.json``."""
+    if opts.model == TINY:
+        return tiny_config(opts)
+    try:
+        return AutoConfig.from_pretrained(opts.model)
+    except OSError as err:
+        raise TapweightError(f"could not load the configuration of '{opts.model}' "
+                             f"({plain(str(err).splitlines()[0])}): pass a local model folder with "
+                             "--model DIR, or --model tiny") from None
+
+
+def load_predictor(cfg, folder: Path) -> Predictor:
+    """``Domain.load_predictor``: the tokenizer and encoder configuration saved in ``folder``."""
+    return text_predictor(cfg, AutoTokenizer.from_pretrained(str(folder)), AutoConfig.from_pretrained(str(folder)))
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' progress bars off while a few local files are written."""
+    shown = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers.utils.logging.enable_progress_bar()
+
+
+def write_hf(backbone: RobertaBackbone, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
+    """``ExportFormat.write`` of ``hf``: the encoder and tokenizer as a model folder (and the head)."""
+    with _no_progress_bars():
+        backbone.encoder.save_pretrained(str(out))
+        AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(out))
+    if head is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE))
+    return sorted(p for p in out.iterdir() if p.is_file())

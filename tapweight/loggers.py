@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from tapweight.errors import TapweightError
@@ -110,8 +111,6 @@ class MLflow:
             self.client.log_batch(self.run_id, params=params[start:start + 100])
 
     def log(self, values: dict[str, float], step: int) -> None:
-        import time
-
         now = int(time.time() * 1000)
         self.pending += [self._metric(name, float(v), now, step) for name, v in values.items()]
         if step % self.every == 0:

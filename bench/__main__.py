@@ -105,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override, as tapweight run --set (e.g. init=ImageMol.pth.tar)")
     c.add_argument("--batches", type=int, default=6, help="training batches whose features are used")
+    u = sub.add_parser("startup", help="wall time of tapweight --help, --version, list, plugins (fresh processes)")
+    u.add_argument("--repeats", type=int, default=5)
+    u.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -176,6 +179,13 @@ def main(argv: list[str] | None = None) -> dict:
         result = {"command": "corpus", **corpus.run(args.corpus, args.workers, args.size, args.batch,
                                                     args.batches, args.keep, args.reuse)}
         print(corpus.table(result))
+    elif args.command == "startup":
+        from bench import startup
+
+        if args.repeats < 1:
+            raise TapweightError(f"--repeats {args.repeats}: give at least 1")
+        result = {"command": "startup", **startup.run(args.repeats)}
+        print(startup.table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))

@@ -3,20 +3,23 @@
 The public API is what this module exports: ``run`` and ``Result`` for notebooks and scripts
 (docs/python-api.md), the specs and helpers for plugins (docs/hooks.md); anything else is
 internal.
+
+Importing ``tapweight`` is cheap (no torch, no pandas): the specs, ``hookimpl``,
+``check_options`` and ``TapweightError`` load at once, and the names whose modules import
+torch or pandas (``run``, ``load_backbone``, ``random_split``, ...) are imported on first
+use (PEP 562), so the command line and plugin registration start in well under a second.
 """
 
+import importlib
 import os
 
 if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (see cli.py),
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
-from tapweight.api import Result, run
-from tapweight.checkpoint import load_backbone, read_weights
 from tapweight.config import RunConfig, check_options
-from tapweight.data import random_split
 from tapweight.errors import TapweightError
 from tapweight.hookspecs import hookimpl
-from tapweight.models import computed_once
+from tapweight.lazy import deferred, require
 from tapweight.specs import (
     BackboneSpec,
     DatasetSpec,
@@ -25,6 +28,7 @@ from tapweight.specs import (
     ExportFormat,
     HeadSpec,
     Inputs,
+    LoggerSpec,
     ObjectiveSpec,
     Predictor,
     Split,
@@ -33,10 +37,29 @@ from tapweight.specs import (
 )
 
 __version__ = "0.1.0"
+
+#: exported names whose modules import torch or pandas: loaded when first used
+_LAZY = {
+    "run": "tapweight.api", "Result": "tapweight.api",
+    "load_backbone": "tapweight.checkpoint", "read_weights": "tapweight.checkpoint",
+    "random_split": "tapweight.data", "computed_once": "tapweight.models",
+}
+
 __all__ = [
     "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec", "Inputs",
-    "ObjectiveSpec", "Predictor",
-    "Result", "RunConfig", "Split", "Table", "TaskSpec", "TapweightError", "check_options", "computed_once", "hookimpl",
-    "load_backbone",
-    "random_split", "read_weights", "run",
+    "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Split", "Table", "TaskSpec",
+    "TapweightError", "check_options", "computed_once", "deferred", "hookimpl", "load_backbone",
+    "random_split", "read_weights", "require", "run",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tapweight' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

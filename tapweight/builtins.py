@@ -1,18 +1,25 @@
-"""The core's own plugin: domain-independent heads and probe objectives, registered like
-any plugin's."""
+"""The core's own plugin: domain-independent heads, probe objectives and the built-in
+experiment trackers (:mod:`tapweight.loggers`), registered like any plugin's.
 
-from torch import nn
+Registration imports nothing heavy (the command line lists these without torch); the
+builders import torch when a run calls them.
+"""
 
-from tapweight import probes
+from tapweight import loggers
 from tapweight.hookspecs import hookimpl
+from tapweight.lazy import deferred
 from tapweight.specs import HeadSpec, ObjectiveSpec
 
 
-def _linear(in_dim: int, n_outputs: int, cfg) -> nn.Module:
+def _linear(in_dim: int, n_outputs: int, cfg):
+    from torch import nn
+
     return nn.Linear(in_dim, n_outputs)
 
 
-def _mlp(in_dim: int, n_outputs: int, cfg) -> nn.Module:
+def _mlp(in_dim: int, n_outputs: int, cfg):
+    from torch import nn
+
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Dropout(0.1), nn.Linear(in_dim, n_outputs))
 
 
@@ -24,7 +31,13 @@ def register_heads(register):
 
 @hookimpl
 def register_objectives(register):
-    register(ObjectiveSpec("core.random_labels", probes.build_random_labels,
+    register(ObjectiveSpec("core.random_labels", deferred("tapweight.probes:build_random_labels"),
                            "harmful probe: fit labels drawn at random for every example"))
-    register(ObjectiveSpec("core.feature_collapse", probes.build_feature_collapse,
+    register(ObjectiveSpec("core.feature_collapse", deferred("tapweight.probes:build_feature_collapse"),
                            "harmful probe: minimise the features' squared norm"))
+
+
+@hookimpl
+def register_loggers(register):
+    for spec in loggers.BUILTIN:
+        register(spec)

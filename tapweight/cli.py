@@ -21,24 +21,50 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tapweight import distributed, interrupts, pretrain, runner
+import tapweight
+from tapweight import interrupts
 from tapweight import plugins as plugin_manager
-from tapweight.api import model_option
 from tapweight.config import METHODS
-from tapweight.distributed import RankZeroFailed
-from tapweight.errors import TapweightError
+from tapweight.errors import RankZeroFailed, TapweightError
 from tapweight.interrupts import Interrupted
-from tapweight.report import mean_pm_std, number
 from tapweight.runfolder import saved_task as _saved_task
 from tapweight.runlog import OursOrWarnings
 
+# Only what every command needs is imported above: `tapweight --help`, `--version`, `list`
+# and `plugins` answer without importing torch (seconds). The commands that train import
+# the runner (and torch with it) when they are called.
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Task-adaptive continued pretraining with learned objective weights.")
-out = Console()
-LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "methods")
+LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods")
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr) that, when the stream is not a terminal (a file,
+    a pipe, a scheduler's log), neither wraps nor cuts lines: paths stay whole."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 100_000)
+
+
+def _quiet(flag: bool) -> bool:
+    """``--quiet``, implied when stderr is not a terminal: a progress bar redrawn into a log
+    file is noise, a log line every ``log_every`` steps is not."""
+    return flag or not sys.stderr.isatty()
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"tapweight {tapweight.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_version,
+                                               help="print the version and exit")] = False):
+    """Task-adaptive continued pretraining with learned objective weights."""
 
 
 def _seeds(text: str) -> list[int]:
@@ -65,9 +91,12 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<...>)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this folder")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars "
+                                        "(implied when stderr is not a terminal)")] = False,
 ):
     """Continued pretraining with learned weights, final fine-tune, test metric."""
+    from tapweight import runner
+
     options = {key: value for key, value in {
         "method": method, "steps": steps, "data": data, "corpus": corpus, "init": init,
         "device": device, "seeds": _seeds(seeds) if seeds else None}.items() if value is not None}
@@ -78,28 +107,33 @@ def run(
         return _resume(resume, quiet, expect=(domain, task))
     registry = plugin_manager.build_registry()
     if model is not None:
+        from tapweight.api import model_option
+
         options.update(model_option(registry, domain, model))
     job = runner.resolve(domain, task, preset, config, options, set_ or [], registry=registry)
-    _print_summary(runner.run(job, out_dir, quiet))
+    _print_summary(runner.run(job, out_dir, _quiet(quiet)))
 
 
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
+    from tapweight import pretrain, runner
+
     domain, task = _saved_task(folder)
     if expect is not None and expect != (domain, task):
         raise TapweightError(f"'{folder}' is a run of {domain}/{task or 'pretrain'}, not "
                              f"{expect[0]}/{expect[1] or 'pretrain'}")
     if not task:  # a `tapweight pretrain` folder
         job = pretrain.resolve(domain, "paper", str(folder / "config.yaml"))
-        _print_encoder(pretrain.pretrain(job, folder, quiet, resume=True))
+        _print_encoder(pretrain.pretrain(job, folder, _quiet(quiet), resume=True))
         return
     job = runner.resolve(domain, task, "paper", str(folder / "config.yaml"))
-    _print_summary(runner.run(job, folder, quiet, resume=True))
+    _print_summary(runner.run(job, folder, _quiet(quiet), resume=True))
 
 
 @app.command("resume")
 def resume_command(
     run_dir: Annotated[Path, typer.Argument(help="a run folder made by `tapweight run` or `tapweight pretrain`")],
-    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars "
+                                        "(implied when stderr is not a terminal)")] = False,
 ):
     """Continue an interrupted run from its last checkpoint."""
     _resume(run_dir, quiet)
@@ -119,10 +153,13 @@ def pretrain_command(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<...>)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the pretraining run in this folder")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of a progress bar")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of a progress bar "
+                                        "(implied when stderr is not a terminal)")] = False,
 ):
     """Base pretraining on an unlabelled corpus (level I, fixed weights); writes an encoder
     for `tapweight run ... --init`."""
+    from tapweight import pretrain
+
     options = {key: value for key, value in {
         "method": method, "steps": steps, "corpus": corpus, "init": init, "device": device}.items()
         if value is not None}
@@ -133,28 +170,40 @@ def pretrain_command(
         return _resume(resume, quiet, expect=(domain, ""))
     registry = plugin_manager.build_registry()
     if model is not None:
+        from tapweight.api import model_option
+
         options.update(model_option(registry, domain, model))
     job = pretrain.resolve(domain, preset, config, options, set_ or [], registry=registry)
-    _print_encoder(pretrain.pretrain(job, out_dir, quiet))
+    _print_encoder(pretrain.pretrain(job, out_dir, _quiet(quiet)))
 
 
 def _print_encoder(summary: dict) -> None:
+    from tapweight import distributed
+
     if distributed.is_main():
         print(f"encoder: {summary['encoder']}")  # plain: a path rich would wrap
 
 
 def _print_summary(summary: dict) -> None:
-    """The per-seed and mean ± std table (rank 0 only: the other ranks hold the same)."""
+    """The per-seed table, mean ± std over several seeds, and where the run folder is (rank
+    0 only: the other ranks hold the same)."""
+    from tapweight import distributed
+    from tapweight.report import mean_pm_std, number
+
     if not distributed.is_main():
         return
-    table = RichTable(title=f"{summary['domain']}/{summary['task']} — {summary['method']}")
+    table = RichTable(title=escape(f"{summary['domain']}/{summary['task']} — {summary['method']}"))
     table.add_column("seed")
     table.add_column(f"val {summary['metric']}")
     table.add_column(f"test {summary['metric']}")
     for seed, result in summary["seeds"].items():
         table.add_row(str(seed), number(result.get("val")), number(result.get("test")))
-    table.add_row("mean ± std", mean_pm_std(summary, "val"), mean_pm_std(summary, "test"))
-    out.print(table)
+    if len(summary["seeds"]) > 1:
+        table.add_row("mean ± std", mean_pm_std(summary, "val"), mean_pm_std(summary, "test"))
+    console = _console()
+    console.print(table)
+    if summary.get("folder"):
+        console.print(f"run folder: {summary['folder']}", markup=False, highlight=False)
 
 
 @app.command("list")
@@ -164,7 +213,7 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
         raise TapweightError(f"cannot list '{what}'; choose one of {', '.join(LISTABLE)}")
     if what == "methods":
         for name in METHODS:
-            out.print(name)
+            print(name)
         return
     registry = plugin_manager.build_registry()
     table = RichTable(show_header=True)
@@ -173,11 +222,12 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
     table.add_column("description")
     for name in registry.names(what):
         spec = registry.tables[what][name]
-        table.add_row(name, registry.owners[(what, name)], getattr(spec, "description", ""))
-    if what == "domains":
+        table.add_row(*map(escape, (name, registry.owners[(what, name)], getattr(spec, "description", ""))))
+    if what == "domains":  # escaped: rich would read the fix's [nlp] as markup and drop it
         for problem in registry.problems:
-            table.add_row(problem.plugin, "unavailable", f"{problem.message}. {problem.fix}".strip())
-    out.print(table)
+            table.add_row(*map(escape, (problem.plugin, "unavailable",
+                                        f"{problem.message}. {problem.fix}".strip())))
+    _console().print(table)
 
 
 @app.command("plugins")
@@ -191,14 +241,22 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     """Summarise a run folder: config, final λ, metrics."""
     metrics = run_dir / "metrics.json"
     _saved_task(run_dir)
-    out.print(f"[bold]{run_dir}[/bold]")
+    console = _console()
+    console.print(f"[bold]{escape(str(run_dir))}[/bold]")
+    console.print(f"config.yaml:\n{(run_dir / 'config.yaml').read_text().rstrip()}", markup=False,
+                  highlight=False)
     for csv in sorted(run_dir.glob("seed*/weights.csv")):
+        from tapweight.report import signal_line
+
         step, lam = _last_weights(csv)
-        out.print(f"{csv.parent.name}: step {step}, λ {lam}")
+        console.print(f"{csv.parent.name}: step {step}, λ {lam}", markup=False, highlight=False)
+        if line := signal_line(csv.parent):
+            console.print(f"{csv.parent.name}: {line}", markup=False, highlight=False)
     if metrics.is_file():
         _print_summary(_read_summary(metrics))
     else:
-        out.print("not finished: no metrics.json yet (continue it with `tapweight resume`)")
+        console.print("not finished: no metrics.json yet (continue it with `tapweight resume`)",
+                      markup=False)
 
 
 def _last_weights(csv: Path) -> tuple[int, str]:
@@ -230,6 +288,19 @@ def _read_summary(path: Path) -> dict:
     return summary
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record comes (as rich's
+    console does), not on the stream of the moment it was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
+        pass
+
+
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder")],
@@ -248,7 +319,7 @@ def predict(
     frame = predict_inputs(run_dir, data, seed, device)
     target = out_file or Path(f"{Path(data).name.split('.')[0]}_preds.csv")
     write_csv(frame, target)
-    out.print(f"{len(frame)} rows -> {target}", soft_wrap=True)
+    _console().print(f"{len(frame)} rows -> {target}", soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -266,7 +337,7 @@ def export(
     from tapweight.export import export as export_model
 
     for path in export_model(run_dir, format_, out_dir, seed, finetuned):
-        out.print(str(path), soft_wrap=True)
+        _console().print(str(path), soft_wrap=True, markup=False)
 
 
 def _list(text: str, what: str) -> list[str]:
@@ -307,21 +378,30 @@ def compare(
     options = {key: value for key, value in {"steps": steps, "data": data, "init": init,
                                              "device": device}.items() if value is not None}
     if model is not None:
+        from tapweight.api import model_option
+
         options.update(model_option(plugin_manager.build_registry(), domain, model))
     target = out_dir or Path("runs") / f"compare-{domain}-{'-'.join(names)}"
     compare_runs(domain, names, _list(methods, "--methods"), _seeds(seeds), target, baseline, preset, config,
-                 options, set_ or [], quiet)
-    out.print(f"comparison -> {target / 'comparison.md'}", soft_wrap=True)
+                 options, set_ or [], _quiet(quiet))
+    _console().print(f"comparison -> {target / 'comparison.md'}", soft_wrap=True, markup=False)
 
 
 def _setup_logging() -> None:
-    """Our INFO lines and everyone's warnings, on stderr through rich (once per process);
-    under torchrun, ranks other than 0 show errors only (they hold the same data and config,
+    """Our INFO lines and everyone's warnings on stderr (once per process): through rich on a
+    terminal, as plain unwrapped lines (``INFO tapweight.runner: ...``) into a file or pipe.
+    Under torchrun, ranks other than 0 show errors only (they hold the same data and config,
     so their INFO lines and warnings repeat rank 0's)."""
     root = logging.getLogger()
     if any(getattr(h, "tapweight", False) for h in root.handlers):
         return
-    handler = RichHandler(console=Console(stderr=True), show_path=False, markup=False)
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=_console(stderr=True), show_path=False, markup=False)
+    else:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(OursOrWarnings())
     handler.tapweight = True
     if _rank() != 0:

@@ -101,7 +101,8 @@ class RunConfig:
     corpus: str = ""  # pretraining corpus file; empty: the task's training inputs (TAPT)
     split: str = ""  # empty: the task's split
     num_workers: int = 0
-    log_every: int = 10
+    log_every: int = 10  # steps between log lines (--quiet) and between the bar's loss averages
+    report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, a plugin's
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on time)
     checkpoint_minutes: float = 5.0  # also checkpoint when this long has passed (0: never on time)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

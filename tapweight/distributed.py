@@ -13,12 +13,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from tapweight.errors import TapweightError
-
-
-class RankZeroFailed(TapweightError):
-    """Rank 0's user error, raised on the other ranks too so that all stop; only rank 0
-    prints it."""
+from tapweight.errors import RankZeroFailed, TapweightError
 
 
 def launched_world_size() -> int:

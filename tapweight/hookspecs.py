@@ -69,5 +69,16 @@ def register_tasks(register):
 
 
 @hookspec
+def register_loggers(register):
+    """Register experiment trackers: ``register(LoggerSpec(name, build))``.
+
+    ``build(cfg, folder, step)`` returns an object with ``log(values, step)`` and ``close()``;
+    a run reports to the trackers named in ``--set report_to=[name,...]`` (rank 0, once per
+    seed): every global step's λ, objective losses, level II and validation losses and
+    hypergradient, the final fine-tune's validation metric per epoch, and the seed's results.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``tapweight`` command line: ``cli`` is the ``typer.Typer`` app."""

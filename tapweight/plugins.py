@@ -39,6 +39,7 @@ pm.register(builtins, name=CORE)
 _load_problems: list[Unavailable] = []
 _loaded = False
 _order: dict[str, tuple[int, int]] = {CORE: (0, 0)}  # plugin -> (0 built-in | 1 other, arrival)
+_versions: dict[str, str] = {}  # plugin -> version of the distribution its entry point came from
 
 
 def _missing_extra(ep: md.EntryPoint) -> tuple[list[str], str]:
@@ -97,6 +98,8 @@ def load_entry_points() -> None:
         module = _import(ep)
         if module is not None:
             register_plugin(module, ep.name, builtin=_is_builtin(ep))
+            if ep.dist is not None and ep.dist.metadata.get("Version"):
+                _versions[ep.name] = ep.dist.metadata["Version"]
 
 
 def _import(ep: md.EntryPoint):
@@ -183,8 +186,7 @@ def plugin_report() -> list[dict]:
     registry = build_registry()
     rows = []
     for name, plugin in pm.list_name_plugin():
-        dist = pm.get_plugin(name)
-        version = _version_of(dist)
+        version = _versions.get(name) or _version_of(plugin)
         provides = {kind: sorted(k for (kd, k), owner in registry.owners.items()
                                  if owner == name and kd == kind) for kind in KINDS}
         rows.append({
@@ -205,7 +207,13 @@ def plugin_report() -> list[dict]:
 
 
 def _version_of(module: object) -> str | None:
+    """The version of the distribution that holds ``module`` (a plugin registered in code,
+    not through an entry point; slow: it reads every installed distribution's file list)."""
     top = getattr(module, "__name__", "").split(".")[0]
+    if top == "tapweight":
+        from tapweight import __version__
+
+        return __version__
     for dist in md.packages_distributions().get(top, []):
         return md.version(dist)
     return None

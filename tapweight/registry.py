@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapweight.errors import TapweightError
-from tapweight.specs import BackboneSpec, DatasetSpec, Domain, HeadSpec, ObjectiveSpec, TaskSpec
+from tapweight.specs import BackboneSpec, DatasetSpec, Domain, HeadSpec, LoggerSpec, ObjectiveSpec, TaskSpec
 
 #: registry kind -> (hook that fills it, spec type)
 KINDS: dict[str, tuple[str, type]] = {
@@ -22,6 +22,7 @@ KINDS: dict[str, tuple[str, type]] = {
     "heads": ("register_heads", HeadSpec),
     "datasets": ("register_datasets", DatasetSpec),
     "tasks": ("register_tasks", TaskSpec),
+    "loggers": ("register_loggers", LoggerSpec),
 }
 CORE = "core"
 
@@ -59,9 +60,9 @@ class Registry:
         self.owners[(kind, key)] = plugin
 
     def _key(self, kind: str, spec: Any) -> str:
-        if kind == "domains":
+        if kind in ("domains", "loggers"):  # not namespaced: a logger serves every domain
             if "." in spec.name or "/" in spec.name:
-                raise RegistrationError(f"domain name '{spec.name}' may not contain '.' or '/'")
+                raise RegistrationError(f"{kind[:-1]} name '{spec.name}' may not contain '.' or '/'")
             return spec.name
         if kind == "tasks":
             self._check_domain(spec.domain, spec.key)

@@ -1,52 +1,192 @@
-"""What a run leaves behind besides checkpoints: λ and loss trajectories, plots, metrics."""
+"""What a run leaves behind besides checkpoints: λ and loss trajectories, plots, metrics.
+
+``weights.csv`` and ``losses.csv`` grow by one row per global step while the run goes
+(:class:`Trajectory`), so ``tail -f`` and plotting work mid-run and a crash keeps them; a
+resumed seed first rewrites them from its checkpoint, dropping rows written after it, so
+an interrupted and resumed run leaves the same bytes as an uninterrupted one.
+
+``hypergrad.csv`` and the lower panels of ``weights.png`` help judge λ
+(:func:`hypergradient_diagnostics`): per objective, the running mean of the hypergradient and
+its signal-to-noise ratio over a trailing window, so a flat λ reads as "no consistent signal"
+rather than "broken".
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from tapweight.checkpoint import atomic_write
+from tapweight.specs import Table
 
-from tapweight.checkpoint import atomic_write  # noqa: E402
-from tapweight.specs import Table  # noqa: E402
-
-
-def write_trajectory(history: list[dict], folder: Path) -> None:
-    """``weights.csv`` (step, λ_k) and ``losses.csv`` (step, every logged loss)."""
-    frame = pd.DataFrame(history)
-    lam = ["step"] + [c for c in frame.columns if c.startswith("lambda_")]
-    weights = frame[lam].rename(columns=lambda c: c.removeprefix("lambda_"))
-    atomic_write(folder / "weights.csv", lambda tmp: weights.to_csv(tmp, index=False))
-    rest = ["step"] + [c for c in frame.columns if not c.startswith("lambda_") and c != "step"]
-    atomic_write(folder / "losses.csv", lambda tmp: frame[rest].to_csv(tmp, index=False))
+#: steps in the trailing window of the hypergradient's running mean and signal-to-noise ratio
+WINDOW = 50
+#: |SNR| above this: the window's mean is unlikely to be noise (about 2 standard errors)
+SIGNAL = 2.0
 
 
-def plot_weights(csv_files: list[Path], path: Path, title: str) -> None:
-    """λ_k over steps; several runs (seeds) are drawn as thin lines around their mean."""
-    frames = [pd.read_csv(f) for f in csv_files]
-    names = [c for c in frames[0].columns if c != "step"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, name in enumerate(names):
-        color = f"C{i}"
-        for frame in frames if len(frames) > 1 else []:
-            ax.plot(frame["step"], frame[name], color=color, alpha=0.3, linewidth=0.8)
-        steps = frames[0]["step"]
-        mean = np.mean([f[name].to_numpy()[: len(steps)] for f in frames], axis=0)
-        ax.plot(steps, mean, color=color, linewidth=2, label=name)
-    ax.set_xlabel("global step")
-    ax.set_ylabel("λ (objective weight)")
-    ax.set_title(title)
-    ax.legend(loc="best")
-    ax.grid(alpha=0.3)
+def _split(record: dict[str, float]) -> tuple[dict, dict]:
+    """A step's record as its ``weights.csv`` row (step, λ_k) and ``losses.csv`` row."""
+    weights = {"step": record["step"]}
+    losses = {"step": record["step"]}
+    for key, value in record.items():
+        if key.startswith("lambda_"):
+            weights[key.removeprefix("lambda_")] = value
+        elif key != "step":
+            losses[key] = value
+    return weights, losses
+
+
+class Trajectory:
+    """A seed's ``weights.csv`` (step, λ_k) and ``losses.csv`` (step, the level II and
+    validation losses, the hypergradient ``hypergrad_<k>``, the objectives' ``loss_<k>``),
+    one row per global step."""
+
+    def __init__(self, folder: Path):
+        self.paths = (Path(folder) / "weights.csv", Path(folder) / "losses.csv")
+
+    def restart(self, history: Sequence[dict[str, float]]) -> None:
+        """Make the files hold exactly ``history`` (the checkpoint's steps; none: no files)."""
+        rows = list(zip(*(_split(r) for r in history))) or [[], []]
+        for path, table in zip(self.paths, rows):
+            if not table:
+                path.unlink(missing_ok=True)
+                continue
+            lines = [_line(table[0].keys())] + [_line(row.values()) for row in table]
+            text = "".join(lines)
+            atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
+
+    def append(self, record: dict[str, float]) -> None:
+        """Add one step's row to each file (with the header when the file is new)."""
+        for path, row in zip(self.paths, _split(record)):
+            new = not path.exists()
+            with open(path, "a") as fh:
+                fh.write((_line(row.keys()) if new else "") + _line(row.values()))
+
+
+def _line(values) -> str:
+    """One CSV line; numbers as Python writes them (shortest repr: they read back exactly)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def hypergradient_diagnostics(weights: pd.DataFrame, losses: pd.DataFrame,
+                              window: int = WINDOW) -> pd.DataFrame | None:
+    """Per objective k and step t, over the last ``window`` steps (fewer at the start):
+
+    - ``hypergrad_mean_<k>``, ``hypergrad_snr_<k>``: the running mean of dL_val/dλ_k and its
+      signal-to-noise ratio mean / (std / √n);
+    - ``relative_mean_<k>``, ``relative_snr_<k>``: the same for r_k = g_k − Σ_j λ_j g_j, the
+      part of the hypergradient that moves λ (the α gradient is λ_k r_k: the softmax ignores
+      what all objectives share). r_k > 0 on average: λ_k falls; |SNR| < 2: no consistent signal.
+
+    None when the run learned no weights (no ``hypergrad_<k>`` columns)."""
+    names = [c.removeprefix("hypergrad_") for c in losses.columns if c.startswith("hypergrad_")]
+    if not names:
+        return None
+    g = losses[[f"hypergrad_{k}" for k in names]].to_numpy(dtype=float)  # [T, K]
+    lam = weights[names].to_numpy(dtype=float)  # [T, K], the λ each step's g was taken at
+    relative = g - (lam * g).sum(axis=1, keepdims=True)
+    out = {"step": losses["step"].to_numpy()}
+    for prefix, values in (("hypergrad", g), ("relative", relative)):
+        rolling = pd.DataFrame(values, columns=names).rolling(window, min_periods=2)
+        mean, std, n = rolling.mean(), rolling.std(), rolling.count()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = mean / (std / np.sqrt(n))
+        for k in names:
+            out[f"{prefix}_mean_{k}"] = mean[k].to_numpy()
+            out[f"{prefix}_snr_{k}"] = snr[k].to_numpy()
+    return pd.DataFrame(out)
+
+
+def whole_run_snr(losses: pd.DataFrame, weights: pd.DataFrame) -> dict[str, float]:
+    """The relative hypergradient's signal-to-noise ratio over every step of a seed."""
+    table = hypergradient_diagnostics(weights, losses, window=max(len(losses), 2))
+    if table is None:
+        return {}
+    last = table.iloc[-1]
+    return {c.removeprefix("relative_snr_"): float(last[c]) for c in table.columns
+            if c.startswith("relative_snr_")}
+
+
+def signal_line(folder: Path) -> str | None:
+    """One line on whether the hypergradient held a signal for λ over a seed's steps so far,
+    or None when the seed learned no weights."""
+    folder = Path(folder)
+    if not (folder / "losses.csv").is_file() or not (folder / "weights.csv").is_file():
+        return None
+    snr = whole_run_snr(pd.read_csv(folder / "losses.csv"), pd.read_csv(folder / "weights.csv"))
+    if not snr:
+        return None
+    shown = ", ".join(f"{k} {v:+.1f}" for k, v in snr.items())
+    return (f"signal-to-noise ratio of the hypergradient that moves λ, over the run: {shown} "
+            f"(|SNR| < {SIGNAL:g}: no consistent signal; > 0: λ falls)")
+
+
+def write_diagnostics(folder: Path) -> pd.DataFrame | None:
+    """``hypergrad.csv`` of a seed folder from its ``weights.csv`` and ``losses.csv``."""
+    folder = Path(folder)
+    table = hypergradient_diagnostics(pd.read_csv(folder / "weights.csv"), pd.read_csv(folder / "losses.csv"))
+    if table is not None:
+        atomic_write(folder / "hypergrad.csv", lambda tmp: table.to_csv(tmp, index=False))
+    return table
+
+
+def plot_weights(folders: list[Path], path: Path, title: str) -> None:
+    """λ_k over steps; below it, when λ was learned, the running mean of the relative
+    hypergradient and its signal-to-noise ratio (:func:`hypergradient_diagnostics`).
+
+    Several runs (seeds) are drawn as thin lines around their mean. The legend sits beside
+    the axes, never on a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    weights = [pd.read_csv(Path(f) / "weights.csv") for f in folders]
+    diagnostics = [d for d in (_read_diagnostics(Path(f)) for f in folders) if d is not None]
+    names = [c for c in weights[0].columns if c != "step"]
+    panels = [("λ (objective weight)", weights, "")]
+    if len(diagnostics) == len(weights):
+        panels += [(f"relative hypergradient\n(mean of last {WINDOW} steps)", diagnostics, "relative_mean_"),
+                   ("its signal-to-noise\nratio", diagnostics, "relative_snr_")]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 + 2.0 * len(panels)), sharex=True, squeeze=False)
+    for ax, (label, frames, prefix) in zip(axes[:, 0], panels):
+        for i, name in enumerate(names):
+            column, color = f"{prefix}{name}", f"C{i}"
+            steps = frames[0]["step"]
+            for frame in frames if len(frames) > 1 else []:
+                ax.plot(frame["step"], frame[column], color=color, alpha=0.3, linewidth=0.8)
+            mean = np.mean([f[column].to_numpy()[: len(steps)] for f in frames], axis=0)
+            ax.plot(steps, mean, color=color, linewidth=2, label=name)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if len(panels) > 1:
+        axes[1, 0].axhline(0, color="black", linewidth=0.8)
+        snr = axes[2, 0]
+        for level in (-SIGNAL, SIGNAL):
+            snr.axhline(level, color="black", linewidth=0.8, linestyle="--")
+        snr.text(1.01, SIGNAL, f"±{SIGNAL:g}: signal", transform=snr.get_yaxis_transform(),
+                 va="center", fontsize=8)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("global step")
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="objective")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight"))
     plt.close(fig)
+
+
+def _read_diagnostics(folder: Path) -> pd.DataFrame | None:
+    path = folder / "hypergrad.csv"
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def write_predictions(table: Table, rows: np.ndarray, preds: np.ndarray, path: Path) -> None:
@@ -109,4 +249,7 @@ def number(value) -> str:
 
 
 def mean_pm_std(summary: dict, key: str = "test") -> str:
+    """``mean ± std`` over the seeds; a single seed's value alone (its spread is unknown)."""
+    if len(summary.get("seeds", ())) == 1:
+        return number(summary.get(f"{key}_mean"))
     return f"{number(summary.get(f'{key}_mean'))} ± {number(summary.get(f'{key}_std'))}"

@@ -6,10 +6,13 @@ the method is ``none``), re-finetunes the final backbone and scores the test spl
 
 Run folder layout::
 
-    config.yaml  metrics.json  weights.png  log.txt
-    seed<k>/  checkpoint.pt  weights.csv  losses.csv  weights.png  backbone.safetensors  metrics.json
-              predictions.csv  target_scaler.json (regression tasks)
+    config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
+    seed<k>/  checkpoint.pt  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
+              metrics.json  predictions.csv  target_scaler.json (regression tasks)  [tensorboard/]
               model.safetensors  model.json  predictor/  (the final model: tapweight.saved)
+
+``weights.csv`` and ``losses.csv`` grow a row per global step as the run goes (report.py);
+the trackers of ``report_to`` (loggers.py) receive the same values.
 """
 
 from __future__ import annotations
@@ -42,17 +45,20 @@ from tapweight.errors import TapweightError
 from tapweight.finetune import refinetune
 from tapweight.interrupts import Interrupted
 from tapweight.labels import check_split, check_table
+from tapweight.loggers import RunLoggers, step_values
 from tapweight.models import PretrainModel, TaskModel
 from tapweight.plugins import build_registry
-from tapweight.progress import Progress
+from tapweight.progress import Progress, StepStatus
 from tapweight.registry import Registry
 from tapweight.report import (
+    Trajectory,
     mean_pm_std,
     plot_weights,
+    signal_line,
     summarize,
+    write_diagnostics,
     write_json,
     write_predictions,
-    write_trajectory,
 )
 from tapweight.runlog import RunLog
 from tapweight.saved import save_final
@@ -120,7 +126,8 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
         *user_layers(domain, config_file, options, sets),
     ]
     job = Job(build_config(dom.options, layers), registry, dom, spec, preset)
-    objective_names(job)  # fail on a bad objective before any work is done
+    objective_names(job)  # fail on a bad objective or tracker before any work is done
+    logger_specs(job)
     return job
 
 
@@ -138,6 +145,11 @@ def objective_names(job: Job) -> list[str]:
         raise TapweightError(f"method 'fixed' needs one weight per objective ({len(names)}: "
                              f"{', '.join(names)}), got {len(cfg.weights)}")
     return names
+
+
+def logger_specs(job: Job) -> list:
+    """The registered trackers ``report_to`` names (``tapweight list loggers``)."""
+    return [job.registry.get("loggers", name) for name in job.cfg.report_to]
 
 
 def pick_device(name: str) -> torch.device:
@@ -182,8 +194,8 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     Everything a user can get wrong (device, batch sizes, ``--init``, ``--out``, the data) is
     checked before the first step; a fresh run that fails before it leaves no folder behind.
     """
-    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session:
-                         _run_seeds(job, out, device, quiet, resume, run_log, session))
+    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session: {
+        **_run_seeds(job, out, device, quiet, resume, run_log, session), "folder": str(out)})
 
 
 def in_run_folder(job: Job, out: Path, resume: bool, body: Callable) -> dict:
@@ -226,11 +238,11 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
         session.progressed()
     summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
                "metric": job.task.metric, "seeds": results, **summarize(results)}
-    curves = [out / f"seed{s}" / "weights.csv" for s in seeds]
+    folders = [out / f"seed{s}" for s in seeds]
     if main:
         write_json(summary, out / "metrics.json")
-        if all(c.exists() for c in curves):
-            plot_weights(curves, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
+        if all((f / "weights.csv").exists() for f in folders):
+            plot_weights(folders, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
     log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
     return summary
 
@@ -263,28 +275,39 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
     if task.scaler is not None and distributed.is_main():
         task.scaler.save(folder / SCALER_FILE)
     backbone = task.backbone
-    if cfg.method != "none":
-        try:
-            backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device, folder, quiet)
-        except NonFiniteLoss as err:
-            saved = folder / "checkpoint.pt"
-            kept = (f"the checkpoint of step {load_state(saved)['step']} is kept in {saved}"
-                    if saved.exists() else
-                    "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
-            raise NonFiniteLoss(f"{err}; {kept}", err.step) from None
-    result = None
-    current_session().started()
-    if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
-        progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
-        with progress:
-            result, preds, model = refinetune(
-                backbone, task.make_head, task.data, job.task, cfg.final, device, cfg.seed, cfg.num_workers,
-                on_epoch=lambda e, v: progress.advance(f"val {job.task.metric} {v:.4f}"), scaler=task.scaler)
-        log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, job.task.metric,
-                 result["val"], result["test"], result["best_epoch"])
-        write_predictions(table, task.split.test, preds, folder / "predictions.csv")
-        save_final(folder, model, job, table.label_names, task.data.predictor)
-        write_json(result, done)
+    with RunLoggers(logger_specs(job) if distributed.is_main() else [], cfg, folder) as loggers:
+        if cfg.method != "none":
+            try:
+                backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device,
+                                                 folder, quiet, loggers)
+            except NonFiniteLoss as err:
+                saved = folder / "checkpoint.pt"
+                kept = (f"the checkpoint of step {load_state(saved)['step']} is kept in {saved}"
+                        if saved.exists() else
+                        "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
+                raise NonFiniteLoss(f"{err}; {kept}", err.step) from None
+        result = None
+        current_session().started()
+        if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
+            steps = cfg.steps if cfg.method != "none" else 0  # the trackers' axis goes on from there
+            metric = job.task.metric
+
+            def on_epoch(epoch: int, value: float) -> None:
+                progress.advance(f"val {metric} {value:.4f}")
+                loggers.log({f"final/val_{metric}": value}, steps + epoch)
+
+            progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
+            with progress:
+                result, preds, model = refinetune(
+                    backbone, task.make_head, task.data, job.task, cfg.final, device, cfg.seed, cfg.num_workers,
+                    on_epoch=on_epoch, scaler=task.scaler)
+            log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, metric,
+                     result["val"], result["test"], result["best_epoch"])
+            loggers.log({f"result/{k}": v for k, v in result.items() if isinstance(v, (int, float))},
+                        steps + cfg.final.epochs)
+            write_predictions(table, task.split.test, preds, folder / "predictions.csv")
+            save_final(folder, model, job, table.label_names, task.data.predictor)
+            write_json(result, done)
     return distributed.broadcast(result)
 
 
@@ -342,8 +365,11 @@ def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engi
 
 
 def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,
-                          quiet: bool):
-    """Levels I–III for ``cfg.steps`` global steps; returns the final θ backbone."""
+                          quiet: bool, loggers: RunLoggers | None = None):
+    """Levels I–III for ``cfg.steps`` global steps; returns the final θ backbone.
+
+    Each step's record goes to ``weights.csv``/``losses.csv`` (rank 0), to the trackers, and
+    to the bar's status line (or, ``quiet``, a log line every ``log_every`` steps)."""
     engine = build_engine(job, cfg, data, backbone, head, device)
     theta = engine.theta
     checkpoint = folder / "checkpoint.pt"
@@ -351,6 +377,12 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     resume_engine(engine, checkpoint, cfg.seed)
     session.saved(engine.step_count)
     main = distributed.is_main()
+    loggers = loggers or RunLoggers([], cfg, folder)
+    trajectory = Trajectory(folder)
+    if main:
+        trajectory.restart(engine.history)  # what the checkpoint holds, no row more
+        loggers.open(engine.step_count)
+    status = StepStatus(cfg.log_every)
     progress = Progress(cfg.steps, f"{cfg.method} seed {cfg.seed}", quiet or not main, start=engine.step_count)
     session.started()
     with session.deferred():  # a first Ctrl-C between or inside steps lets the step finish, then stops
@@ -358,10 +390,13 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
             while engine.step_count < cfg.steps:
                 record = engine.step()
                 session.progressed()
-                lam = " ".join(f"{k[7:]}={v:.3f}" for k, v in record.items() if k.startswith("lambda_"))
-                progress.advance(f"λ {lam}")
-                if quiet and main and engine.step_count % cfg.log_every == 0:
-                    log.info("step %d/%d λ %s", engine.step_count, cfg.steps, lam)
+                status.update(record)
+                if main:
+                    trajectory.append(record)
+                    loggers.log(step_values(record), engine.step_count)
+                progress.advance(status.line())
+                if quiet and main and (engine.step_count % cfg.log_every == 0 or engine.step_count == cfg.steps):
+                    log.info("step %d/%d %s", engine.step_count, cfg.steps, status.line())
                 stop = session.stop_signal()
                 if main and (stop or session.checkpoint_due(cfg, engine.step_count)):
                     save_state(engine.state_dict(), checkpoint)
@@ -372,8 +407,9 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
             return theta.backbone
         save_state(engine.state_dict(), checkpoint)
         session.saved(engine.step_count)
-        write_trajectory(engine.history, folder)
-        plot_weights([folder / "weights.csv"], folder / "weights.png",
+        if write_diagnostics(folder) is not None:
+            log.info("seed %d: %s -> hypergrad.csv", cfg.seed, signal_line(folder))
+        plot_weights([folder], folder / "weights.png",
                      f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")
         save_weights(theta.backbone, folder / "backbone.safetensors")
     if stop := session.stop_signal(agree=False):

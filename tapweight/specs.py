@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from torch import nn
-from torch.utils.data import Dataset
+if TYPE_CHECKING:  # annotations only: registering a plugin must not import torch
+    import numpy as np
+    from torch import nn
+    from torch.utils.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class Inputs:
     @property
     def valid(self) -> np.ndarray:
         """Indices of the rows that can be scored."""
+        import numpy as np
+
         return np.array([i for i, e in enumerate(self.errors) if not e], dtype=np.int64)
 
 
@@ -211,6 +214,23 @@ class DatasetSpec:
 
     name: str
     load: Callable[[Any], Table]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class LoggerSpec:
+    """An experiment tracker a run reports to, chosen with ``--set report_to=[name]``.
+
+    ``build(cfg, folder, step)`` is called once per seed on rank 0 (``folder`` is the seed's
+    folder in the run folder, ``step`` the global step the seed starts from: 0, or the
+    checkpoint's on ``resume``, past which a tracker that keeps its own history should drop
+    what it holds). It returns an object with ``log(values, step)`` (``values``: a dict of
+    floats, names like ``lambda/<objective>``) and ``close()``. Names are plain words
+    (``tensorboard``, ``mlflow``, ``wandb``), not namespaced by domain.
+    """
+
+    name: str
+    build: Callable[[Any, Path, int], Any]
     description: str = ""
 
 

@@ -135,7 +135,6 @@ def build_corpus(cfg, path: str) -> DomainData:
                     "; ".join(_shown(prepared.shown)), "; ..." if prepared.invalid > SHOW_INVALID else "")
     images = depictions(options)
     info = {"corpus": path, "corpus_molecules": len(prepared.smiles),
-            "corpus_invalid_smiles": prepared.invalid, "corpus_invalid_rows": _shown(prepared.shown),
             "corpus_prepared": "read from the cache" if prepared.cached else "canonicalized now, cached",
             "corpus_precomputed_clusters": sorted(prepared.precomputed),
             "image_size": options.image_size, "image_cache": str(images.store.folder)}
@@ -154,9 +153,8 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
         raise TapweightError(
             f"{table.source}: {len(bad)} rows have invalid SMILES (row {bad[0][0]})")
     images = depictions(options)
-    skipped = getattr(table.inputs, "skipped", [])
-    info = {"invalid_smiles": len(skipped), "invalid_rows": _shown(skipped),
-            "image_size": options.image_size, "image_cache": str(images.store.folder)}
+    info = {"image_size": options.image_size,  # the loader's warning has named the invalid rows
+            "image_cache": str(images.store.folder)}
 
     def part(rows: np.ndarray) -> TaskImages:
         return TaskImages(SmilesList.of(canon[i] for i in rows), table.labels[rows], images)

@@ -16,12 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from tapweight import Table, TapweightError
 from tapweight.paths import data_dir
-from tapweight_mol.render import abbreviate, canonical, quiet_rdkit
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +134,11 @@ def download(spec: MoleculeNetSet) -> Path:
 
 def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     """The labelled molecules of ``path``, invalid SMILES dropped (and reported)."""
+    import numpy as np  # here, not at the top: the plugin's registration reads SETS only
+    import pandas as pd
+
+    from tapweight_mol.render import abbreviate, canonical, quiet_rdkit
+
     try:
         frame = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as err:
@@ -145,8 +146,13 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     tasks = list(spec.tasks) or [c for c in frame.columns if c != spec.smiles]
     missing = [c for c in [spec.smiles, *tasks] if c not in frame.columns]
     if missing:
+        quiet_rdkit()
+        headerless = any(_is_number(c) or canonical(c) is not None for c in map(str, frame.columns))
+        wanted = ", ".join(repr(c) for c in [spec.smiles, *spec.tasks])
+        hint = (f"; its first row looks like data, not a header: add a header line naming the "
+                f"columns ({spec.name} reads {wanted})" if headerless else "")
         raise TapweightError(f"{path} has no column {', '.join(map(repr, missing))} (columns: "
-                             f"{', '.join(frame.columns[:8])}...); is it the {spec.name} CSV?")
+                             f"{', '.join(map(str, frame.columns[:8]))}...); is it the {spec.name} CSV?{hint}")
     numeric = frame[tasks].apply(pd.to_numeric, errors="coerce")  # empty cells: missing labels
     not_numbers = numeric.isna() & frame[tasks].notna()
     if not_numbers.any().any():
@@ -167,6 +173,14 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     rows = np.array([r - 1 for r, _ in keep])
     return Table(inputs=Molecules([s for _, s in keep], skipped), labels=labels[rows],
                  label_names=tuple(tasks), source=str(path))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 def load(name: str, cfg) -> Table:

@@ -1,7 +1,9 @@
 """The molecular domain's registrations: domain, backbone, objectives, data sets and tasks.
 
-Importing this module imports RDKit and torchvision (through the modules below), so a
-missing ``tapweight[mol]`` extra shows up as the ModuleNotFoundError the loader reports.
+Every ``tapweight`` command loads this module, so it imports neither RDKit nor torch: it
+checks that the ``tapweight[mol]`` extra is installed (a missing one shows up as the
+ModuleNotFoundError the loader turns into "pip install 'tapweight[mol]'") and registers
+builders that import the domain's modules when a run calls them (:mod:`tapweight.lazy`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from tapweight import (
     ExportFormat,
     ObjectiveSpec,
     TaskSpec,
+    deferred,
     hookimpl,
+    require,
 )
-from tapweight_mol import backbone, inference, moleculenet, objectives
-from tapweight_mol.data import build_corpus, build_data
+from tapweight_mol import moleculenet
 from tapweight_mol.options import (
     DEFAULT_STEPS,
     PAPER_STEPS,
@@ -29,13 +32,14 @@ from tapweight_mol.options import (
     REGRESSION_DEFAULTS,
     MolOptions,
 )
-from tapweight_mol.splits import random_scaffold_split, scaffold_split
+
+require("rdkit", "torchvision", "PIL")  # the [mol] extra, found without importing it
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
 EXPORTS = (
-    ExportFormat("torchvision", inference.write_torchvision,
+    ExportFormat("torchvision", deferred("tapweight_mol.inference:write_torchvision"),
                  "resnet18.pth: a torchvision.models.resnet18() state dict (fine-tuned: the head as fc)"),
-    ExportFormat("imagemol", inference.write_imagemol,
+    ExportFormat("imagemol", deferred("tapweight_mol.inference:write_imagemol"),
                  "ImageMol.pth.tar: ImageMol's pretrain.py layout, for its finetune.py --resume"),
 )
 
@@ -43,6 +47,9 @@ EXPORTS = (
 def build_data_for_predict(cfg, table, split, task) -> DomainData:
     """:func:`~tapweight_mol.data.build_data`, with the predictor of ``tapweight predict``
     (molecules are drawn from the config alone: nothing is fitted)."""
+    from tapweight_mol import inference
+    from tapweight_mol.data import build_data
+
     return replace(build_data(cfg, table, split, task), predictor=inference.smiles_predictor(cfg))
 
 
@@ -55,29 +62,40 @@ def register_domains(register):
         backbone="mol.resnet18",
         objectives=DEFAULT_OBJECTIVES,
         build_data=build_data_for_predict,
-        splits={"scaffold": scaffold_split, "random_scaffold": random_scaffold_split},
+        splits={"scaffold": deferred("tapweight_mol.splits:scaffold_split"),
+                "random_scaffold": deferred("tapweight_mol.splits:random_scaffold_split")},
         head="core.linear",
         presets=PRESETS,
-        load_predictor=inference.load_predictor,
+        load_predictor=deferred("tapweight_mol.inference:load_predictor"),
         exports=EXPORTS,
-        build_corpus=build_corpus,
+        build_corpus=deferred("tapweight_mol.data:build_corpus"),
         pretrain_presets=PRETRAIN_PRESETS,
     ))
 
 
+def _resnet18(cfg, data):
+    from tapweight_mol import backbone
+
+    return backbone.build(cfg)
+
+
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("mol.resnet18", lambda cfg, data: backbone.build(cfg),
+    register(BackboneSpec("mol.resnet18", _resnet18,
                           "torchvision ResNet18 without fc, 512-d (ImageMol); --init loads "
                           "ImageMol, torchvision or tapweight checkpoints"))
 
 
 def _mg(k: int, net, corpus, cfg):
+    from tapweight_mol import objectives
+
     ids, n_clusters = corpus.clusters(k)
     return objectives.ClusterClassification(net.out_dim, ids, n_clusters)
 
 
 def _jpp(net, corpus, cfg):
+    from tapweight_mol import backbone, objectives
+
     o = cfg.options
     jpp = objectives.JigsawPuzzle(net.out_dim, o.jigsaw_permutations, o.jigsaw_unshuffled)
     if cfg.init and (head := backbone.imagemol_head(cfg.init, "jigsaw_classifier")):
@@ -86,14 +104,20 @@ def _jpp(net, corpus, cfg):
 
 
 def _mcl(net, corpus, cfg):
+    from tapweight_mol import objectives
+
     return objectives.MaskedConsistency(cfg.options.mcl_mask_ratio)
 
 
 def _mrd(net, corpus, cfg):
+    from tapweight_mol import objectives
+
     return objectives.RationalityDiscrimination(net.out_dim, cfg.options.jigsaw_permutations)
 
 
 def _mir(net, corpus, cfg):
+    from tapweight_mol import objectives
+
     return objectives.ImageReconstruction(net.out_dim, cfg.options.mir_size)
 
 

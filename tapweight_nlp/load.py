@@ -1,9 +1,16 @@
 """Reading a labelled text data set into a :class:`TextTable`, through `datasets`.
 
 Where the rows come from, first match wins: ``cfg.data`` (a folder of ``train``/``dev``/
-``test`` files or one file; csv, tsv, json(l) or parquet with a header row), the data
-directory ``<data_dir>/nlp/<name>``, the Hugging Face hub. Each row remembers which file
-(split) it came from, because the paper's GLUE protocol tests on the GLUE dev set.
+``test`` files or one file; csv, tsv, json(l) or parquet), the data directory
+``<data_dir>/nlp/<name>``, the Hugging Face hub. Each row remembers which file (split) it
+came from, because the paper's GLUE protocol tests on the GLUE dev set.
+
+Columns are found by name. A csv or tsv file without a header row (AG News's own CSVs, many
+TAP data releases) is read with ``--set nlp.header=false``: its columns are then named by
+position, ``0``, ``1``, ... (``--set nlp.text_column=1 --set nlp.label_column=0``), or by
+``--set nlp.columns=[label,title,text]``. When a column is missing and the header row looks
+like data (numbers, class names, sentences), the error says so and gives those options.
+Class ids count from 0; ``nlp.label_base=1`` reads files that count from 1.
 
 Split roles: ``train``; ``dev`` (``dev``, ``validation``, ``val``, their ``_matched``
 MNLI forms); ``test`` (``test``, ``test_matched``). A test split without labels (GLUE's)
@@ -48,11 +55,11 @@ def load_table(spec: TextDataset, cfg) -> TextTable:
         path = Path(cfg.data).expanduser()
         if not path.exists():
             raise TapweightError(f"--data '{cfg.data}' does not exist")
-        return _from_splits(_read_local(path), spec, columns, str(path))
+        return _from_splits(_read_local(path, opts), spec, columns, str(path), opts)
     local = data_dir() / "nlp" / spec.name
     if local.is_dir():
-        return _from_splits(_read_local(local), spec, columns, str(local))
-    return _from_splits(_read_hub(spec, columns, local), spec, columns, f"hub:{spec.hub}")
+        return _from_splits(_read_local(local, opts), spec, columns, str(local), opts)
+    return _from_splits(_read_hub(spec, columns, local), spec, columns, f"hub:{spec.hub}", opts)
 
 
 def _columns(spec: TextDataset, opts) -> tuple[tuple[str, ...], str]:
@@ -65,10 +72,10 @@ def _columns(spec: TextDataset, opts) -> tuple[tuple[str, ...], str]:
     return tuple(text), opts.label_column or spec.label_column
 
 
-def _read_local(path: Path) -> dict[str, datasets.Dataset]:
+def _read_local(path: Path, opts) -> dict[str, datasets.Dataset]:
     """One `datasets.Dataset` per recognised file: ``{split name: rows}``."""
     if path.is_file():
-        return {"train": _read_file(path)}
+        return {"train": _read_file(path, opts)}
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
     named = {p.stem.lower(): p for p in files if p.stem.lower() in ROLES}
     if not named:
@@ -77,16 +84,21 @@ def _read_local(path: Path) -> dict[str, datasets.Dataset]:
             f"folder '{path}' has no train/dev/test files (found: {found}); name them "
             f"train, dev and test with a suffix among {', '.join(SUFFIXES)}")
     order = ("train", "dev", "test")
-    return {name: _read_file(named[name])
+    return {name: _read_file(named[name], opts)
             for name in sorted(named, key=lambda n: order.index(ROLES[n]))}
 
 
-def _read_file(path: Path) -> datasets.Dataset:
+def _read_file(path: Path, opts) -> datasets.Dataset:
     suffix = path.suffix.lower()
     builder, kwargs = {".parquet": ("parquet", {}), ".json": ("json", {}), ".jsonl": ("json", {})}.get(
         suffix, ("csv", {"keep_default_na": False, "na_values": [""]}))  # only empty cells are missing
     if suffix == ".tsv":
         kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)  # GLUE's tsv files hold bare quotes
+    if not opts.header:
+        if builder != "csv":
+            raise TapweightError(f"nlp.header=false is for csv and tsv files; {path} is {suffix[1:]}, "
+                                 "whose records name their fields: drop nlp.header=false")
+        kwargs["column_names"] = _headerless_columns(path, opts.columns, kwargs)
     shown = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # a local file reads in a blink: no bars before an error
     try:
@@ -98,6 +110,44 @@ def _read_file(path: Path) -> datasets.Dataset:
     finally:
         if shown:
             datasets.enable_progress_bars()
+
+
+def _headerless_columns(path: Path, names: list[str], kwargs: dict) -> list[str]:
+    """Column names for a file without a header row: ``names``, or the positions 0, 1, ..."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        first = next(csv.reader(fh, delimiter=kwargs.get("sep", ","),
+                                quoting=kwargs.get("quoting", csv.QUOTE_MINIMAL)), [])
+    if names and len(names) != len(first):
+        raise TapweightError(f"{path} has {len(first)} columns, nlp.columns names {len(names)} "
+                             f"({', '.join(names)}): give one name per column")
+    return list(names) if names else [str(i) for i in range(len(first))]
+
+
+def _looks_like_data(names: list[str], spec: TextDataset) -> bool:
+    """A header row that reads like an example: a number, a class name, or a sentence."""
+    classes = {c.lower() for c in spec.classes}
+
+    def data_like(name: str) -> bool:
+        try:
+            float(name)
+            return True
+        except ValueError:
+            return name.strip().lower() in classes or len(name.split()) >= 4
+
+    return any(data_like(str(n)) for n in names)
+
+
+def _missing_columns_hint(names: list[str], spec: TextDataset, opts) -> str:
+    """What to do when a column is missing: headerless files, or positions after header=false."""
+    if not opts.header and not opts.columns:
+        return (f"; without a header row the columns are numbered 0..{len(names) - 1}: e.g. "
+                "--set nlp.text_column=1 --set nlp.label_column=0, or name them with "
+                "--set nlp.columns=[label,text]")
+    if opts.header and _looks_like_data(names, spec):
+        return ("; the first row looks like data, not a header: if the files have no header row, "
+                "--set nlp.header=false and give the columns by position (--set nlp.text_column=1 "
+                "--set nlp.label_column=0) or by name (--set nlp.columns=[label,text])")
+    return ""
 
 
 def _read_hub(spec: TextDataset, columns, local: Path) -> Mapping[str, datasets.Dataset]:
@@ -113,7 +163,7 @@ def _read_hub(spec: TextDataset, columns, local: Path) -> Mapping[str, datasets.
 
 
 def _from_splits(splits: Mapping[str, datasets.Dataset], spec: TextDataset, columns,
-                 source: str) -> TextTable:
+                 source: str, opts) -> TextTable:
     """Rows of every split with a known role, labels converted; unlabelled test dropped."""
     text_columns, label_column = columns
     frames, notes = [], []
@@ -123,21 +173,22 @@ def _from_splits(splits: Mapping[str, datasets.Dataset], spec: TextDataset, colu
             notes.append(f"ignored split '{name}' ({len(ds)} rows)")
             continue
         missing = [c for c in text_columns if c not in ds.column_names]
+        hint = _missing_columns_hint(ds.column_names, spec, opts)
         if missing:
             raise TapweightError(
                 f"{source} split '{name}' has no column {', '.join(repr(c) for c in missing)} "
-                f"(columns: {', '.join(ds.column_names)}); set --set nlp.text_column=NAME "
-                f"(and nlp.pair_column for sentence pairs)")
+                f"(columns: {_shown(ds.column_names)}); set --set nlp.text_column=NAME "
+                f"(and nlp.pair_column for sentence pairs){hint}")
         if label_column not in ds.column_names:
-            if role == "test":
+            if role == "test" and not hint:
                 notes.append(f"split '{name}' has no labels: not used")
                 continue
             raise TapweightError(
                 f"{source} split '{name}' has no label column '{label_column}' "
-                f"(columns: {', '.join(ds.column_names)}); set --set nlp.label_column=NAME")
+                f"(columns: {_shown(ds.column_names)}); set --set nlp.label_column=NAME{hint}")
         frame = ds.select_columns([*text_columns, label_column]).to_pandas()
         frame.columns = [f"text{i}" for i in range(len(text_columns))] + ["label"]
-        frame["label"] = _labels(frame["label"], spec, f"{source} split '{name}'")
+        frame["label"] = _labels(frame["label"], spec, f"{source} split '{name}'", opts.label_base)
         frame["part"] = role
         unlabelled = int(frame["label"].isna().sum())
         if unlabelled == len(frame) and role == "test":
@@ -163,10 +214,16 @@ def _from_splits(splits: Mapping[str, datasets.Dataset], spec: TextDataset, colu
                      notes=tuple(notes))
 
 
-def _labels(values: pd.Series, spec: TextDataset, where: str) -> pd.Series:
+def _shown(names: list[str], width: int = 40) -> str:
+    """Column names for a message, each cut short (a header row that is data holds sentences)."""
+    return ", ".join(n if len(n) <= width else n[:width - 3] + "..." for n in map(str, names))
+
+
+def _labels(values: pd.Series, spec: TextDataset, where: str, base: int = 0) -> pd.Series:
     """Labels as floats: class ids (from ids or class names) or scores; NaN = unlabelled.
 
-    Class id -1 (the hub's mark for a hidden test label) counts as unlabelled.
+    Class ids count from ``base`` in the file (``nlp.label_base``); id ``base - 1`` (-1, the
+    hub's mark for a hidden test label) counts as unlabelled.
     """
     if not spec.classes:
         converted = pd.to_numeric(values, errors="coerce")
@@ -185,7 +242,7 @@ def _labels(values: pd.Series, spec: TextDataset, where: str) -> pd.Series:
         if text in index:
             return float(index[text])
         try:
-            number = float(text)
+            number = float(text) - base
         except ValueError:
             raise TapweightError(
                 f"{where}: unknown label '{value}' for '{spec.name}'; "
@@ -193,8 +250,10 @@ def _labels(values: pd.Series, spec: TextDataset, where: str) -> pd.Series:
         if number == -1:
             return np.nan
         if number != int(number) or not 0 <= number < len(spec.classes):
+            counted = ("; labels that count classes from 1: --set nlp.label_base=1"
+                       if base == 0 and number == len(spec.classes) else "")
             raise TapweightError(f"{where}: label {value} is not a class id of '{spec.name}' "
-                                 f"(0..{len(spec.classes) - 1})")
+                                 f"({base}..{len(spec.classes) - 1 + base}){counted}")
         return number
 
     return values.map(one).astype(float)

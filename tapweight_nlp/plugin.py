@@ -2,16 +2,16 @@
 
 Registers the domain with its ``cpu`` and ``paper`` presets, the ``nlp.roberta`` backbone,
 the ``nlp.mlm``, ``nlp.cl`` and ``nlp.sop`` objectives, and the GLUE and TAP data sets and
-tasks. Importing this module imports transformers, so a missing ``tapweight[nlp]`` extra
-surfaces as a ``ModuleNotFoundError`` the plugin loader turns into "pip install ...".
+tasks. Every ``tapweight`` command loads this module, so it imports neither transformers nor
+torch: it checks that the ``tapweight[nlp]`` extra is installed (a missing one surfaces as a
+``ModuleNotFoundError`` the plugin loader turns into "pip install ...") and registers
+builders that import the domain's modules when a run calls them (:mod:`tapweight.lazy`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-
-import transformers  # noqa: F401  (the [nlp] extra; see the module docstring)
 
 from tapweight import (
     BackboneSpec,
@@ -21,14 +21,13 @@ from tapweight import (
     ObjectiveSpec,
     TapweightError,
     check_options,
+    deferred,
     hookimpl,
+    require,
 )
-from tapweight_nlp.backbone import build_backbone
-from tapweight_nlp.data import build_corpus, build_data, given_split, glue_split
-from tapweight_nlp.inference import load_predictor, write_hf
-from tapweight_nlp.load import load_table
-from tapweight_nlp.objectives import build_cl, build_mlm, build_sop
 from tapweight_nlp.tasks import DATASETS, task_spec
+
+require("transformers", "datasets", "tokenizers")  # the [nlp] extra, found without importing it
 
 
 @dataclass
@@ -46,6 +45,9 @@ class NlpOptions:
     text_column: str = ""  # empty: the data set's own column names
     pair_column: str = ""  # second text of a sentence pair
     label_column: str = ""
+    header: bool = True  # false: the files' first row is data; columns are 0, 1, ... (or nlp.columns)
+    columns: list[str] = field(default_factory=list)  # names for a headerless file's columns, in order
+    label_base: int = 0  # the class id the files give the first class (1: AG News's own CSVs)
     max_train: int = 0  # keep at most this many train rows (0: all); the cpu preset's budget
     max_val: int = 0  # keep at most this many val rows (0: all)
 
@@ -54,6 +56,9 @@ class NlpOptions:
             "max_length": ">= 8", "tiny_vocab_size": ">= 261",  # 256 bytes + 5 special tokens
             "tiny_hidden_size": ">= 1", "tiny_layers": ">= 1", "tiny_heads": ">= 1",
             "max_train": ">= 0", "max_val": ">= 0"})
+        if self.columns and self.header:
+            raise TapweightError("nlp.columns names the columns of files without a header row: "
+                                 "add --set nlp.header=false")
         if self.tiny_hidden_size % self.tiny_heads:
             raise TapweightError(f"nlp.tiny_hidden_size ({self.tiny_hidden_size}) must be a multiple "
                                  f"of nlp.tiny_heads ({self.tiny_heads})")
@@ -91,13 +96,14 @@ DOMAIN = Domain(
     options=NlpOptions,
     backbone="nlp.roberta",
     objectives=("nlp.mlm", "nlp.cl", "nlp.sop"),
-    build_data=build_data,
-    splits={"glue": glue_split, "given": given_split},
+    build_data=deferred("tapweight_nlp.data:build_data"),
+    splits={"glue": deferred("tapweight_nlp.data:glue_split"), "given": deferred("tapweight_nlp.data:given_split")},
     presets={"cpu": CPU, "paper": PAPER},
-    load_predictor=load_predictor,
-    exports=(ExportFormat("hf", write_hf, "Hugging Face model folder (save_pretrained): config, "
-                                          "weights, tokenizer; AutoModel.from_pretrained loads it"),),
-    build_corpus=build_corpus,
+    load_predictor=deferred("tapweight_nlp.inference:load_predictor"),
+    exports=(ExportFormat("hf", deferred("tapweight_nlp.inference:write_hf"),
+                          "Hugging Face model folder (save_pretrained): config, weights, tokenizer; "
+                          "AutoModel.from_pretrained loads it"),),
+    build_corpus=deferred("tapweight_nlp.data:build_corpus"),
 )
 
 
@@ -106,23 +112,32 @@ def register_domains(register):
     register(DOMAIN)
 
 
+def _roberta(cfg, data):
+    from tapweight_nlp.backbone import build_backbone
+
+    return build_backbone(cfg)
+
+
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("nlp.roberta", lambda cfg, data: build_backbone(cfg),
+    register(BackboneSpec("nlp.roberta", _roberta,
                           "RoBERTa-family encoder (--model NAME|DIR|tiny), <s> features"))
 
 
 @hookimpl
 def register_objectives(register):
-    register(ObjectiveSpec("nlp.mlm", build_mlm, "masked language modelling, 15%, 80/10/10"))
-    register(ObjectiveSpec("nlp.cl", build_cl, "SimCSE contrastive, dropout views, τ = 0.05"))
-    register(ObjectiveSpec("nlp.sop", build_sop, "segment-order prediction, halves swapped p=0.5"))
+    register(ObjectiveSpec("nlp.mlm", deferred("tapweight_nlp.objectives:build_mlm"),
+                           "masked language modelling, 15%, 80/10/10"))
+    register(ObjectiveSpec("nlp.cl", deferred("tapweight_nlp.objectives:build_cl"),
+                           "SimCSE contrastive, dropout views, τ = 0.05"))
+    register(ObjectiveSpec("nlp.sop", deferred("tapweight_nlp.objectives:build_sop"),
+                           "segment-order prediction, halves swapped p=0.5"))
 
 
 @hookimpl
 def register_datasets(register):
     for dataset in DATASETS.values():
-        register(DatasetSpec(f"nlp.{dataset.name}", partial(load_table, dataset),
+        register(DatasetSpec(f"nlp.{dataset.name}", partial(deferred("tapweight_nlp.load:load_table"), dataset),
                              dataset.description))
 
 

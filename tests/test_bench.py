@@ -105,6 +105,17 @@ def test_data_throughput_rows():
     assert all(r["images_per_s"] > 0 and r["images"] > 0 for r in result["rows"])
 
 
+def test_startup_times_every_quick_command():
+    from bench import startup
+
+    result = main(["startup", "--repeats", "1"])
+    assert [r["command"] for r in result["rows"]] == [
+        "tapweight --help", "tapweight --version", "tapweight list tasks", "tapweight list domains",
+        "tapweight plugins", "python -c 'import torch'"]
+    assert all(r["median_s"] > 0 and r["repeats"] == 1 for r in result["rows"])
+    assert startup.table(result).count("\n") == 7  # header, rule, six rows
+
+
 def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
     """The prepared GPU check (bench/gpu.py) end to end, so that it cannot rot between GPU loans."""
     pytest.importorskip("rdkit")

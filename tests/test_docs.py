@@ -38,9 +38,12 @@ def iris(tmp_path):
 
 
 def test_tutorial_plugin_runs_end_to_end(iris, tmp_path, capsys):
-    assert cli("run", "iris", "species", "--quiet", "--out", str(tmp_path / "run")) == 0
+    assert cli("run", "iris", "species", "--quiet", "--out", str(tmp_path / "run"), "--set", "report_to=[jsonl]") == 0
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["metric"] == "accuracy" and 0 <= summary["test_mean"] <= 1
+    reports = [json.loads(line) for line in (tmp_path / "run" / "seed0" / "report.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in reports] == list(range(1, 31)) + list(range(31, 36)) + [35]  # 30 steps, 5 epochs
+    assert reports[-1]["result/test"] == summary["seeds"]["0"]["test"]
     assert cli("iris-info") == 0
     assert "[50, 50, 50]" in capsys.readouterr().out
     assert cli("run", "iris", "species", "--out", str(tmp_path / "bad"), "--set", "iris.hidden=0") == 2

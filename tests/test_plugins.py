@@ -243,6 +243,16 @@ def test_missing_extra_names_the_pip_command(entry_points):
         registry.require_domain("chem")
 
 
+def test_list_domains_prints_the_fix_whole(entry_points, capsys):
+    """rich reads "[chem]" as markup: unescaped, the fix printed as pip install 'tapweight'."""
+    from tests.test_cli import cli
+
+    err = ModuleNotFoundError("No module named 'rdkit'", name="rdkit")
+    entry_points(FakeEntryPoint("chem", err, ['not-installed-pkg-xyz>=1; extra == "chem"']))
+    assert cli("list", "domains") == 0
+    assert "pip install 'tapweight[chem]'" in capsys.readouterr().out
+
+
 def test_other_import_errors_keep_their_traceback(entry_points):
     entry_points(FakeEntryPoint("broken", ValueError("bad plugin code")),
                  FakeEntryPoint("gone", ModuleNotFoundError("no", name="internal_mod")))

@@ -23,6 +23,7 @@ from tapweight import (
     ExportFormat,
     HeadSpec,
     Inputs,
+    LoggerSpec,
     ObjectiveSpec,
     Predictor,
     Table,
@@ -178,6 +179,38 @@ def register_tasks(register):
                       extra_metrics=("mcc",), n_classes=2, classes=("left", "right")))
     register(TaskSpec("toy", "blobs-reg", "toy.blobs", "random", "mse", "rmse",
                       defaults={"head": "toy.double"}))
+
+
+class Recorder:
+    """A tracker that keeps what it is sent in :data:`REPORTS`, and what ``weights.csv`` held
+    at each step it was sent (the runner appends the row first). With ``crash_at`` set, it
+    raises ``KeyboardInterrupt`` at that step: a run dying between its checkpoints."""
+
+    crash_at: int | None = None
+
+    def __init__(self, cfg, folder, step):
+        self.folder = folder
+        self.report = {"seed": cfg.seed, "start": step, "values": [], "csv_rows": [], "closed": False}
+        REPORTS.append(self.report)
+
+    def log(self, values, step):
+        self.report["values"].append((step, dict(values)))
+        weights = self.folder / "weights.csv"
+        rows = len(weights.read_text().splitlines()) - 1 if weights.exists() else 0
+        self.report["csv_rows"].append((step, rows))
+        if step == self.crash_at:
+            raise KeyboardInterrupt
+
+    def close(self):
+        self.report["closed"] = True
+
+
+REPORTS: list[dict] = []
+
+
+@hookimpl
+def register_loggers(register):
+    register(LoggerSpec("recorder", Recorder, "keeps what it is sent, for tests"))
 
 
 @hookimpl

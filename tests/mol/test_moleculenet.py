@@ -44,13 +44,12 @@ def test_a_molecule_too_large_for_rdkit_is_skipped_and_counted_not_a_crash(tmp_p
     assert len(message) < 500  # the warning names the row, it does not print the molecule
 
 
-def test_skipped_rows_reach_the_run_info(mol_config):
+def test_build_data_batches_the_valid_rows(mol_config):
     table = Table(moleculenet.Molecules(SMILES[:6], skipped=[(3, "C1CC"), (9, "xyz")]),
                   np.zeros((6, 1), np.float32), ("y",))
     split = Split(np.arange(4), np.array([4]), np.array([5]))
     data = build_data(mol_config(), table, split, BBBP_TASK)
-    assert data.info["invalid_smiles"] == 2
-    assert data.info["invalid_rows"] == ["row 3: 'C1CC'", "row 9: 'xyz'"]
+    assert not any("invalid" in key for key in data.info)  # the loader's warning said it, once
     assert len(data.train) == 4 and len(data.corpus) == 4
     images, labels = data.task_collate([data.train[i] for i in range(2)])
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
@@ -83,6 +82,18 @@ def test_a_file_without_the_expected_columns_is_a_user_error(tmp_path):
     path.write_text("smiles,label\nCCO,1\n")
     with pytest.raises(TapweightError, match="no column 'mol'"):
         moleculenet.load("bace", Cfg(str(path)))
+
+
+def test_a_file_without_a_header_row_says_so(tmp_path):
+    path = tmp_path / "bbbp.csv"
+    path.write_text("1,a,1,CCO\n2,b,0,CCN\n")
+    with pytest.raises(TapweightError, match=r"no column 'smiles', 'p_np' \(columns: 1, a, 1.1, CCO...\); is it "
+                                             r"the bbbp CSV\?; its first row looks like data, not a header: add a "
+                                             r"header line naming the columns \(bbbp reads 'smiles', 'p_np'\)"):
+        moleculenet.load("bbbp", Cfg(str(path)))
+    path.write_text("smiles,label\nCCO,1\n")  # a header, just not BBBP's: no hint
+    with pytest.raises(TapweightError, match=r"is it the bbbp CSV\?$"):
+        moleculenet.load("bbbp", Cfg(str(path)))
 
 
 def test_labels_that_are_not_numbers_are_a_user_error(tmp_path):

@@ -23,7 +23,8 @@ SST2_TASK = task_spec(DATASETS["sst2"])
 def sst2(tmp_path_factory):
     class Cfg:  # only what the loader reads
         data = str(SST2)
-        options = type("Options", (), {"text_column": "", "pair_column": "", "label_column": ""})
+        options = type("Options", (), {"text_column": "", "pair_column": "", "label_column": "",
+                                       "header": True, "columns": [], "label_base": 0})
 
     return load_table(DATASETS["sst2"], Cfg)
 
@@ -129,6 +130,52 @@ def test_missing_columns_name_the_columns_and_the_option(tmp_path, nlp_config):
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(TapweightError, match="no train/dev/test files"):
         load_table(DATASETS["sst2"], nlp_config(data=str(tmp_path / "other")))
+
+
+#: AG News's own layout, without a header row: class 1..4, title, description
+AG_NEWS = [(1 + i % 4, f"title {i}", s) for i, s in enumerate(SENTENCES)]
+
+
+def write_headerless(folder, rows=AG_NEWS):
+    folder.mkdir(exist_ok=True)
+    (folder / "train.tsv").write_text("".join("\t".join(map(str, r)) + "\n" for r in rows[:9]))
+    (folder / "test.tsv").write_text("".join("\t".join(map(str, r)) + "\n" for r in rows[9:]))
+    return folder
+
+
+def test_files_without_a_header_row_by_position_or_by_name(tmp_path, nlp_config):
+    data = str(write_headerless(tmp_path / "ag"))
+    by_position = load_table(DATASETS["agnews"], nlp_config(
+        "nlp.header=false", "nlp.label_column=0", "nlp.text_column=1", "nlp.pair_column=2",
+        "nlp.label_base=1", task="agnews", data=data))
+    assert list(by_position.parts) == ["train"] * 9 + ["test"] * 3  # no row taken for a header
+    assert by_position.inputs[0] == ("title 0", SENTENCES[0])
+    assert by_position.labels[:, 0].tolist() == [i % 4 for i in range(12)]
+    by_name = load_table(DATASETS["agnews"], nlp_config(
+        "nlp.header=false", "nlp.columns=[label,title,text]", "nlp.label_base=1", task="agnews", data=data))
+    assert by_name.inputs == SENTENCES and by_name.labels.tolist() == by_position.labels.tolist()
+
+
+def test_a_header_row_that_is_data_gets_the_fix(tmp_path, nlp_config):
+    data = str(write_headerless(tmp_path / "ag"))
+    with pytest.raises(TapweightError, match=r"no column 'text' \(columns: 1, title 0, a charming .*first row "
+                                             r"looks like data.*--set nlp.header=false"):
+        load_table(DATASETS["agnews"], nlp_config(task="agnews", data=data))
+    with pytest.raises(TapweightError, match="numbered 0..2: e.g. --set nlp.text_column=1"):
+        load_table(DATASETS["agnews"], nlp_config("nlp.header=false", task="agnews", data=data))
+    with pytest.raises(TapweightError, match=r"label 4 is not a class id of 'agnews' \(0..3\); labels that "
+                                             "count classes from 1: --set nlp.label_base=1"):
+        load_table(DATASETS["agnews"], nlp_config("nlp.header=false", "nlp.columns=[label,title,text]",
+                                                  task="agnews", data=data))
+    with pytest.raises(TapweightError, match="has 3 columns, nlp.columns names 2 "):
+        load_table(DATASETS["agnews"], nlp_config("nlp.header=false", "nlp.columns=[label,text]",
+                                                  task="agnews", data=data))
+    with pytest.raises(TapweightError, match="nlp.columns names the columns of files without a header"):
+        nlp_config("nlp.columns=[label,text]", task="agnews")
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": 1}\n')
+    with pytest.raises(TapweightError, match="nlp.header=false is for csv and tsv files"):
+        load_table(DATASETS["agnews"],
+                   nlp_config("nlp.header=false", task="agnews", data=str(tmp_path / "train.jsonl")))
 
 
 def test_offline_without_a_local_copy_says_what_to_pass(tmp_path, nlp_config, monkeypatch):

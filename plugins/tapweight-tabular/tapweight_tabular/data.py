@@ -11,7 +11,6 @@ own statistics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +21,8 @@ from sklearn.model_selection import train_test_split
 from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from torch.utils.data import TensorDataset
 
+from tapweight_tabular.catalog import SKLEARN_DATASETS
 from tapweight_tabular.features import Standardizer, collate_pairs, row_predictor
-
-#: data set name -> (scikit-learn loader, label column name, description)
-SKLEARN_DATASETS: dict[str, tuple[Callable, str, str]] = {
-    "breast-cancer": (skdatasets.load_breast_cancer, "benign",
-                      "Wisconsin diagnostic breast cancer: 569 rows, 30 features, benign or not"),
-    "wine": (skdatasets.load_wine, "cultivar",
-             "wine recognition: 178 rows, 13 chemical features, 3 cultivars"),
-    "digits": (skdatasets.load_digits, "digit",
-               "optical digits: 1797 rows, 8x8 = 64 pixel features, 10 classes"),
-    "diabetes": (skdatasets.load_diabetes, "progression",
-                 "diabetes: 442 rows, 10 features, disease progression after one year"),
-}
 
 MAX_CLASSES = 20  # a label column with at most this many values is stratified by class
 N_BINS = 10  # otherwise by deciles of its value
@@ -46,10 +34,10 @@ def load_sklearn(name: str, cfg) -> Table:
         raise TapweightError(
             f"dataset '{name}' is scikit-learn's bundled copy and reads no file: drop --data")
     loader, label, _ = SKLEARN_DATASETS[name]
-    bunch = loader()
+    bunch = getattr(skdatasets, loader)()
     features = np.asarray(bunch.data, dtype=np.float32)  # [N, F]
     labels = np.asarray(bunch.target, dtype=np.float64).reshape(-1, 1)  # [N, 1]
-    return Table(list(features), labels, (label,), source=f"sklearn.datasets.{loader.__name__}")
+    return Table(list(features), labels, (label,), source=f"sklearn.datasets.{loader}")
 
 
 def strata(labels: np.ndarray) -> np.ndarray:

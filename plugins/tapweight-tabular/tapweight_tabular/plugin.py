@@ -2,6 +2,10 @@
 
 Found through the entry point ``tabular = "tapweight_tabular.plugin"`` in the group
 ``tapweight`` (see pyproject.toml); every import below is tapweight's public API.
+
+Every ``tapweight`` command (``--help`` and ``list`` too) imports this module, so it stays
+cheap: the builders and loaders are ``deferred("module:function")`` stand-ins, and the
+modules that import torch and scikit-learn load when a run first calls them.
 """
 
 from __future__ import annotations
@@ -14,17 +18,11 @@ from tapweight import (
     Domain,
     ObjectiveSpec,
     TaskSpec,
+    deferred,
     hookimpl,
 )
 
-from tapweight_tabular import backbone, features, objectives
-from tapweight_tabular.data import (
-    SKLEARN_DATASETS,
-    build_corpus,
-    build_data,
-    load_sklearn,
-    stratified_split,
-)
+from tapweight_tabular.catalog import SKLEARN_DATASETS
 from tapweight_tabular.options import PRESETS, TabularOptions
 
 DOMAIN = "tabular"
@@ -50,34 +48,35 @@ def register_domains(register):
         options=TabularOptions,
         backbone="tabular.mlp",
         objectives=("tabular.mfr", "tabular.denoise", "tabular.scarf"),
-        build_data=build_data,
-        splits={"stratified": stratified_split},
+        build_data=deferred("tapweight_tabular.data:build_data"),
+        splits={"stratified": deferred("tapweight_tabular.data:stratified_split")},
         presets=PRESETS,
-        load_predictor=features.load_predictor,
-        build_corpus=build_corpus,
+        load_predictor=deferred("tapweight_tabular.features:load_predictor"),
+        build_corpus=deferred("tapweight_tabular.data:build_corpus"),
     ))
 
 
 @hookimpl
 def register_backbones(register):
-    register(BackboneSpec("tabular.mlp", backbone.build_mlp,
+    register(BackboneSpec("tabular.mlp", deferred("tapweight_tabular.backbone:build_mlp"),
                           "ReLU MLP on standardized features (tabular.hidden/layers/out_dim)"))
 
 
 @hookimpl
 def register_objectives(register):
-    register(ObjectiveSpec("tabular.mfr", objectives.build_mfr,
-                           "masked-feature reconstruction (VIME-style masking, MSE on masked)"))
-    register(ObjectiveSpec("tabular.denoise", objectives.build_denoise,
-                           "Gaussian-noise denoising autoencoder"))
-    register(ObjectiveSpec("tabular.scarf", objectives.build_scarf,
-                           "SCARF: contrastive InfoNCE against a marginal-resampled view"))
+    for name, description in (
+            ("mfr", "masked-feature reconstruction (VIME-style masking, MSE on masked)"),
+            ("denoise", "Gaussian-noise denoising autoencoder"),
+            ("scarf", "SCARF: contrastive InfoNCE against a marginal-resampled view")):
+        build = deferred(f"tapweight_tabular.objectives:build_{name}")
+        register(ObjectiveSpec(f"{DOMAIN}.{name}", build, description))
 
 
 @hookimpl
 def register_datasets(register):
     for name, (_, _, description) in SKLEARN_DATASETS.items():
-        register(DatasetSpec(f"{DOMAIN}.{name}", partial(load_sklearn, name), description))
+        load = partial(deferred("tapweight_tabular.data:load_sklearn"), name)
+        register(DatasetSpec(f"{DOMAIN}.{name}", load, description))
 
 
 @hookimpl

@@ -40,11 +40,12 @@ from tapweight_nlp.tokenizer import TINY
 HEAD_FILE = "task_head.safetensors"
 
 
-def read_texts(path: str, columns: tuple[str, ...]) -> Inputs:
-    """The texts of ``path`` (``columns``: the task's text columns, two for a pair task)."""
+def read_texts(path: str, columns: tuple[str, ...], opts) -> Inputs:
+    """The texts of ``path`` (``columns``: the task's text columns, two for a pair task), a
+    table read as the run read its data (``opts``: its ``nlp.header``/``nlp.columns``)."""
     file = Path(path)
     if file.suffix.lower() in SUFFIXES:
-        frame = _read_file(file).to_pandas()
+        frame = _read_file(file, opts).to_pandas()
         found = text_columns(list(frame.columns), columns, path)
         rows = list(zip(*(frame[c].tolist() for c in found)))
     else:
@@ -90,7 +91,7 @@ def text_predictor(cfg, tokenizer, config: PretrainedConfig) -> Predictor:
     def backbone() -> RobertaBackbone:
         return RobertaBackbone(AutoModel.from_config(config, add_pooling_layer=False))
 
-    return Predictor(read=lambda path: read_texts(path, columns), dataset=dataset,
+    return Predictor(read=lambda path: read_texts(path, columns, opts), dataset=dataset,
                      collate=TaskCollate(tokenizer, opts.max_length, spec.loss == "ce"),
                      backbone=backbone, save=save)
 

@@ -86,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--threads", type=int, default=0)
     a.add_argument("--plot", type=Path, help="cost against accuracy, PNG")
     a.add_argument("--also", type=Path, action="append", default=[], help="earlier --json results to plot too")
+    a.add_argument("--reuse", type=Path, help="a --json result of an earlier run: table and plot it, run nothing")
+    a.add_argument("--costs", type=Path, help="step costs from a `bench step --json` (or `bench gpu`) file "
+                                              "on a machine to itself, instead of this run's own timings")
     g = sub.add_parser("gpu", help="the prepared GPU check (bench/gpu.py): step times and memory at the paper "
                                    "shape, bf16 and fp32, hypergradient precision, data pipeline")
     g.add_argument("--device", default="cuda")
@@ -146,12 +149,18 @@ def main(argv: list[str] | None = None) -> dict:
             raise TapweightError("--steps and --val-batches: give at least 2")
         if args.threads:
             torch.set_num_threads(args.threads)
-        result = {"command": "estimators", **estimators.run(args.domain, args.task, args.data, args.steps,
-                                                             args.val_batches, args.sets, _device(args.device))}
-        print(estimators.table(result))
+        if args.reuse:
+            result = json.loads(args.reuse.read_text())
+        else:
+            result = {"command": "estimators", **estimators.run(args.domain, args.task, args.data, args.steps,
+                                                                 args.val_batches, args.sets, _device(args.device))}
+        results = [*(json.loads(p.read_text()) for p in args.also), result]
+        if args.costs:
+            costs = estimators.step_costs(json.loads(args.costs.read_text()))
+            results = [estimators.with_costs(r, costs, str(args.costs)) for r in results]
+        print(estimators.table(results[-1]))
         if args.plot:
-            earlier = [json.loads(p.read_text()) for p in args.also]
-            estimators.plot([*earlier, result], args.plot)
+            estimators.plot(results, args.plot)
     elif args.command == "exactness":
         from bench import exactness
 

@@ -35,6 +35,7 @@ import torch
 from bench.workload import FULL, SETTINGS
 from tapweight import runner
 from tapweight.data import BatchStream, head_of_batch, to_device
+from tapweight.errors import TapweightError
 from tapweight.hypergrad import Hypergradient, softmax_vjp
 from tapweight.metrics import task_loss
 from tapweight.models import frozen_running_stats
@@ -96,6 +97,7 @@ class Recorder:
         others = torch.stack([self._alpha(self.full(dataclasses.replace(problem, u=self._u()), hvps))
                               for _ in range(self.val_batches)])
         row["val_spread"] = float(others.var(0, unbiased=True).sum())
+        row["full_sq"] = float(a_full.pow(2).sum())
         self.rows.append(row)
         return full
 
@@ -144,6 +146,8 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     runs = {v: trajectory(job, table, device, v, steps) for v in ("plain", "fd", *CHEAP)}
     full = np.array(runs["fd"]["lambda"])
     spread = float(np.mean([r["val_spread"] for r in rows]))
+    if spread <= 1e-12 * float(np.mean([r["full_sq"] for r in rows])):
+        spread = None  # the validation split is one batch: every "other" batch is the same one
     result = {"domain": domain, "task": task, "steps": steps, "val_batches": val_batches,
               "objectives": runner.objective_names(job), "val_spread": spread, "estimators": {}}
     for name in ("fd", *CHEAP):
@@ -164,9 +168,29 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     return result
 
 
+def step_costs(measured: dict) -> dict[str, float]:
+    """Step time × plain per variant, from a ``bench step --json`` file (or a ``bench gpu`` one:
+    its bf16 paper-shape table), measured with the machine to itself."""
+    variants = measured.get("variants") or measured.get("step_bf16", {}).get("variants")
+    if not variants:
+        raise TapweightError("--costs: not a `bench step` or `bench gpu` JSON file (no variants)")
+    return {name: v["ratio"] for name, v in variants.items()}
+
+
+def with_costs(result: dict, costs: dict[str, float], source: str) -> dict:
+    """``result`` with each estimator's step cost taken from ``costs``; estimators that were not
+    timed there are left out (the study's own timings ran beside other work)."""
+    estimators = {name: {**e, "step_ratio": costs[name]} for name, e in result["estimators"].items()
+                  if name in costs}
+    return {**result, "estimators": estimators, "costs_from": source}
+
+
 def table(result: dict) -> str:
-    lines = [f"{result['domain']}/{result['task']}, {result['steps']} steps; validation-batch spread of the full "
-             f"estimate {result['val_spread']:.3e} ({result['val_batches']} batches a step)",
+    spread = result["val_spread"]
+    said = (f"validation-batch spread of the full estimate {spread:.3e} ({result['val_batches']} batches a step)"
+            if spread is not None else "no validation-batch spread: the validation split is a single batch")
+    lines = [f"{result['domain']}/{result['task']}, {result['steps']} steps; {said}"
+             + (f"; step costs from {result['costs_from']}" if "costs_from" in result else ""),
              "| estimator | step × plain | cosine to fd: mean | min | cosine to exact: mean | min "
              "| added variance / val spread | max abs λ diff (run) | at the end |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -147,3 +147,28 @@ def test_corpus_scale_stages(tmp_path):
     rows = result["stream"]["rows"]
     assert [(r["cache"], r["workers"]) for r in rows] == [("cold", 0), ("warm", 0), ("cold", 1), ("warm", 1)]
     assert all(r["images_per_s"] > 0 for r in rows)
+
+
+def test_estimators_study_on_tabular_and_its_costs_from_a_step_run(tmp_path, capsys):
+    """``bench estimators`` end to end on a small task: the exact estimator agrees with itself,
+    the central difference with it on a smooth MLP, and ``--costs`` takes the step costs of a
+    ``bench step`` file (dropping estimators it did not time)."""
+    pytest.importorskip("tapweight_tabular")
+    study = tmp_path / "study.json"
+    main(["estimators", "tabular", "breast-cancer", "--steps", "3", "--val-batches", "2", "--threads", "1",
+          "--json", str(study)])
+    result = json.loads(study.read_text())
+    rows = result["estimators"]
+    assert rows["jvp"]["mean_cosine_exact"] == pytest.approx(1.0)
+    assert rows["fd"]["mean_cosine_exact"] > 0.999 and rows["fd-forward"]["mean_cosine"] > 0.99
+    assert result["val_spread"] is None  # breast-cancer's validation split is one batch of 64
+    assert all(len(e["final_lambda"]) == len(result["objectives"]) for e in rows.values())
+    costs = tmp_path / "step.json"
+    costs.write_text(json.dumps({"variants": {"plain": {"ratio": 1.0}, "fd": {"ratio": 1.9},
+                                              "jvp-1/8": {"ratio": 1.2}}}))
+    capsys.readouterr()
+    main(["estimators", "tabular", "breast-cancer", "--reuse", str(study), "--costs", str(costs),
+          "--plot", str(tmp_path / "cost.png")])
+    printed = capsys.readouterr().out
+    assert "| fd | 1.90 |" in printed and "| jvp-1/8 | 1.20 |" in printed and "| jvp |" not in printed
+    assert (tmp_path / "cost.png").stat().st_size > 0

@@ -29,7 +29,9 @@ SETTINGS = {
 
 
 def _config(optimizer, reweight, other, method):
-    cfg = unrolled.config(optimizer, hypergrad=method, **reweight)
+    """``method``: a ``reweight.hypergrad`` value, or ``fd-forward`` (fd with ``fd_scheme=forward``)."""
+    scheme = {"fd_scheme": "forward"} if method == "fd-forward" else {}
+    cfg = unrolled.config(optimizer, hypergrad=method.removesuffix("-forward"), **scheme, **reweight)
     if "scheduler" in other:
         for level in (cfg.pretrain, cfg.finetune):
             level.scheduler, level.step_size, level.decay, level.warmup_steps = other["scheduler"], 2, 0.5, 4
@@ -71,7 +73,11 @@ def run(seeds: int = 5) -> list[dict]:
         amp = other.get("amp", "no") != "no"
         # float64 where autocast is off; bf16 runs in float32 against a float32 reference
         dtype = torch.float32 if amp else torch.float64
-        for method in ("fd", "jvp", "auto") if amp or reweight.get("unroll", 1) > 1 else ("fd", "jvp"):
+        if amp or reweight.get("unroll", 1) > 1:
+            methods = ("fd", "jvp", "auto")
+        else:  # the one-sided difference too, where the optimizer is all that changes
+            methods = ("fd", "jvp") if "scheduler" in other else ("fd", "fd-forward", "jvp")
+        for method in methods:
             errors = [_errors(_config(optimizer, reweight, other, method), seed, dtype) for seed in range(seeds)]
             rows.append({"setting": name, "method": method, "seeds": seeds,
                          "max_rel_error": max(e for e, _ in errors), "min_cosine": min(c for _, c in errors)})

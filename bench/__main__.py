@@ -11,7 +11,7 @@ import torch
 
 from bench import baselines, corpus, curvature, data, report, step
 from bench.workload import SHAPES, VARIANTS, Workload
-from tapweight.errors import TapweightError
+from tapweight.errors import TapweightError, run_main
 
 #: what `bench step` times unless --variants says otherwise (neumann and cg take minutes on a CPU)
 DEFAULT_VARIANTS = ("plain", "default", "fd", "fd-forward", "fd-1/8", "jvp", "jvp-1/8", "jvp-1/16", "betty")
@@ -235,8 +235,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TapweightError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from tapweight import TapweightError
+from tapweight.errors import run_main
 
 PARTS = ("train", "test", "test_scaffolds")  # moses/dataset/data/<part>.csv.gz, column SMILES
 MEMBER = "moses/dataset/data/{}.csv.gz"
@@ -85,8 +85,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TapweightError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

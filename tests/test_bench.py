@@ -172,3 +172,13 @@ def test_estimators_study_on_tabular_and_its_costs_from_a_step_run(tmp_path, cap
     printed = capsys.readouterr().out
     assert "| fd | 1.90 |" in printed and "| jvp-1/8 | 1.20 |" in printed and "| jvp |" not in printed
     assert (tmp_path / "cost.png").stat().st_size > 0
+
+
+def test_a_user_error_from_python_m_bench_is_one_line_and_exit_2():
+    """``python -m bench`` ends a TapweightError as the CLI does (``tapweight.errors.run_main``)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "bench", "estimators", "mol", "bbbp", "--steps", "1"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: --steps and --val-batches: give at least 2"

@@ -15,7 +15,6 @@ the cache as batches are drawn.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,9 @@ from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
 from tapweight.paths import cache_dir
 from tapweight_mol.clusters import cluster_ids
 from tapweight_mol.corpus import SmilesList, canonicalize, read_corpus
-from tapweight_mol.moleculenet import SHOW_INVALID
-from tapweight_mol.render import abbreviate, draw, png, quiet_rdkit
+from tapweight_mol.moleculenet import warn_invalid
+from tapweight_mol.render import draw, png, quiet_rdkit
 from tapweight_mol.store import ImageStore
-
-log = logging.getLogger(__name__)
 
 
 def cache_root(options) -> Path:
@@ -113,10 +110,6 @@ def corpus_collate(items: list) -> dict[str, torch.Tensor]:
     return {"image": to_float(list(images)), "index": torch.tensor(index)}  # [B, 3, S, S], [B]
 
 
-def _shown(bad: list[tuple[int, str]]) -> list[str]:
-    return [f"row {r}: {abbreviate(s)}" for r, s in bad[:SHOW_INVALID]]
-
-
 def depictions(options) -> Depictions:
     """Images at ``mol.image_size``, from (and into) the image store under the cache."""
     return Depictions(ImageStore(cache_root(options) / "images", options.image_size))
@@ -129,10 +122,7 @@ def build_corpus(cfg, path: str) -> DomainData:
     quiet_rdkit()
     root = cache_root(options)
     prepared = read_corpus(path, options.render_workers, root)
-    total = len(prepared.smiles) + prepared.invalid
-    if prepared.invalid:
-        log.warning("%s: skipped %d invalid SMILES of %d (%s%s)", path, prepared.invalid, total,
-                    "; ".join(_shown(prepared.shown)), "; ..." if prepared.invalid > SHOW_INVALID else "")
+    warn_invalid(path, prepared.invalid, prepared.shown, len(prepared.smiles) + prepared.invalid)
     images = depictions(options)
     info = {"corpus": path, "corpus_molecules": len(prepared.smiles),
             "corpus_prepared": "read from the cache" if prepared.cached else "canonicalized now, cached",

@@ -137,7 +137,7 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
     import numpy as np  # here, not at the top: the plugin's registration reads SETS only
     import pandas as pd
 
-    from tapweight_mol.render import abbreviate, canonical, quiet_rdkit
+    from tapweight_mol.render import canonical, quiet_rdkit
 
     try:
         frame = pd.read_csv(path)
@@ -166,13 +166,21 @@ def read_table(spec: MoleculeNetSet, path: Path) -> Table:
         (keep if canonical(smiles) is not None else skipped).append((row, smiles))
     if not keep:
         raise TapweightError(f"no SMILES in column '{spec.smiles}' of {path} is valid for RDKit")
-    if skipped:
-        shown = ", ".join(f"row {r} ({abbreviate(s)})" for r, s in skipped[:SHOW_INVALID])
-        log.warning("%s: skipped %d invalid SMILES of %d: %s%s", path.name, len(skipped),
-                    len(frame), shown, ", ..." if len(skipped) > SHOW_INVALID else "")
+    warn_invalid(path.name, len(skipped), skipped, len(frame))
     rows = np.array([r - 1 for r, _ in keep])
     return Table(inputs=Molecules([s for _, s in keep], skipped), labels=labels[rows],
                  label_names=tuple(tasks), source=str(path))
+
+
+def warn_invalid(source: str, skipped: int, rows: list[tuple[int, str]], total: int) -> None:
+    """The one warning about the ``skipped`` invalid SMILES of ``total`` rows, naming the first
+    ``SHOW_INVALID`` of ``rows`` (row from 1, SMILES); a labelled file's and a corpus' alike."""
+    from tapweight_mol.render import abbreviate
+
+    if skipped:
+        shown = ", ".join(f"row {r} ({abbreviate(s)})" for r, s in rows[:SHOW_INVALID])
+        log.warning("%s: skipped %d invalid SMILES of %d: %s%s", source, skipped, total,
+                    shown, ", ..." if skipped > SHOW_INVALID else "")
 
 
 def _is_number(text: str) -> bool:

@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 
 from tapweight import distributed
-from tapweight.checkpoint import atomic_write
-from tapweight.config import RunConfig, build_config, layer_from_dict, to_yaml
+from tapweight.config import RunConfig, build_config, layer_from_dict
 from tapweight.errors import TapweightError
 from tapweight.plugins import build_registry
 from tapweight.registry import Registry
@@ -36,6 +35,7 @@ from tapweight.runner import (
     continued_pretraining,
     in_run_folder,
     objective_names,
+    open_run_folder,
     pick_preset,
     seed_everything,
     user_layers,
@@ -102,10 +102,7 @@ def _pretrain(job: Job, out: Path, device: torch.device, quiet: bool, resume: bo
     data = job.domain.build_corpus(cfg, cfg.corpus)  # a bad corpus leaves no folder
     ready = time.perf_counter() - started
     main = distributed.is_main()
-    if main:
-        if not resume:
-            atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(to_yaml(cfg)))
-        run_log.open(out / "log.txt")
+    open_run_folder(out, cfg, resume, run_log)
     log.info("pretrain %s on %s, method %s, preset %s, %d steps -> %s", cfg.domain, cfg.corpus,
              cfg.method, job.preset, cfg.steps, out)
     log.info("corpus read in %.1f s", ready)

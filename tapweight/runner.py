@@ -215,16 +215,22 @@ def in_run_folder(job: Job, out: Path, resume: bool, body: Callable) -> dict:
             raise session.interrupted(err.signum) from None
 
 
+def open_run_folder(out: Path, cfg: RunConfig, resume: bool, run_log: RunLog) -> None:
+    """Once the data has been read (so that bad data leaves no folder): rank 0 writes
+    ``config.yaml`` (a fresh run) and starts ``log.txt`` with the lines held so far."""
+    if distributed.is_main():
+        if not resume:
+            atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(to_yaml(cfg)))
+        run_log.open(out / "log.txt")
+
+
 def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: bool,
                run_log: RunLog, session: Session) -> dict:
     cfg = job.cfg
     table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)
     check_table(table, job.task)
     main = distributed.is_main()
-    if main:
-        if not resume:
-            atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(to_yaml(cfg)))
-        run_log.open(out / "log.txt")
+    open_run_folder(out, cfg, resume, run_log)
     log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
              job.preset, out)
     log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),

@@ -106,12 +106,19 @@ def run(
                                  "drop the other options")
         return _resume(resume, quiet, expect=(domain, task))
     registry = plugin_manager.build_registry()
-    if model is not None:
-        from tapweight.api import model_option
-
-        options.update(model_option(registry, domain, model))
+    options.update(_model_options(domain, model, registry))
     job = runner.resolve(domain, task, preset, config, options, set_ or [], registry=registry)
     _print_summary(runner.run(job, out_dir, _quiet(quiet)))
+
+
+def _model_options(domain: str, model: str | None, registry=None) -> dict:
+    """The config keys ``--model`` sets in ``domain`` (none without ``--model``); the plugins
+    are loaded for it unless ``registry`` is given."""
+    if model is None:
+        return {}
+    from tapweight.api import model_option
+
+    return model_option(registry or plugin_manager.build_registry(), domain, model)
 
 
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
@@ -169,10 +176,7 @@ def pretrain_command(
                                  "drop the other options")
         return _resume(resume, quiet, expect=(domain, ""))
     registry = plugin_manager.build_registry()
-    if model is not None:
-        from tapweight.api import model_option
-
-        options.update(model_option(registry, domain, model))
+    options.update(_model_options(domain, model, registry))
     job = pretrain.resolve(domain, preset, config, options, set_ or [], registry=registry)
     _print_encoder(pretrain.pretrain(job, out_dir, _quiet(quiet)))
 
@@ -377,10 +381,7 @@ def compare(
         raise TapweightError("name a task (tapweight compare DOMAIN TASK) or several (--tasks a,b)")
     options = {key: value for key, value in {"steps": steps, "data": data, "init": init,
                                              "device": device}.items() if value is not None}
-    if model is not None:
-        from tapweight.api import model_option
-
-        options.update(model_option(plugin_manager.build_registry(), domain, model))
+    options.update(_model_options(domain, model))
     target = out_dir or Path("runs") / f"compare-{domain}-{'-'.join(names)}"
     compare_runs(domain, names, _list(methods, "--methods"), _seeds(seeds), target, baseline, preset, config,
                  options, set_ or [], _quiet(quiet))

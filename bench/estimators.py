@@ -97,7 +97,6 @@ class Recorder:
         others = torch.stack([self._alpha(self.full(dataclasses.replace(problem, u=self._u()), hvps))
                               for _ in range(self.val_batches)])
         row["val_spread"] = float(others.var(0, unbiased=True).sum())
-        row["full_sq"] = float(a_full.pow(2).sum())
         self.rows.append(row)
         return full
 
@@ -113,8 +112,9 @@ def _config(job, variant: str):
     return cfg
 
 
-def agreement(job, table, device, steps: int, val_batches: int) -> list[dict]:
-    """Part 1 and 2 of the module docstring: one record per global step."""
+def agreement(job, table, device, steps: int, val_batches: int) -> tuple[list[dict], bool]:
+    """Part 1 and 2 of the module docstring: one record per global step, and whether every
+    validation batch is the whole validation split (then the records' spread is rounding)."""
     cfg = _config(job, "fd")
     data, engine = _build(job, cfg, table, device)
     engine.cfg.reweight.fd_scheme = "forward"  # record level I's own L(θ), for fd-forward
@@ -123,7 +123,7 @@ def agreement(job, table, device, steps: int, val_batches: int) -> list[dict]:
     engine.hypergrad = recorder
     for _ in range(steps):
         engine.step()
-    return recorder.rows
+    return recorder.rows, val_stream.batch_size >= len(data.val)
 
 
 def trajectory(job, table, device, variant: str, steps: int) -> dict:
@@ -142,12 +142,11 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
         device: torch.device) -> dict:
     job = runner.resolve(domain, task, "cpu", options={"data": data}, sets=sets)
     table = job.registry.get("datasets", job.task.dataset, domain).load(job.cfg)
-    rows = agreement(job, table, device, steps, val_batches)
+    rows, one_batch = agreement(job, table, device, steps, val_batches)
     runs = {v: trajectory(job, table, device, v, steps) for v in ("plain", "fd", *CHEAP)}
     full = np.array(runs["fd"]["lambda"])
-    spread = float(np.mean([r["val_spread"] for r in rows]))
-    if spread <= 1e-12 * float(np.mean([r["full_sq"] for r in rows])):
-        spread = None  # the validation split is one batch: every "other" batch is the same one
+    # a split that is one batch: every "other" validation batch holds the same examples
+    spread = None if one_batch else float(np.mean([r["val_spread"] for r in rows]))
     result = {"domain": domain, "task": task, "steps": steps, "val_batches": val_batches,
               "objectives": runner.objective_names(job), "val_spread": spread, "estimators": {}}
     for name in ("fd", *CHEAP):

@@ -250,12 +250,13 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     console.print(f"config.yaml:\n{(run_dir / 'config.yaml').read_text().rstrip()}", markup=False,
                   highlight=False)
     for csv in sorted(run_dir.glob("seed*/weights.csv")):
-        from tapweight.report import signal_line
+        from tapweight.report import overconfidence_line, signal_line
 
         step, lam = _last_weights(csv)
         console.print(f"{csv.parent.name}: step {step}, λ {lam}", markup=False, highlight=False)
-        if line := signal_line(csv.parent):
-            console.print(f"{csv.parent.name}: {line}", markup=False, highlight=False)
+        for line in (signal_line(csv.parent), overconfidence_line(csv.parent)):
+            if line:
+                console.print(f"{csv.parent.name}: {line}", markup=False, highlight=False)
     if metrics.is_file():
         _print_summary(_read_summary(metrics))
     else:

@@ -42,7 +42,7 @@ from tapweight.hypergrad import (
     hessian_vector_product,
     softmax_vjp,
 )
-from tapweight.metrics import task_loss
+from tapweight.metrics import overconfidence, task_loss
 from tapweight.models import (
     PretrainModel,
     TaskModel,
@@ -134,6 +134,7 @@ class Engine:
         self.history: list[dict[str, float]] = []
         self._steps: list[InnerStep] = []  # this global step's level I/II records, for level III
         self._level_one: dict = {}  # the current level I step's part of its record
+        self.val_overconfidence = math.nan  # metrics.overconfidence of w on the last val batch
         self._skipped = False  # GradScaler skipped a level I/II step of this global step
         self._inner = 0  # which of the step's `unroll` level I/II steps is running (for seeds)
         self.phase_times: dict[str, float] | None = None  # set to {} to time each level (_phase)
@@ -294,8 +295,10 @@ class Engine:
         skipped, self._skipped = self._skipped, False
         x, y = to_device(next(self.val), self.device)
         with frozen_running_stats(self.w), replay_rng(self._seed(3), self.device), self._autocast():
-            val_loss = task_loss(self.loss_kind, self.w(x), y)
-        val_loss_mean = float(distributed.mean_([val_loss.detach()])[0])
+            outputs = self.w(x)
+            val_loss = task_loss(self.loss_kind, outputs, y)
+        val_loss_mean, self.val_overconfidence = (float(v) for v in distributed.mean_(
+            [val_loss.detach().float(), overconfidence(self.loss_kind, outputs, y)]))
         if skipped:  # θ' = θ or w' = w: L_val(w') does not depend on λ through this step
             log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients); "
                      "λ is not updated", self.step_count + 1)
@@ -362,6 +365,7 @@ class Engine:
         if self.learn_weights:
             with self._phase("level_III"):
                 record["val_loss"], g_lam = self.reweight_step()
+            record["val_overconfidence"] = self.val_overconfidence
             record.update({f"hypergrad_{n}": float(g) for n, g in zip(self.names, g_lam)})
         record.update({f"loss_{n}": float(v) for n, v in zip(self.names, losses)})
         record.update({f"lambda_{n}": float(v) for n, v in zip(self.names, lam)})

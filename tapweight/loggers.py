@@ -6,7 +6,8 @@ tracker, in the spirit of Hugging Face Trainer's ``report_to``; a plugin adds an
 them through :class:`RunLoggers` on rank 0:
 
 - every global step: ``lambda/<k>``, ``loss/<k>`` (objective k's unweighted loss),
-  ``task/finetune_loss`` and ``task/val_loss`` (levels II and III), ``hypergrad/<k>``;
+  ``task/finetune_loss``, ``task/val_loss`` and ``task/val_overconfidence`` (levels II and
+  III; ``metrics.overconfidence``), ``hypergrad/<k>``;
 - the final fine-tune's validation metric per epoch, ``final/val_<metric>``, at step
   S + epoch (S = the run's global steps, so the axis keeps going after continued pretraining);
 - the seed's results, ``result/val_<metric>``, ``result/test_<metric>``..., at the last step.

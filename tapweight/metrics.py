@@ -40,6 +40,20 @@ def task_loss(kind: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.T
     return per[present].mean()
 
 
+def overconfidence(kind: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """d/ds of ``task_loss(s · outputs)`` at s = 1, a scalar.
+
+    Positive: outputs scaled down (softer probabilities, predictions nearer 0) would lower
+    the loss, i.e. the model is overconfident on these labels. Measured on w's validation
+    batch it explains λ moving towards an objective that shrinks the features: such an
+    objective lowers an overconfident validation loss whether or not it helps the task
+    (README "Does learning λ work?")."""
+    scale = torch.ones((), dtype=torch.float32, device=outputs.device, requires_grad=True)
+    with torch.enable_grad():
+        loss = task_loss(kind, outputs.detach().float() * scale, labels)
+        return torch.autograd.grad(loss, scale)[0].detach()
+
+
 def predictions(kind: str, outputs: torch.Tensor) -> np.ndarray:
     """Scores a metric reads: probabilities (bce), class ids (ce) or values (mse)."""
     if kind == "bce":

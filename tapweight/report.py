@@ -8,7 +8,8 @@ an interrupted and resumed run leaves the same bytes as an uninterrupted one.
 ``hypergrad.csv`` and the lower panels of ``weights.png`` help judge λ
 (:func:`hypergradient_diagnostics`): per objective, the running mean of the hypergradient and
 its signal-to-noise ratio over a trailing window, so a flat λ reads as "no consistent signal"
-rather than "broken".
+rather than "broken". :func:`overconfidence_line` warns when the fine-tuned model's validation
+loss would fall with softer predictions, the state in which λ favours feature-shrinking objectives.
 """
 
 from __future__ import annotations
@@ -129,6 +130,30 @@ def signal_line(folder: Path) -> str | None:
     shown = ", ".join(f"{k} {v:+.1f}" for k, v in snr.items())
     return (f"signal-to-noise ratio of the hypergradient that moves λ, over the run: {shown} "
             f"(|SNR| < {SIGNAL:g}: no consistent signal; > 0: λ falls)")
+
+
+def overconfidence_line(folder: Path) -> str | None:
+    """A warning when the fine-tuned w was consistently overconfident on its validation
+    batches over the second half of a seed's steps (``val_overconfidence`` in ``losses.csv``
+    above 0 with a signal-to-noise ratio above ``SIGNAL``), else None.
+
+    An overconfident validation loss falls when the features shrink, so the hypergradient
+    then favours any objective that shrinks them, useful to the task or not (README "Does
+    learning λ work?"); level II weight decay keeps w calibrated."""
+    path = Path(folder) / "losses.csv"
+    if not path.is_file():
+        return None
+    losses = pd.read_csv(path)
+    if "val_overconfidence" not in losses or len(losses) < 4:
+        return None
+    late = losses["val_overconfidence"].iloc[len(losses) // 2:].to_numpy(dtype=float)
+    mean, std = late.mean(), late.std(ddof=1)
+    snr = mean / (std / math.sqrt(len(late))) if std > 0 else math.copysign(math.inf, mean)
+    if not snr > SIGNAL:
+        return None
+    return (f"w was overconfident on its validation batches over the second half of the steps "
+            f"(val_overconfidence {mean:+.3g}, SNR {snr:+.1f}): λ then favours objectives that "
+            f"shrink the features, useful or not; raise finetune.weight_decay to keep w calibrated")
 
 
 def write_diagnostics(folder: Path) -> pd.DataFrame | None:

@@ -53,6 +53,7 @@ from tapweight.registry import Registry
 from tapweight.report import (
     Trajectory,
     mean_pm_std,
+    overconfidence_line,
     plot_weights,
     signal_line,
     summarize,
@@ -415,6 +416,8 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
         session.saved(engine.step_count)
         if write_diagnostics(folder) is not None:
             log.info("seed %d: %s -> hypergrad.csv", cfg.seed, signal_line(folder))
+        if warning := overconfidence_line(folder):
+            log.warning("seed %d: %s", cfg.seed, warning)
         plot_weights([folder], folder / "weights.png",
                      f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")
         save_weights(theta.backbone, folder / "backbone.safetensors")

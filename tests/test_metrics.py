@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tapweight.metrics import better, score, task_loss
+from tapweight.metrics import better, overconfidence, score, task_loss
 
 
 def test_roc_auc_masks_missing_labels_and_averages_columns():
@@ -50,3 +50,22 @@ def test_label_metrics_threshold_probabilities_and_read_class_ids():
     assert score("accuracy", probabilities, labels) == pytest.approx(1 / 3)
     class_ids = np.array([1, 0, 1])  # ce: argmax ids
     assert score("accuracy", class_ids, np.array([[1.0], [0.0], [0.0]])) == pytest.approx(2 / 3)
+
+
+def test_overconfidence_is_the_loss_slope_in_the_outputs_scale():
+    """d/ds L(s·z) at s = 1 in closed form: Σ (p − y)·z for softmax and sigmoid cross-entropy
+    (present labels only), 2 (z − y)·z for the squared error."""
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.1, 3.0, -2.0]])
+    y = torch.tensor([0, 2])
+    p = torch.softmax(z, -1)
+    expected = ((p - torch.nn.functional.one_hot(y, 3)) * z).sum(-1).mean()
+    assert float(overconfidence("ce", z, y)) == pytest.approx(float(expected), rel=1e-6)
+    labels = torch.tensor([[1.0, float("nan"), 0.0], [0.0, 1.0, float("nan")]])
+    present = ~labels.isnan()
+    expected = ((torch.sigmoid(z) - labels.nan_to_num()) * z)[present].mean()
+    assert float(overconfidence("bce", z, labels)) == pytest.approx(float(expected), rel=1e-6)
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    assert float(overconfidence("mse", z, targets)) == pytest.approx(float((2 * (z - targets) * z).mean()), rel=1e-6)
+    # a confident mistake: softer predictions would help; an underconfident hit: sharper ones
+    assert overconfidence("ce", torch.tensor([[4.0, -4.0]]), torch.tensor([1])) > 0
+    assert overconfidence("ce", torch.tensor([[0.2, -0.2]]), torch.tensor([0])) < 0

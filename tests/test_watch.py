@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 
 from tapweight.progress import StepStatus
-from tapweight.report import hypergradient_diagnostics, whole_run_snr
+from tapweight.report import hypergradient_diagnostics, overconfidence_line, whole_run_snr
 from tests import toy_plugin
 from tests.test_cli import cli, run_toy
 from tests.test_reliability import LAUNCH, same_run
 
 LEARNED = {"lambda/denoise", "lambda/spread", "loss/denoise", "loss/spread", "hypergrad/denoise",
-           "hypergrad/spread", "task/finetune_loss", "task/val_loss"}
+           "hypergrad/spread", "task/finetune_loss", "task/val_loss", "task/val_overconfidence"}
 
 
 @pytest.fixture
@@ -167,9 +167,26 @@ def test_a_run_writes_hypergradient_diagnostics_beside_its_csvs(toy, tmp_path):
     out = run_toy(tmp_path)
     table = pd.read_csv(out / "seed0" / "hypergrad.csv")
     assert len(table) == 6 and "relative_snr_spread" in table.columns
+    losses = pd.read_csv(out / "seed0" / "losses.csv")
+    assert np.isfinite(losses["val_overconfidence"]).all()  # w on each step's val batch
     assert "signal-to-noise ratio of the hypergradient that moves λ" in (out / "log.txt").read_text()
     uniform = run_toy(tmp_path, "--method", "uniform", name="uniform")
     assert not (uniform / "seed0" / "hypergrad.csv").exists()  # no hypergradient: nothing to judge
+
+
+def test_a_run_that_stays_overconfident_late_is_flagged(tmp_path):
+    """The warning reads the second half of ``val_overconfidence``: consistently above 0 there
+    warns, whatever came before; noise around 0, or overconfidence only early, does not."""
+    rng = np.random.default_rng(0)
+    early, late = -np.ones(50), 0.05 + 0.05 * rng.standard_normal(50)
+    for name, values, warns in (("late", np.r_[early, late], True), ("noise", 0.05 * rng.standard_normal(100), False),
+                                ("early", np.r_[late, early], False)):
+        folder = tmp_path / name
+        folder.mkdir()
+        pd.DataFrame({"step": range(1, 101), "val_overconfidence": values}).to_csv(folder / "losses.csv", index=False)
+        line = overconfidence_line(folder)
+        assert (line is not None) == warns, (name, line)
+    assert "finetune.weight_decay" in overconfidence_line(tmp_path / "late")
 
 
 def test_output_without_a_terminal_is_plain_and_unwrapped(tmp_path):

@@ -8,7 +8,9 @@ make that a known-answer experiment on any domain:
   every step (10 classes): the features learn noise;
 - ``core.feature_collapse``: the features' mean square (over examples and dimensions, so
   its scale is that of a typical loss), minimised: it drives the representation towards
-  zero, erasing what the task needs.
+  zero. It is harmful only in the limit; on the way it acts as an activity penalty, and a
+  fine-tuned model that is overconfident on the validation set gains from it, so it tests
+  that level II stays calibrated (``metrics.overconfidence``; README "Does learning λ work?").
 
 Both read the backbone's features of the unaltered corpus batch. What the backbone takes
 from a corpus batch is the corpus dataset's ``backbone_inputs(batch)`` when it defines one

@@ -36,6 +36,10 @@ class TabularOptions:
 #: hypergradient (``reweight.preconditioner=identity``): with the exact Adam derivative an
 #: objective fitting random labels kept its weight (final λ 0.12–0.44 from 0.25, breast-cancer,
 #: 300 steps, 5 seeds), with identity TapWeight drove it down (0.04–0.16; digits 0.02–0.04).
+#: Level II has weight decay 0.01: without it w overfits its training batches, its
+#: validation predictions grow overconfident, and the hypergradient then rewards any objective
+#: that shrinks the features (``core.feature_collapse`` took most of λ in 4 of 10 runs; with
+#: the decay in none at 300 steps). README "Does learning λ work?" has the measurements.
 PRESETS = {
     "cpu": {
         "steps": 100,
@@ -44,7 +48,7 @@ PRESETS = {
         "tabular.layers": 2,
         "pretrain.optimizer": "adam", "pretrain.lr": 1e-3, "pretrain.weight_decay": 0.0,
         "pretrain.scheduler": "constant", "pretrain.batch_size": 128,
-        "finetune.optimizer": "adam", "finetune.lr": 1e-3, "finetune.weight_decay": 0.0,
+        "finetune.optimizer": "adam", "finetune.lr": 1e-3, "finetune.weight_decay": 1e-2,
         "finetune.scheduler": "constant", "finetune.batch_size": 64, "finetune.gamma": 1e-3,
         "reweight.optimizer": "adam", "reweight.lr": 0.05, "reweight.scheduler": "constant",
         "reweight.batch_size": 64, "reweight.preconditioner": "identity",
@@ -56,7 +60,7 @@ PRESETS = {
         "log_every": 50,
         "pretrain.optimizer": "adam", "pretrain.lr": 1e-3, "pretrain.weight_decay": 0.0,
         "pretrain.scheduler": "cosine", "pretrain.warmup_steps": 100, "pretrain.batch_size": 256,
-        "finetune.optimizer": "adam", "finetune.lr": 1e-3, "finetune.weight_decay": 0.0,
+        "finetune.optimizer": "adam", "finetune.lr": 1e-3, "finetune.weight_decay": 1e-2,
         "finetune.scheduler": "cosine", "finetune.batch_size": 128, "finetune.gamma": 1e-3,
         "reweight.optimizer": "adam", "reweight.lr": 0.05, "reweight.scheduler": "constant",
         "reweight.batch_size": 128, "reweight.preconditioner": "identity",

@@ -31,6 +31,8 @@ from tapweight.specs import Table
 WINDOW = 50
 #: |SNR| above this: the window's mean is unlikely to be noise (about 2 standard errors)
 SIGNAL = 2.0
+#: ``hypergrad.csv``'s running mean of w's ``val_overconfidence`` (metrics.overconfidence)
+OVERCONFIDENCE = "val_overconfidence_mean"
 
 
 def _split(record: dict[str, float]) -> tuple[dict, dict]:
@@ -89,6 +91,8 @@ def hypergradient_diagnostics(weights: pd.DataFrame, losses: pd.DataFrame,
       part of the hypergradient that moves λ (the α gradient is λ_k r_k: the softmax ignores
       what all objectives share). r_k > 0 on average: λ_k falls; |SNR| < 2: no consistent signal.
 
+    - ``val_overconfidence_mean``: the running mean of ``val_overconfidence`` (when recorded).
+
     None when the run learned no weights (no ``hypergrad_<k>`` columns)."""
     names = [c.removeprefix("hypergrad_") for c in losses.columns if c.startswith("hypergrad_")]
     if not names:
@@ -105,6 +109,8 @@ def hypergradient_diagnostics(weights: pd.DataFrame, losses: pd.DataFrame,
         for k in names:
             out[f"{prefix}_mean_{k}"] = mean[k].to_numpy()
             out[f"{prefix}_snr_{k}"] = snr[k].to_numpy()
+    if "val_overconfidence" in losses:
+        out[OVERCONFIDENCE] = losses["val_overconfidence"].rolling(window, min_periods=2).mean().to_numpy()
     return pd.DataFrame(out)
 
 
@@ -167,7 +173,8 @@ def write_diagnostics(folder: Path) -> pd.DataFrame | None:
 
 def plot_weights(folders: list[Path], path: Path, title: str) -> None:
     """λ_k over steps; below it, when λ was learned, the running mean of the relative
-    hypergradient and its signal-to-noise ratio (:func:`hypergradient_diagnostics`).
+    hypergradient, its signal-to-noise ratio and w's validation overconfidence
+    (:func:`hypergradient_diagnostics`).
 
     Several runs (seeds) are drawn as thin lines around their mean. The legend sits beside
     the axes, never on a curve."""
@@ -183,10 +190,13 @@ def plot_weights(folders: list[Path], path: Path, title: str) -> None:
     if len(diagnostics) == len(weights):
         panels += [(f"relative hypergradient\n(mean of last {WINDOW} steps)", diagnostics, "relative_mean_"),
                    ("its signal-to-noise\nratio", diagnostics, "relative_snr_")]
+        if all(OVERCONFIDENCE in d for d in diagnostics):
+            panels.append(("w's validation\noverconfidence", diagnostics, None))
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.2 + 2.0 * len(panels)), sharex=True, squeeze=False)
     for ax, (label, frames, prefix) in zip(axes[:, 0], panels):
-        for i, name in enumerate(names):
-            column, color = f"{prefix}{name}", f"C{i}"
+        series = ([(f"{prefix}{name}", f"C{i}", name) for i, name in enumerate(names)] if prefix is not None
+                  else [(OVERCONFIDENCE, "black", None)])
+        for column, color, name in series:
             steps = frames[0]["step"]
             for frame in frames if len(frames) > 1 else []:
                 ax.plot(frame["step"], frame[column], color=color, alpha=0.3, linewidth=0.8)
@@ -201,6 +211,11 @@ def plot_weights(folders: list[Path], path: Path, title: str) -> None:
             snr.axhline(level, color="black", linewidth=0.8, linestyle="--")
         snr.text(1.01, SIGNAL, f"±{SIGNAL:g}: signal", transform=snr.get_yaxis_transform(),
                  va="center", fontsize=8)
+    if len(panels) > 3:
+        over = axes[3, 0]
+        over.axhline(0, color="black", linewidth=0.8, linestyle="--")
+        over.text(1.01, 0, "> 0: softer predictions\nwould lower L_val", transform=over.get_yaxis_transform(),
+                  va="center", fontsize=8)
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel("global step")
     axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="objective")

@@ -141,7 +141,9 @@ def test_hypergradient_diagnostics_match_a_direct_computation():
     lam = rng.dirichlet([1, 1, 1], size=steps)
     weights = pd.DataFrame(lam, columns=names).assign(step=np.arange(1, steps + 1))
     losses = pd.DataFrame(g, columns=[f"hypergrad_{k}" for k in names]).assign(step=np.arange(1, steps + 1))
+    losses["val_overconfidence"] = over = rng.normal(0.1, 1.0, steps)
     table = hypergradient_diagnostics(weights, losses, window=7)
+    np.testing.assert_allclose(table["val_overconfidence_mean"], _windows(over[:, None], 7)[0][:, 0], rtol=1e-12)
     relative = np.array([g[t] - lam[t] @ g[t] for t in range(steps)])  # ∂L/∂α_k = λ_k · this
     for prefix, values in (("hypergrad", g), ("relative", relative)):
         mean, snr = _windows(values, 7)

@@ -159,7 +159,8 @@ def overconfidence_line(folder: Path) -> str | None:
         return None
     return (f"w was overconfident on its validation batches over the second half of the steps "
             f"(val_overconfidence {mean:+.3g}, SNR {snr:+.1f}): λ then favours objectives that "
-            f"shrink the features, useful or not; raise finetune.weight_decay to keep w calibrated")
+            f"shrink the features, useful or not; level II weight decay (finetune.weight_decay) "
+            f"can keep w calibrated (README: \"Does learning λ work?\")")
 
 
 def write_diagnostics(folder: Path) -> pd.DataFrame | None:

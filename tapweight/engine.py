@@ -134,7 +134,6 @@ class Engine:
         self.history: list[dict[str, float]] = []
         self._steps: list[InnerStep] = []  # this global step's level I/II records, for level III
         self._level_one: dict = {}  # the current level I step's part of its record
-        self.val_overconfidence = math.nan  # metrics.overconfidence of w on the last val batch
         self._skipped = False  # GradScaler skipped a level I/II step of this global step
         self._inner = 0  # which of the step's `unroll` level I/II steps is running (for seeds)
         self.phase_times: dict[str, float] | None = None  # set to {} to time each level (_phase)
@@ -289,20 +288,22 @@ class Engine:
             return task_loss(self.loss_kind, torch.func.functional_call(self.w, replaced, (x,)), y)
 
     # -- level III ---------------------------------------------------------------------------
-    def reweight_step(self) -> tuple[float, torch.Tensor]:
-        """One step of α from the hypergradient of L_val(w') (hypergrad.py)."""
+    def reweight_step(self) -> tuple[dict[str, float], torch.Tensor]:
+        """One step of α from the hypergradient of L_val(w') (hypergrad.py). Returns the step
+        record's ``val_loss`` and ``val_overconfidence`` (metrics.overconfidence), and dL_val/dλ."""
         steps, self._steps = self._steps, []
         skipped, self._skipped = self._skipped, False
         x, y = to_device(next(self.val), self.device)
         with frozen_running_stats(self.w), replay_rng(self._seed(3), self.device), self._autocast():
             outputs = self.w(x)
             val_loss = task_loss(self.loss_kind, outputs, y)
-        val_loss_mean, self.val_overconfidence = (float(v) for v in distributed.mean_(
-            [val_loss.detach().float(), overconfidence(self.loss_kind, outputs, y)]))
+        mean_loss, mean_overconfidence = distributed.mean_(
+            [val_loss.detach().float(), overconfidence(self.loss_kind, outputs, y)])
+        values = {"val_loss": float(mean_loss), "val_overconfidence": float(mean_overconfidence)}
         if skipped:  # θ' = θ or w' = w: L_val(w') does not depend on λ through this step
             log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients); "
                      "λ is not updated", self.step_count + 1)
-            return val_loss_mean, torch.zeros(len(self.names), dtype=torch.float64)
+            return values, torch.zeros(len(self.names), dtype=torch.float64)
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
         u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
         problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
@@ -320,7 +321,7 @@ class Engine:
         self.alpha.grad = softmax_vjp(lam, g_lam.to(lam.device).double()).float()
         self.opt_reweight.step()
         self.sched_reweight.step()
-        return val_loss_mean, g_lam
+        return values, g_lam
 
     def _level_one_hessian(self, step: InnerStep, at: Vector):
         """H_pt = ∇²_θ Σλ_k L_k at ``at`` on ``step``'s level I batches, averaged over ranks."""
@@ -364,8 +365,8 @@ class Engine:
                     record["finetune_loss"] = self.finetune_step()
         if self.learn_weights:
             with self._phase("level_III"):
-                record["val_loss"], g_lam = self.reweight_step()
-            record["val_overconfidence"] = self.val_overconfidence
+                values, g_lam = self.reweight_step()
+            record.update(values)
             record.update({f"hypergrad_{n}": float(g) for n, g in zip(self.names, g_lam)})
         record.update({f"loss_{n}": float(v) for n, v in zip(self.names, losses)})
         record.update({f"lambda_{n}": float(v) for n, v in zip(self.names, lam)})

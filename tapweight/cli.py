@@ -457,6 +457,31 @@ def _add_plugin_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line; a ``torchrun`` rank ends through :func:`_end_rank`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return _main(argv)
+    try:
+        _main(argv)
+    except SystemExit as err:
+        _end_rank(err.code)
+    _end_rank(0)
+
+
+def _end_rank(code: int | str | None) -> None:
+    """End a ``torchrun`` rank with ``os._exit``, after flushing the logs, skipping the
+    interpreter's finalization. Gloo's worker threads outlive the run (DDP holds the process
+    group even past ``destroy_process_group``, torch 2.14), and one that frees the tensors of
+    a finished collective while the interpreter shuts down aborts the process ("terminate
+    called without an active exception", SIGABRT) after the run has written its results."""
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else int(code is not None))
+
+
+def _main(argv: list[str] | None) -> None:
     _setup_logging()
     interrupts.record_sigint()
     _add_plugin_commands()

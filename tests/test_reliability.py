@@ -293,6 +293,17 @@ def test_torchrun_runs_the_readme_command_with_one_summary(tmp_path):
     assert len(pd.read_csv(tmp_path / "run" / "seed0" / "weights.csv")) == 20
 
 
+def test_a_torchrun_rank_ends_with_the_commands_exit_code_and_output():
+    """A rank (WORLD_SIZE > 1) ends with ``os._exit`` (``cli._end_rank``): what it printed
+    and its exit code must survive the skipped interpreter shutdown."""
+    env = dict(os.environ, WORLD_SIZE="2")
+    version = subprocess.run([*TAPWEIGHT, "--version"], env=env, capture_output=True, text=True)
+    assert (version.returncode, version.stdout.split()[0]) == (0, "tapweight")
+    usage = subprocess.run([*TAPWEIGHT, "run", "toy", "--nosuch"], env=env, capture_output=True, text=True)
+    assert usage.returncode == 2
+    assert usage.stderr.strip().splitlines() == ["error: No such option: --nosuch (Possible options: --out)"]
+
+
 #: objectives that are means over examples and draw no random numbers (every feature masked,
 #: no noise), and the forward-mode hypergradient: the central difference's float32
 #: cancellation alone moves λ by ~4e-5 over 20 steps between 1 and 2 processes

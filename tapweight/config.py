@@ -65,6 +65,10 @@ class ReweightConfig(LevelConfig):
     fd_radius: float = 0.01  # ‖ε·direction‖ of the finite difference, as Betty's darts
     fd_scheme: str = "central"  # central (two forwards) | forward (one, reusing level I's losses)
     preconditioner: str = "exact"  # exact (Adam's step differentiated) | identity (every step as SGD)
+    # plain | offset_free: L_val with each label's offset refitted on the validation batch
+    # (bce tasks; under torchrun on each rank's shard), so that a label prior that differs
+    # between the train and validation splits, as on a scaffold split, does not count
+    val_loss: str = "plain"
     hyper_fraction: float = 1.0  # share of each level I batch the directional derivative reads
     unroll: int = 1  # level I and II steps per level III step (> 1: SGD only, exact reverse mode)
     iterations: int = 5  # Neumann terms / CG iterations, per inverse
@@ -293,6 +297,8 @@ def validate_hypergradient(cfg: RunConfig) -> None:
     _check(r.fd_scheme in ("central", "forward"), f"reweight.fd_scheme must be central or forward, got '{r.fd_scheme}'")
     _check(r.preconditioner in ("exact", "identity"),
            f"reweight.preconditioner must be exact or identity, got '{r.preconditioner}'")
+    _check(r.val_loss in ("plain", "offset_free"),
+           f"reweight.val_loss must be plain or offset_free, got '{r.val_loss}'")
     _check(0 < r.hyper_fraction <= 1, f"reweight.hyper_fraction must be in (0, 1], got {r.hyper_fraction}")
     _check(r.fd_radius > 0, f"reweight.fd_radius must be > 0, got {r.fd_radius}")
     _check(r.iterations >= 1, f"reweight.iterations must be >= 1, got {r.iterations}")

@@ -42,7 +42,7 @@ from tapweight.hypergrad import (
     hessian_vector_product,
     softmax_vjp,
 )
-from tapweight.metrics import overconfidence, task_loss
+from tapweight.metrics import best_offset, overconfidence, task_loss
 from tapweight.models import (
     PretrainModel,
     TaskModel,
@@ -88,6 +88,9 @@ class Engine:
         self.w_ddp = distributed.wrap(self.w, device)
         self.corpus, self.train, self.val = corpus, train, val
         self.cfg, self.loss_kind, self.device = cfg, loss_kind, device
+        if cfg.reweight.val_loss == "offset_free" and loss_kind != "bce":
+            raise TapweightError(f"reweight.val_loss=offset_free refits the offset of binary labels: this task's "
+                                 f"loss is {loss_kind}; use reweight.val_loss=plain")
         self.learn_weights = learn_weights
         self.names = [n.split(".", 1)[-1] for n in pretrain_model.names]
         k = len(self.names)
@@ -296,6 +299,8 @@ class Engine:
         x, y = to_device(next(self.val), self.device)
         with frozen_running_stats(self.w), replay_rng(self._seed(3), self.device), self._autocast():
             outputs = self.w(x)
+            if self.cfg.reweight.val_loss == "offset_free":
+                outputs = outputs + best_offset(outputs, y)
             val_loss = task_loss(self.loss_kind, outputs, y)
         mean_loss, mean_overconfidence = distributed.mean_(
             [val_loss.detach().float(), overconfidence(self.loss_kind, outputs, y)])

@@ -40,6 +40,28 @@ def task_loss(kind: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.T
     return per[present].mean()
 
 
+def best_offset(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per label column of a ``bce`` batch, the offset b (within ±20) that minimises the
+    masked loss of ``outputs + b``: a constant, without gradient.
+
+    ``task_loss("bce", outputs + best_offset(outputs, labels), labels)`` is the loss with
+    the label prior refitted on the batch: what is left is the ranking, the part ROC-AUC
+    reads. Its gradient in ``outputs`` at the fixed offset is its full gradient (b is a
+    minimiser: the envelope theorem). The column's loss gradient, Σ(σ(z + b) − y), rises
+    with b, so bisection finds its zero.
+    """
+    z = outputs.detach().double()
+    present = ~torch.isnan(labels)
+    target = torch.nan_to_num(labels.detach()).double()
+    low = torch.full(z.shape[1:], -20.0, dtype=torch.float64, device=z.device)
+    high = -low
+    for _ in range(50):  # 40 / 2**50: exact to float64 rounding
+        mid = (low + high) / 2
+        rising = ((torch.sigmoid(z + mid) - target) * present).sum(0) > 0
+        low, high = torch.where(rising, low, mid), torch.where(rising, mid, high)
+    return ((low + high) / 2).float()
+
+
 def overconfidence(kind: str, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """d/ds of ``task_loss(s · outputs)`` at s = 1, a scalar.
 

@@ -10,6 +10,7 @@ stored in float32); ``fd`` carries the O(ε²) error of a central difference (1e
 import pytest
 import torch
 
+from tapweight.engine import Engine
 from tapweight.errors import TapweightError
 from tapweight.optim import build_optimizer
 from tapweight.runner import resolve
@@ -167,6 +168,24 @@ def test_neumann_defaults_converge_on_a_quadratic_at_its_optimum():
     engine.step()
     expected = problem.implicit_alpha_grad(alpha0, 0.3)
     assert rel_err(engine.alpha.grad, expected) < 0.1
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_offset_free_val_loss_is_differentiated_exactly(optimizer):
+    """``reweight.val_loss=offset_free``: ∂L_val/∂α against autograd through a Newton refit
+    of the offsets (their dependence on w kept); the plain loss's gradient differs."""
+    cfg = unrolled.config(optimizer, hypergrad="jvp", val_loss="offset_free")
+    got, expected = check(cfg)
+    assert rel_err(got, expected) < TOL["jvp"], (got, expected)
+    cfg.reweight.val_loss = "plain"
+    assert rel_err(got, check(cfg)[0]) > 0.05
+
+
+def test_offset_free_val_loss_refuses_other_losses():
+    cfg = unrolled.config("sgd", val_loss="offset_free")
+    engine = unrolled.engine(cfg)
+    with pytest.raises(TapweightError, match=r"offset_free refits the offset of binary labels: this task's loss is ce"):
+        Engine(engine.theta, engine.w, engine.corpus, engine.train, engine.val, cfg, "ce", torch.device("cpu"))
 
 
 def test_identity_preconditioner_takes_adam_steps_as_sgd_steps():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tapweight.metrics import better, overconfidence, score, task_loss
+from tapweight.metrics import best_offset, better, overconfidence, score, task_loss
 
 
 def test_roc_auc_masks_missing_labels_and_averages_columns():
@@ -50,6 +50,36 @@ def test_label_metrics_threshold_probabilities_and_read_class_ids():
     assert score("accuracy", probabilities, labels) == pytest.approx(1 / 3)
     class_ids = np.array([1, 0, 1])  # ce: argmax ids
     assert score("accuracy", class_ids, np.array([[1.0], [0.0], [0.0]])) == pytest.approx(2 / 3)
+
+
+def test_best_offset_minimises_each_columns_loss_and_the_refit_loss_has_its_gradient():
+    """Against SciPy's scalar minimiser per column (missing labels masked), and the gradient
+    of the refitted loss at the fixed offset against a central difference that refits the
+    offset at every point (b is a minimiser: the envelope theorem)."""
+    from scipy.optimize import minimize_scalar
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(32, 3, generator=gen, dtype=torch.float64) * 2 + torch.tensor([3.0, -1.0, 0.0], dtype=torch.float64)
+    y = (torch.rand(32, 3, generator=gen) < torch.tensor([0.5, 0.8, 0.3])).double()
+    y[::5, 1] = float("nan")
+    b = best_offset(z, y)
+    for j in range(3):
+        rows = ~y[:, j].isnan()
+        zj, yj = z[rows, j].numpy(), y[rows, j].numpy()
+        ref = minimize_scalar(lambda c: float(np.mean(np.logaddexp(0, zj + c) - yj * (zj + c))),  # noqa: B023
+                              bounds=(-20, 20), method="bounded", options={"xatol": 1e-10})
+        assert float(b[j]) == pytest.approx(ref.x, abs=1e-5)
+
+    def refit(out):
+        return task_loss("bce", out + best_offset(out, y).double(), y)
+
+    zg = z.clone().requires_grad_(True)
+    grad = torch.autograd.grad(refit(zg), zg)[0]
+    for i, j in [(0, 0), (7, 1), (31, 2)]:
+        e = torch.zeros_like(z)
+        e[i, j] = 1e-2  # task_loss is float32: a step its rounding does not swamp
+        assert float(grad[i, j]) == pytest.approx(float((refit(z + e) - refit(z - e)) / 2e-2), rel=1e-3)
+    assert float(refit(z)) < float(task_loss("bce", z, y))  # the prior no longer counts
 
 
 def test_overconfidence_is_the_loss_slope_in_the_outputs_scale():

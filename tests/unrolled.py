@@ -113,8 +113,22 @@ def alpha_grad(twin: Engine) -> torch.Tensor:
         w, s2 = [p for p, _ in stepped], [s for _, s in stepped]
     x, y = next(twin.val)
     with frozen_running_stats(twin.w), replay_rng(twin._seed(3), dev):
-        val = task_loss(kind, torch.func.functional_call(twin.w, dict(zip(twin.w_names, w)), (x,)), y)
+        outputs = torch.func.functional_call(twin.w, dict(zip(twin.w_names, w)), (x,))
+        if cfg.reweight.val_loss == "offset_free":
+            outputs = outputs + newton_offset(outputs, y)
+        val = task_loss(kind, outputs, y)
     return torch.autograd.grad(val, alpha)[0]
+
+
+def newton_offset(z: torch.Tensor, y: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+    """The per-column offset minimising the masked BCE of z + b, by Newton's method, with
+    its dependence on z kept (autograd through the iterations), unlike the engine's."""
+    present, target = ~torch.isnan(y), torch.nan_to_num(y)
+    b = torch.zeros(z.shape[1:], dtype=z.dtype)
+    for _ in range(iterations):
+        p = torch.sigmoid(z + b)
+        b = b - ((p - target) * present).sum(0) / (p * (1 - p) * present).sum(0)
+    return b
 
 
 # -- a small non-quadratic float64 problem: tanh network, batch norm, dropout, three objectives ---

@@ -88,7 +88,7 @@ class Engine:
         self.w_ddp = distributed.wrap(self.w, device)
         self.corpus, self.train, self.val = corpus, train, val
         self.cfg, self.loss_kind, self.device = cfg, loss_kind, device
-        if cfg.reweight.val_loss == "offset_free" and loss_kind != "bce":
+        if learn_weights and cfg.reweight.val_loss == "offset_free" and loss_kind != "bce":
             raise TapweightError(f"reweight.val_loss=offset_free refits the offset of binary labels: this task's "
                                  f"loss is {loss_kind}; use reweight.val_loss=plain")
         self.learn_weights = learn_weights

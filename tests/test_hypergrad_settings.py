@@ -186,6 +186,8 @@ def test_offset_free_val_loss_refuses_other_losses():
     engine = unrolled.engine(cfg)
     with pytest.raises(TapweightError, match=r"offset_free refits the offset of binary labels: this task's loss is ce"):
         Engine(engine.theta, engine.w, engine.corpus, engine.train, engine.val, cfg, "ce", torch.device("cpu"))
+    # fixed weights (uniform, none) never read L_val: nothing to refuse
+    Engine(engine.theta, engine.w, engine.corpus, None, None, cfg, "", torch.device("cpu"), learn_weights=False)
 
 
 def test_identity_preconditioner_takes_adam_steps_as_sgd_steps():

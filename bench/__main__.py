@@ -100,6 +100,12 @@ def parser() -> argparse.ArgumentParser:
                                          "per optimizer / precision / schedule / unroll")
     e.add_argument("--seeds", type=int, default=5)
     e.add_argument("--json", type=Path)
+    al = _task_args(sub.add_parser("alignment", help="per step: each objective's gradient against the "
+                                                     "validation gradient (norms, cosine), on a task"))
+    al.add_argument("--steps", type=int, default=30)
+    al.add_argument("--set", dest="sets", action="append", default=[], help="config key=value (repeatable)")
+    al.add_argument("--device", default="cpu")
+    al.add_argument("--threads", type=int, default=0)
     b = _task_args(sub.add_parser("baselines", help="train-mean and random-forest baselines of a regression task"))
     b.add_argument("--seeds", default="0,1,2", help="comma-separated forest seeds")
     b.add_argument("--trees", type=int, default=500, help="trees per forest")
@@ -161,6 +167,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(estimators.table(results[-1]))
         if args.plot:
             estimators.plot(results, args.plot)
+    elif args.command == "alignment":
+        from bench import alignment
+
+        if args.steps < 1:
+            raise TapweightError(f"--steps {args.steps}: give at least 1")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = alignment.run(args.domain, args.task, args.data, args.steps, args.sets, _device(args.device))
+        print(alignment.table(result))
     elif args.command == "exactness":
         from bench import exactness
 

@@ -101,7 +101,7 @@ class Recorder:
         return full
 
 
-def _build(job, cfg, table, device):
+def build(job, cfg, table, device):
     task = runner.build_task(job, cfg, table)
     return task.data, runner.build_engine(job, cfg, task.data, task.backbone, task.make_head(), device)
 
@@ -116,7 +116,7 @@ def agreement(job, table, device, steps: int, val_batches: int) -> tuple[list[di
     """Part 1 and 2 of the module docstring: one record per global step, and whether every
     validation batch is the whole validation split (then the records' spread is rounding)."""
     cfg = _config(job, "fd")
-    data, engine = _build(job, cfg, table, device)
+    data, engine = build(job, cfg, table, device)
     engine.cfg.reweight.fd_scheme = "forward"  # record level I's own L(θ), for fd-forward
     val_stream = BatchStream(data.val, cfg.reweight.batch_size, data.task_collate, cfg.seed + 99)
     recorder = Recorder(engine, list(CHEAP), val_stream, val_batches)
@@ -128,7 +128,7 @@ def agreement(job, table, device, steps: int, val_batches: int) -> tuple[list[di
 
 def trajectory(job, table, device, variant: str, steps: int) -> dict:
     """λ after every step and the step times of one run of ``variant``."""
-    _, engine = _build(job, _config(job, variant), table, device)
+    _, engine = build(job, _config(job, variant), table, device)
     lam, times = [], []
     for _ in range(steps):
         start = time.perf_counter()

@@ -182,3 +182,21 @@ def test_a_user_error_from_python_m_bench_is_one_line_and_exit_2():
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --steps and --val-batches: give at least 2"
+
+
+def test_alignment_reproduces_the_engines_hypergradient_from_its_norms_and_cosines(tmp_path, capsys):
+    """``bench alignment`` on tabular (identity preconditioner, the exact ``jvp`` estimate,
+    ``reference`` scale): the engine's dL_val/dλ_k must equal −2γ·cos_k·‖∇L_k‖·‖u_b‖ from
+    the recorded norms and cosines, the README's one-step formula."""
+    pytest.importorskip("tapweight_tabular")
+    out = tmp_path / "alignment.json"
+    main(["alignment", "tabular", "breast-cancer", "--steps", "6", "--threads", "1",
+          "--set", "reweight.hypergrad=jvp", "--json", str(out)])
+    result = json.loads(out.read_text())
+    gamma = 1e-3  # the tabular cpu preset's finetune.gamma
+    for row in result["rows"]:
+        expected = [-2 * gamma * c * g * row["u_b"] for c, g in zip(row["cosine"], row["grad_norm"])]
+        assert row["hypergradient"] == pytest.approx(expected, rel=1e-4, abs=1e-12)
+        assert all(-1 <= c <= 1 for c in row["cosine"])
+    printed = capsys.readouterr().out
+    assert printed.count("\n| ") == 1 + len(result["objectives"])  # the header, a row each

@@ -37,16 +37,18 @@ class Recorder:
     def __call__(self, problem, hvps=None):
         step, nb = problem.steps[-1], problem.n_backbone
         u_b = [u.double() for u in problem.u[:nb]]
+        u_norm = _norm(u_b)
         params = [p.detach().requires_grad_(True) for p in step.theta]
         losses = step.losses(params, True)
         norms, cosines = [], []
         for k in range(len(losses)):
             grads = torch.autograd.grad(losses[k], params[:nb], retain_graph=True, allow_unused=True)
             dot = sum((g.double() * u).sum() for g, u in zip(grads, u_b) if g is not None)
-            norms.append(float(_norm(grads)))
-            cosines.append(float(dot / (_norm(grads) * _norm(u_b))))
+            norm = _norm(grads)
+            norms.append(float(norm))
+            cosines.append(float(dot / (norm * u_norm)))
         g_lam = self.hypergrad(problem, hvps)
-        self.rows.append({"u_b": float(_norm(u_b)), "grad_norm": norms, "cosine": cosines,
+        self.rows.append({"u_b": float(u_norm), "grad_norm": norms, "cosine": cosines,
                           "hypergradient": g_lam.tolist()})
         return g_lam
 

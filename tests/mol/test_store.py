@@ -100,3 +100,30 @@ def test_a_corpus_file_is_canonicalized_once(tmp_path, monkeypatch):
     second = read_corpus(nci, workers=1, cache=tmp_path)
     assert second.cached and list(second.smiles) == list(first.smiles)
     assert (second.invalid, second.shown) == (first.invalid, first.shown)
+
+
+class _Busy:
+    """A connection that answers "database is locked" ``times`` times, as SQLite does without
+    waiting while another process switches a new shard to WAL."""
+
+    def __init__(self, times, error="database is locked"):
+        self.times, self.error, self.calls = times, error, 0
+
+    def execute(self, sql, parameters):
+        self.calls += 1
+        if self.calls <= self.times:
+            raise store.sqlite3.OperationalError(self.error)
+        return self
+
+    def fetchone(self):
+        return ("row",)
+
+
+def test_a_statement_is_retried_while_the_shard_is_locked_and_other_errors_pass(monkeypatch):
+    busy = _Busy(3)
+    assert store._patiently(busy, "SELECT 1") == ("row",) and busy.calls == 4
+    with pytest.raises(store.sqlite3.OperationalError, match="no such table"):
+        store._patiently(_Busy(1, "no such table: images"), "SELECT 1")
+    monkeypatch.setattr(store, "TIMEOUT", 0.05)
+    with pytest.raises(store.sqlite3.OperationalError, match="locked"):
+        store._patiently(_Busy(10**9), "SELECT 1")

@@ -3,7 +3,7 @@
 ``python -m bench step`` times, in one process with warm-up and interleaved repetitions, a
 plain continued-pretraining step (level I, uniform weights), a full TapWeight global step for
 each hypergradient method (fd, jvp, neumann, cg), and the same step through the Betty
-reference engine (tapweight.betty_engine); it reports medians, ratios to the plain step and
+reference engine (tapweight.method.betty); it reports medians, ratios to the plain step and
 peak memory. ``python -m bench data`` measures molecule rendering and image loading
 throughput, with and without the image cache; ``python -m bench corpus`` a corpus from file to
 training (10k–1M molecules). ``python -m bench exactness`` measures the

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from bench.estimators import build
-from tapweight import runner
+from tapweight.job import runner
+from tapweight.job.seed import objective_names
 
 
 def _norm(tensors) -> torch.Tensor:
@@ -64,7 +65,7 @@ def run(domain: str, task: str, data: str, steps: int, sets: list[str], device: 
         engine.step()
         lam.append(engine.lam.tolist())
     return {"command": "alignment", "domain": domain, "task": task, "sets": sets, "steps": steps,
-            "objectives": runner.objective_names(job), "rows": recorder.rows, "lambda": lam}
+            "objectives": objective_names(job), "rows": recorder.rows, "lambda": lam}
 
 
 def table(result: dict) -> str:

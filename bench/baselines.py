@@ -22,10 +22,11 @@ import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
 from tapweight.errors import TapweightError
-from tapweight.metrics import score
-from tapweight.report import summarize
-from tapweight.runner import resolve, split_table
-from tapweight.specs import Split, TaskSpec
+from tapweight.job.report import summarize
+from tapweight.job.runner import resolve
+from tapweight.job.seed import split_table
+from tapweight.method.metrics import score
+from tapweight.plugin.specs import Split, TaskSpec
 
 RADIUS, BITS = 2, 2048
 

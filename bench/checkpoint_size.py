@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from transformers import RobertaConfig, RobertaModel
 
-from tapweight.checkpoint import save_state
-from tapweight.data import BatchStream
-from tapweight.engine import Engine
-from tapweight.models import PretrainModel, TaskModel
-from tapweight.runner import objective_names, resolve
+from tapweight.job.checkpoint import save_state
+from tapweight.job.runner import resolve
+from tapweight.job.seed import objective_names
+from tapweight.method.batches import BatchStream
+from tapweight.method.engine import Engine
+from tapweight.method.models import PretrainModel, TaskModel
 from tapweight_nlp.backbone import RobertaBackbone
 from tapweight_nlp.data import build_data
 from tapweight_nlp.load import TextTable

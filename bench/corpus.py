@@ -101,7 +101,7 @@ def first_step(corpus: str, cache: Path, out: Path) -> dict:
 
 def stream(corpus: str, cache: Path, workers: int, size: int, batch: int, batches: int) -> list[dict]:
     """Stage 5: images/s of the level I batch stream, cold then warm image cache."""
-    from tapweight.data import BatchStream
+    from tapweight.method.batches import BatchStream
     from tapweight_mol.corpus import read_corpus
     from tapweight_mol.data import Depictions, MolCorpus, corpus_collate
     from tapweight_mol.store import ImageStore

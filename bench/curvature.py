@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from tapweight.data import BatchStream
-from tapweight.runner import resolve, seed_everything, split_table
+from tapweight.job.runner import resolve
+from tapweight.job.seed import seed_everything, split_table
+from tapweight.method.batches import BatchStream
 
 
 def head_hessian(features: torch.Tensor) -> torch.Tensor:

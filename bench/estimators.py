@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 from bench.workload import FULL, SETTINGS
-from tapweight import runner
-from tapweight.data import BatchStream, head_of_batch, to_device
 from tapweight.errors import TapweightError
-from tapweight.hypergrad import Hypergradient, softmax_vjp
-from tapweight.metrics import task_loss
-from tapweight.models import frozen_running_stats
+from tapweight.job import runner
+from tapweight.job.seed import build_engine, build_task, objective_names
+from tapweight.method.batches import BatchStream, head_of_batch, to_device
+from tapweight.method.hypergrad import Hypergradient, softmax_vjp
+from tapweight.method.metrics import task_loss
+from tapweight.method.models import frozen_running_stats
 
 CHEAP = ("fd-forward", "fd-1/4", "fd-1/8", "jvp", "jvp-1/4", "jvp-1/8", "jvp-1/16")
 
@@ -102,8 +103,8 @@ class Recorder:
 
 
 def build(job, cfg, table, device):
-    task = runner.build_task(job, cfg, table)
-    return task.data, runner.build_engine(job, cfg, task.data, task.backbone, task.make_head(), device)
+    task = build_task(job, cfg, table)
+    return task.data, build_engine(job, cfg, task.data, task.backbone, task.make_head(), device)
 
 
 def _config(job, variant: str):
@@ -148,7 +149,7 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     # a split that is one batch: every "other" validation batch holds the same examples
     spread = None if one_batch else float(np.mean([r["val_spread"] for r in rows]))
     result = {"domain": domain, "task": task, "steps": steps, "val_batches": val_batches,
-              "objectives": runner.objective_names(job), "val_spread": spread, "estimators": {}}
+              "objectives": objective_names(job), "val_spread": spread, "estimators": {}}
     for name in ("fd", *CHEAP):
         lam = np.array(runs[name]["lambda"])
         entry = {"step_ratio": runs[name]["median_s"] / runs["plain"]["median_s"],

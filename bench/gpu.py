@@ -30,7 +30,7 @@ import torch
 
 from bench import data, report, step
 from bench.workload import SHAPES, Workload
-from tapweight.hypergrad import directional_fd, directional_jvp, softmax_vjp
+from tapweight.method.hypergrad import directional_fd, directional_jvp, softmax_vjp
 
 PROFILE = Path("/tmp/tapweight-gpu-profiles")  # per-level times go to gpu.json; the tables stay here
 BF16_VARIANTS = ["plain", "default", "fd", "fd-1/8", "jvp", "jvp-1/4", "jvp-1/8", "jvp-1/16"]

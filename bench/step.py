@@ -37,8 +37,8 @@ from pathlib import Path
 import torch
 
 from bench.workload import Workload
-from tapweight.engine import synchronize
 from tapweight.errors import TapweightError
+from tapweight.method.engine import synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,11 +21,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from tapweight.config import RunConfig
-from tapweight.data import BatchStream
-from tapweight.engine import Engine
 from tapweight.errors import TapweightError
-from tapweight.models import PretrainModel, TaskModel
-from tapweight.specs import DomainData
+from tapweight.method.batches import BatchStream
+from tapweight.method.engine import Engine
+from tapweight.method.models import PretrainModel, TaskModel
+from tapweight.plugin.specs import DomainData
 
 #: variant -> the reweight keys of its TapWeight step (RunConfig's defaults for the rest):
 #: ``default`` is the shipped setting; ``fd`` the full central difference on the whole level I
@@ -123,7 +123,7 @@ class ClusterHead(nn.Module):
 
 def _mol_models(cfg: RunConfig, data: DomainData, size: int):
     """mol.resnet18 and the mol domain's default objectives, or None if the domain is unavailable."""
-    from tapweight import plugins
+    from tapweight.plugin import manager as plugins
 
     registry = plugins.build_registry()
     try:
@@ -213,7 +213,7 @@ class Workload:
         train = BatchStream(self.train, s.finetune_batch, whole_batch, seed + 1)
         val = BatchStream(self.val, s.reweight_batch, whole_batch, seed + 2)
         if variant == "betty":
-            from tapweight.betty_engine import BettyEngine
+            from tapweight.method.betty import BettyEngine
 
             return BettyEngine(theta, w, corpus, train, val, cfg, "bce", self.device)
         learn = variant != "plain"

@@ -13,14 +13,14 @@ use (PEP 562), so the command line and plugin registration start in well under a
 import importlib
 import os
 
-if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (see cli.py),
+if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (commands/cli.py),
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
 from tapweight.config import RunConfig, check_options
 from tapweight.errors import TapweightError
-from tapweight.hookspecs import hookimpl
-from tapweight.lazy import deferred, require
-from tapweight.specs import (
+from tapweight.plugin.hookspecs import hookimpl
+from tapweight.plugin.lazy import deferred, require
+from tapweight.plugin.specs import (
     BackboneSpec,
     DatasetSpec,
     Domain,
@@ -40,9 +40,9 @@ __version__ = "0.1.0"
 
 #: exported names whose modules import torch or pandas: loaded when first used
 _LAZY = {
-    "run": "tapweight.api", "Result": "tapweight.api",
-    "load_backbone": "tapweight.checkpoint", "read_weights": "tapweight.checkpoint",
-    "random_split": "tapweight.data", "computed_once": "tapweight.models",
+    "run": "tapweight.commands.api", "Result": "tapweight.commands.api",
+    "load_backbone": "tapweight.job.checkpoint", "read_weights": "tapweight.job.checkpoint",
+    "random_split": "tapweight.method.batches", "computed_once": "tapweight.method.models",
 }
 
 __all__ = [

@@ -1,5 +1,5 @@
 """``python -m tapweight`` (and ``torchrun -m tapweight``) runs the command line."""
 
-from tapweight.cli import main
+from tapweight.commands.cli import main
 
 main()

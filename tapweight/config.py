@@ -55,7 +55,7 @@ class FinetuneConfig(LevelConfig):
 
 @dataclass
 class ReweightConfig(LevelConfig):
-    """Level III: α ← α − η₃ ∂L_val/∂α, λ = softmax(α); the hypergradient: hypergrad.py."""
+    """Level III: α ← α − η₃ ∂L_val/∂α, λ = softmax(α); the hypergradient: method/hypergrad.py."""
 
     lr: float = 200.0  # the reference code's α learning rate (Betty darts scale)
     momentum: float = 0.0

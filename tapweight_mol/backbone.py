@@ -18,7 +18,7 @@ without DataParallel's ``module.`` prefix):
 - a tapweight checkpoint: the backbone under ``backbone.*`` (a θ or w model's state dict,
   or an engine state with ``theta``), ``.pt`` or ``.safetensors``.
 
-Loading is strict (``mol.strict_load``) and recorded in the run log (tapweight.loading).
+Loading is strict (``mol.strict_load``) and recorded in the run log (tapweight.job.loading).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from tapweight import read_weights
-from tapweight.loading import IMAGEMOL_FINETUNED, LoadReport, container, load_into
+from tapweight.job.loading import IMAGEMOL_FINETUNED, LoadReport, container, load_into
 
 log = logging.getLogger(__name__)
 

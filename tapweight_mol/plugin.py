@@ -3,7 +3,7 @@
 Every ``tapweight`` command loads this module, so it imports neither RDKit nor torch: it
 checks that the ``tapweight[mol]`` extra is installed (a missing one shows up as the
 ModuleNotFoundError the loader turns into "pip install 'tapweight[mol]'") and registers
-builders that import the domain's modules when a run calls them (:mod:`tapweight.lazy`).
+builders that import the domain's modules when a run calls them (:mod:`tapweight.plugin.lazy`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
 from tapweight import TapweightError, load_backbone
-from tapweight.loading import LoadReport, plain
+from tapweight.job.loading import LoadReport, plain
 from tapweight_nlp.tokenizer import TINY
 
 #: the loggers through which transformers prints its load report (5.x) or warnings (4.x)

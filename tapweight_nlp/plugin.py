@@ -5,7 +5,7 @@ the ``nlp.mlm``, ``nlp.cl`` and ``nlp.sop`` objectives, and the GLUE and TAP dat
 tasks. Every ``tapweight`` command loads this module, so it imports neither transformers nor
 torch: it checks that the ``tapweight[nlp]`` extra is installed (a missing one surfaces as a
 ``ModuleNotFoundError`` the plugin loader turns into "pip install ...") and registers
-builders that import the domain's modules when a run calls them (:mod:`tapweight.lazy`).
+builders that import the domain's modules when a run calls them (:mod:`tapweight.plugin.lazy`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, RobertaTokenizer
 
 from tapweight import TapweightError
-from tapweight.loading import plain
+from tapweight.job.loading import plain
 from tapweight.paths import cache_dir
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4

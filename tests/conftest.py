@@ -1,6 +1,6 @@
 import pytest
 
-from tapweight import plugins
+from tapweight.plugin import manager as plugins
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tapweight import plugins  # noqa: E402
-from tapweight.cli import main  # noqa: E402
+from tapweight.commands.cli import main  # noqa: E402
+from tapweight.plugin import manager as plugins  # noqa: E402
 from tests import toy_plugin  # noqa: E402
 
 plugins.register_plugin(toy_plugin, "toy")

@@ -12,9 +12,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from tapweight.config import RunConfig
-from tapweight.data import BatchStream
-from tapweight.engine import Engine
-from tapweight.models import PretrainModel, TaskModel
+from tapweight.method.batches import BatchStream
+from tapweight.method.engine import Engine
+from tapweight.method.models import PretrainModel, TaskModel
 
 
 class Vector(nn.Module):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tapweight import plugins
+from tapweight.plugin import manager as plugins
 from tests.test_cli import cli
 
 #: a run folder of the toy domain, made once (see ``toy_run``), copied into each test that needs it

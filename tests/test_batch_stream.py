@@ -4,7 +4,7 @@ per epoch; at a million examples too (``bench corpus``; the cut is linear in N).
 import torch
 from torch.utils.data import TensorDataset
 
-from tapweight.data import BatchStream
+from tapweight.method.batches import BatchStream
 
 
 def test_ranks_split_each_global_batch_of_one_permutation():

@@ -64,7 +64,7 @@ def test_bad_step_options_are_one_line_errors(tmp_path, args, message):
 
 def test_missing_betty_is_a_note_not_a_failure(monkeypatch):
     monkeypatch.setitem(sys.modules, "betty", None)  # `import betty` now fails as if absent
-    from tapweight.betty_engine import import_betty
+    from tapweight.method.betty import import_betty
 
     with pytest.raises(TapweightError, match="--no-deps --ignore-requires-python betty-ml==0.2.1"):
         import_betty()

@@ -1,7 +1,7 @@
 """Our default hypergradient (fd, reference scale) against Betty's darts, the reference code's engine.
 
-From the same state and batches, one global step of :class:`tapweight.engine.Engine` and of
-:class:`tapweight.betty_engine.BettyEngine` must give the same α gradient. Two evaluation
+From the same state and batches, one global step of :class:`tapweight.method.engine.Engine` and of
+:class:`tapweight.method.betty.BettyEngine` must give the same α gradient. Two evaluation
 points are compared:
 
 - as built: our one-step method evaluates ∇L_k at θ before the level I step, darts at θ'
@@ -26,12 +26,12 @@ pytest.importorskip("betty", reason="betty-ml is not installed: "
 import torch  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
-from tapweight.betty_engine import BettyEngine  # noqa: E402
 from tapweight.config import RunConfig  # noqa: E402
-from tapweight.data import BatchStream  # noqa: E402
-from tapweight.engine import Engine  # noqa: E402
 from tapweight.errors import TapweightError  # noqa: E402
-from tapweight.models import PretrainModel, TaskModel  # noqa: E402
+from tapweight.method.batches import BatchStream  # noqa: E402
+from tapweight.method.betty import BettyEngine  # noqa: E402
+from tapweight.method.engine import Engine  # noqa: E402
+from tapweight.method.models import PretrainModel, TaskModel  # noqa: E402
 from tests import toy_plugin  # noqa: E402
 from tests.quadratic import Problem  # noqa: E402
 

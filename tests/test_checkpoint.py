@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tapweight import TapweightError, load_backbone
-from tapweight.checkpoint import save_state, save_weights
+from tapweight.job.checkpoint import save_state, save_weights
 from tests.toy_plugin import Backbone
 
 

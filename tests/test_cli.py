@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from tapweight.cli import main
+from tapweight.commands.cli import main
 
 
 def cli(*args):
@@ -136,7 +136,7 @@ def test_library_runs_log_to_the_run_folder(toy, tmp_path, monkeypatch):
     """Without the CLI's logging set-up, log.txt still gets the run's INFO lines."""
     import logging
 
-    from tapweight import runner
+    from tapweight.job import runner
 
     monkeypatch.setattr(logging.getLogger(), "level", logging.WARNING)  # as a library user has it
     runner.run(runner.resolve("toy", "blobs", "cpu"), tmp_path / "lib", quiet=True)

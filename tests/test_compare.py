@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from tapweight.compare import config_differences, paired
+from tapweight.commands.compare import config_differences, paired
 from tapweight.config import to_yaml
-from tapweight.runner import resolve
+from tapweight.job.runner import resolve
 from tests.test_cli import cli
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from tapweight import TapweightError, check_options, plugins
 from tapweight.config import to_yaml
-from tapweight.runner import resolve
+from tapweight.job.runner import resolve
 
 
 def test_precedence_task_preset_file_options_set(toy, tmp_path):

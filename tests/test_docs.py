@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tapweight import hookspecs, plugins
+from tapweight.plugin import hookspecs
+from tapweight.plugin import manager as plugins
 from tests.test_cli import cli
 
 TUTORIAL = Path(__file__).parents[1] / "docs" / "writing-plugins.md"

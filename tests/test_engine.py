@@ -7,10 +7,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from tapweight.config import LevelConfig, RunConfig
-from tapweight.data import BatchStream
-from tapweight.engine import Engine, NonFiniteLoss
-from tapweight.models import PretrainModel, TaskModel, computed_once
-from tapweight.optim import build_optimizer, lr_factor
+from tapweight.method.batches import BatchStream
+from tapweight.method.engine import Engine, NonFiniteLoss
+from tapweight.method.models import PretrainModel, TaskModel, computed_once
+from tapweight.method.optim import build_optimizer, lr_factor
 from tests import toy_plugin
 
 

@@ -9,9 +9,9 @@ from torch.utils.data import TensorDataset
 
 from tapweight import DomainData, TapweightError, TaskSpec
 from tapweight.config import FinalConfig
-from tapweight.finetune import evaluate, refinetune
-from tapweight.models import TaskModel
-from tapweight.targets import TargetScaler
+from tapweight.method.final import evaluate, refinetune
+from tapweight.method.models import TaskModel
+from tapweight.method.targets import TargetScaler
 
 REGRESSION = TaskSpec("t", "reg", "t.reg", "random", "mse", "rmse", extra_metrics=("mae",))
 BINARY = TaskSpec("t", "bin", "t.bin", "random", "bce", "roc_auc")

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from tapweight.hypergrad import conjugate_gradient, neumann, softmax_vjp
+from tapweight.method.hypergrad import conjugate_gradient, neumann, softmax_vjp
 from tests.quadratic import Problem
 
 

@@ -10,10 +10,10 @@ stored in float32); ``fd`` carries the O(ε²) error of a central difference (1e
 import pytest
 import torch
 
-from tapweight.engine import Engine
 from tapweight.errors import TapweightError
-from tapweight.optim import build_optimizer
-from tapweight.runner import resolve
+from tapweight.job.runner import resolve
+from tapweight.method.engine import Engine
+from tapweight.method.optim import build_optimizer
 from tests import unrolled
 
 TOL = {"fd": 1e-3, "jvp": 1e-6}
@@ -194,7 +194,7 @@ def test_identity_preconditioner_takes_adam_steps_as_sgd_steps():
     """``reweight.preconditioner=identity`` (the reference code's convention): the one-step
     formula with P = 1, −2γη₁η₂⟨∇L_k(θ), u_b⟩, from the same u; under Adam that is not the
     exact derivative (the second check can fail)."""
-    from tapweight.hypergrad import directional_jvp, softmax_vjp
+    from tapweight.method.hypergrad import directional_jvp, softmax_vjp
 
     engine = unrolled.engine(unrolled.config("adam", hypergrad="jvp", preconditioner="identity"))
     for _ in range(3):

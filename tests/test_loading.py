@@ -1,4 +1,4 @@
-"""tapweight.loading: strict, logged loads; foreign messages made plain; numpy scalars."""
+"""tapweight.job.loading: strict, logged loads; foreign messages made plain; numpy scalars."""
 
 import logging
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tapweight import TapweightError, load_backbone, read_weights
-from tapweight.loading import names, plain
+from tapweight.job.loading import names, plain
 from tests.toy_plugin import Backbone
 
 

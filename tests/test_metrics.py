@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tapweight.metrics import best_offset, better, overconfidence, score, task_loss
+from tapweight.method.metrics import best_offset, better, overconfidence, score, task_loss
 
 
 def test_roc_auc_masks_missing_labels_and_averages_columns():

@@ -9,7 +9,7 @@ import pytest
 
 from tapweight import BackboneSpec, Domain, ObjectiveSpec, TaskSpec, hookimpl, hookspecs, plugins
 from tapweight.errors import TapweightError
-from tapweight.registry import KINDS
+from tapweight.plugin.registry import KINDS
 
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
 DOCS = Path(__file__).parents[1] / "docs" / "hooks.md"
@@ -22,7 +22,7 @@ def test_plugin_hooks_have_tests(toy):
     registry = plugins.build_registry()
     for kind in KINDS:
         assert any(owner == "toy" for (k, _), owner in registry.owners.items() if k == kind), kind
-    from tapweight.cli import _add_plugin_commands, app
+    from tapweight.commands.cli import _add_plugin_commands, app
 
     _add_plugin_commands()
     assert "toy-hello" in [c.name for c in app.registered_commands]
@@ -199,7 +199,7 @@ def test_a_plugin_that_exits_while_imported_is_contained(entry_points, raised, s
 
 
 def test_plugin_commands_cannot_replace_the_builtin_ones(cleanup, caplog):
-    from tapweight import cli as cli_module
+    from tapweight.commands import cli as cli_module
 
     def commands(cli):
         @cli.command("run")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tapweight.export import export
-from tapweight.predict import predict
+from tapweight.commands.export import export
+from tapweight.commands.predict import predict
 from tests import toy_plugin
 from tests.test_cli import cli, run_toy
 
@@ -124,7 +124,7 @@ def test_a_domain_without_a_predictor_is_one_line(toy, tmp_path, capsys, monkeyp
     out = run_toy(tmp_path)
     from dataclasses import replace
 
-    from tapweight import runner
+    from tapweight.job import runner
 
     original = runner.build_registry
 

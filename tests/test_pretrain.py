@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tapweight import pretrain
-from tapweight.checkpoint import load_state
-from tapweight.engine import Engine
-from tapweight.plugins import build_registry
+from tapweight.commands import base_pretraining as pretrain
+from tapweight.job.checkpoint import load_state
+from tapweight.method.engine import Engine
+from tapweight.plugin.manager import build_registry
 from tests.test_cli import cli
 
 

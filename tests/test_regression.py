@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tapweight.data import random_split
+from tapweight.method.batches import random_split
 from tests.test_cli import cli
 
 

@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tapweight import checkpoint, session
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
-from tapweight.runfolder import LOCK, RunFolder
+from tapweight.job import checkpoint, session
+from tapweight.job.folder import LOCK, RunFolder
 from tests.test_bad_inputs import Payload, torch_bytes, unfinished
 from tests.test_cli import cli, run_toy
 
@@ -223,8 +223,8 @@ def test_every_file_of_a_run_folder_honours_the_umask(toy, tmp_path):
 
 
 def test_metrics_json_is_strict_json_when_a_metric_is_undefined(toy, tmp_path, monkeypatch):
-    from tapweight import runner
-    from tapweight.models import TaskModel
+    from tapweight.job import runner
+    from tapweight.method.models import TaskModel
 
     def nan_scores(backbone, make_head, data, *args, **kwargs):  # (scores, test predictions, model)
         return ({"val": float("nan"), "test": float("nan"), "best_epoch": 0}, np.full((len(data.test), 1), np.nan),

@@ -5,7 +5,7 @@ import pytest
 from sklearn.preprocessing import StandardScaler
 
 from tapweight import Split, Table
-from tapweight.targets import TargetScaler, standardize_targets
+from tapweight.method.targets import TargetScaler, standardize_targets
 
 # three label columns: spread-out values with a missing one, a constant, a single label
 LABELS = np.array([[-11.0, 2.0, np.nan], [3.5, 2.0, 7.0], [np.nan, 2.0, np.nan],

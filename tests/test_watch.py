@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tapweight.progress import StepStatus
-from tapweight.report import hypergradient_diagnostics, overconfidence_line, whole_run_snr
+from tapweight.job.progress import StepStatus
+from tapweight.job.report import hypergradient_diagnostics, overconfidence_line, whole_run_snr
 from tests import toy_plugin
 from tests.test_cli import cli, run_toy
 from tests.test_reliability import LAUNCH, same_run
@@ -230,7 +230,7 @@ HEAVY = ("torch", "rdkit", "transformers", "datasets", "sklearn", "pandas", "mat
 def test_the_quick_commands_import_no_heavy_library(args):
     """What makes `tapweight --help` take seconds: importing torch and friends (timed in
     bench/startup.py); every installed plugin's registration included."""
-    code = ("import sys\nfrom tapweight.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+    code = ("import sys\nfrom tapweight.commands.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
             f"    pass\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
@@ -240,7 +240,7 @@ def test_a_run_log_shows_and_writes_each_line_once(tmp_path):
     """The second seed rebuilds the same data and backbone: its warnings repeat the first's."""
     import logging
 
-    from tapweight.runlog import RunLog
+    from tapweight.job.log import RunLog
 
     console = logging.Handler()
     console.tapweight, shown = True, []

@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from tapweight.config import LevelConfig, RunConfig
-from tapweight.data import BatchStream
-from tapweight.engine import Engine
-from tapweight.metrics import task_loss
-from tapweight.models import PretrainModel, TaskModel, frozen_running_stats, replay_rng
-from tapweight.optim import lr_factor
+from tapweight.method.batches import BatchStream
+from tapweight.method.engine import Engine
+from tapweight.method.metrics import task_loss
+from tapweight.method.models import PretrainModel, TaskModel, frozen_running_stats, replay_rng
+from tapweight.method.optim import lr_factor
 
 
 def sgd(p, g, state: dict, group: dict, lr: float):

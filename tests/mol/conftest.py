@@ -25,7 +25,7 @@ SMILES = [
 @pytest.fixture
 def mol_config(cache_dir):
     """A resolved ``mol``/``bbbp`` config at 32 px, built like the runner builds one."""
-    from tapweight.runner import resolve
+    from tapweight.job.runner import resolve
 
     def make(*sets: str):
         return resolve("mol", "bbbp", preset="cpu",

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from tapweight import TapweightError
-from tapweight.models import TaskModel
+from tapweight.method.models import TaskModel
 from tapweight_mol.backbone import ImageMolResNet18, build
 from tests.mol.imagemol import ImageMol, finetuned_model, randomize, save_finetuned, save_release
 
@@ -89,7 +89,7 @@ def test_imagemol_release_loads_bit_identically_and_the_log_says_what(imagemol, 
 
 
 def test_imagemols_jigsaw_head_initialises_jpp(imagemol, tmp_path, caplog, mol_config):
-    from tapweight.plugins import build_registry
+    from tapweight.plugin.manager import build_registry
 
     path = tmp_path / "ImageMol.pth.tar"
     save_release(imagemol, path, data_parallel=True)

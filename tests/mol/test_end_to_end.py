@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from tapweight.runner import resolve, run
+from tapweight.job.runner import resolve, run
 from tapweight_mol.backbone import ImageMolResNet18, load_init
 from tests.mol.conftest import BBBP
 

@@ -14,9 +14,9 @@ import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
-from tapweight.export import export
-from tapweight.predict import predict
-from tapweight.runner import resolve, run
+from tapweight.commands.export import export
+from tapweight.commands.predict import predict
+from tapweight.job.runner import resolve, run
 from tapweight_mol.backbone import IMAGENET_MEAN, IMAGENET_STD, ImageMolResNet18, load_init
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tapweight import Split, Table, TapweightError
-from tapweight.metrics import score, task_loss
+from tapweight.method.metrics import score, task_loss
 from tapweight_mol import moleculenet, render
 from tapweight_mol.data import build_data
 from tests.mol.conftest import BBBP, BBBP_TASK, CLINTOX, DATA, SMILES
@@ -134,7 +134,7 @@ def test_clintox_two_tasks_with_missing_labels_masked_in_loss_and_metric():
 
 
 def test_every_moleculenet_task_is_registered_with_its_loss_and_metric():
-    from tapweight.plugins import build_registry
+    from tapweight.plugin.manager import build_registry
 
     registry = build_registry()
     for name, spec in moleculenet.SETS.items():

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from tapweight import Split, Table
-from tapweight.models import PretrainModel
-from tapweight.plugins import build_registry
+from tapweight.method.models import PretrainModel
+from tapweight.plugin.manager import build_registry
 from tapweight_mol.backbone import ImageMolResNet18
 from tapweight_mol.data import build_data
 from tapweight_mol.jigsaw import shuffle_tiles

@@ -59,7 +59,7 @@ def test_the_paper_pretrain_preset_takes_imagemols_sgd_steps():
     """ImageMol: SGD(lr 0.01, momentum 0.9, weight decay 1e-5) on the plain sum of its 7 losses.
     Ours: the mean (uniform λ = 1/7) under the preset's rate and decay. Three steps of each
     on the same losses (random quadratics) land on the same parameters."""
-    from tapweight import pretrain
+    from tapweight.commands import base_pretraining as pretrain
 
     cfg = pretrain.resolve("mol", "paper", options={"corpus": str(NCI)}).cfg
     assert cfg.method == "uniform" and len(cfg.objectives) == 7

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tapweight.runner import resolve, run
+from tapweight.job.runner import resolve, run
 from tapweight_mol import moleculenet
 from tests.mol.conftest import FREESOLV, SMILES
 from tests.mol.test_end_to_end import TINY

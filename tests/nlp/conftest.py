@@ -24,7 +24,7 @@ SENTENCES = [
 @pytest.fixture
 def nlp_config(cache_dir):
     """A resolved ``nlp`` config with the tiny test model, built like the runner builds one."""
-    from tapweight.runner import resolve
+    from tapweight.job.runner import resolve
 
     def make(*sets: str, task: str = "sst2", **options):
         return resolve("nlp", task, preset="cpu", options=options, sets=[*TINY, *sets]).cfg

@@ -6,7 +6,7 @@ import torch
 from transformers import RobertaForMaskedLM
 
 from tapweight import TapweightError
-from tapweight.checkpoint import save_weights
+from tapweight.job.checkpoint import save_weights
 from tapweight_nlp.backbone import build_backbone, tiny_config
 from tapweight_nlp.data import TextCorpus
 from tapweight_nlp.objectives import build_mlm

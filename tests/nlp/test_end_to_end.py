@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from tapweight import runner
+from tapweight.job import runner
 from tapweight_nlp.backbone import build_backbone
 from tests.nlp.conftest import SENTENCES, SST2, TINY
 

@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer
 
-from tapweight.export import export
-from tapweight.predict import predict
-from tapweight.runner import resolve, run
-from tapweight.saved import load_final, run_job
+from tapweight.commands.export import export
+from tapweight.commands.predict import predict
+from tapweight.job.runner import resolve, run, run_job
+from tapweight.job.saved import load_final
 from tests.nlp.conftest import SENTENCES, TINY
 
 pytestmark = pytest.mark.slow

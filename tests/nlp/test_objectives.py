@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tapweight.models import PretrainModel
+from tapweight.method.models import PretrainModel
 from tapweight_nlp.objectives import (
     TEMPERATURE,
     ContrastiveLearning,

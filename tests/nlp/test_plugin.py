@@ -10,10 +10,10 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from tapweight import Split
-from tapweight.finetune import evaluate
-from tapweight.models import TaskModel
-from tapweight.plugins import build_registry
-from tapweight.runner import resolve
+from tapweight.job.runner import resolve
+from tapweight.method.final import evaluate
+from tapweight.method.models import TaskModel
+from tapweight.plugin.manager import build_registry
 from tapweight_nlp.data import build_data
 from tapweight_nlp.load import TextTable
 from tapweight_nlp.tasks import DATASETS, task_spec

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
 
 from tapweight import TapweightError, runner
-from tapweight.engine import Engine
-from tapweight.models import TaskModel
+from tapweight.method.engine import Engine
+from tapweight.method.models import TaskModel
 from tapweight_nlp import objectives
 from tapweight_nlp.backbone import build_backbone
 from tapweight_nlp.data import TextCorpus

@@ -2,7 +2,7 @@
 ``core.*`` probes) must lose their weight to the real objectives."""
 
 import pandas as pd
-from tapweight.runner import resolve, run
+from tapweight.job.runner import resolve, run
 
 
 def final_weights(tmp_path, task: str, probe: str, seed: int) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from tapweight.cli import app
+from tapweight.commands.cli import app
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.slow

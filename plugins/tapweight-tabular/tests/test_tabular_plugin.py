@@ -5,7 +5,7 @@ import importlib.metadata as md
 from pathlib import Path
 
 import tapweight
-from tapweight.plugins import build_registry
+from tapweight.plugin.manager import build_registry
 
 PACKAGE = Path(__file__).parents[1] / "tapweight_tabular"
 PUBLIC = set(tapweight.__all__)  # what tapweight exports at top level

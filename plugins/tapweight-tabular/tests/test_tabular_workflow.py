@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import tapweight
 from sklearn import datasets as skdatasets
-from tapweight.cli import app
+from tapweight.commands.cli import app
 from typer.testing import CliRunner
 
 from tapweight_tabular.data import build_data, load_sklearn, stratified_split

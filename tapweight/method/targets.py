@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tapweight.checkpoint import atomic_write
-from tapweight.specs import Split, Table
+from tapweight.files import atomic_write
+from tapweight.plugin.specs import Split, Table
 
 SCALER_FILE = "target_scaler.json"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapweight.errors import TapweightError
-from tapweight.specs import BackboneSpec, DatasetSpec, Domain, HeadSpec, LoggerSpec, ObjectiveSpec, TaskSpec
+from tapweight.plugin.specs import BackboneSpec, DatasetSpec, Domain, HeadSpec, LoggerSpec, ObjectiveSpec, TaskSpec
 
 #: registry kind -> (hook that fills it, spec type)
 KINDS: dict[str, tuple[str, type]] = {

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from tapweight.errors import TapweightError
-from tapweight.specs import LoggerSpec
+from tapweight.plugin.specs import LoggerSpec
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class MLflow:
         run = self.client.create_run(experiment_id, run_name=f"{folder.parent.name}-{folder.name}",
                                      tags={"tapweight.run_folder": str(folder.parent.resolve())})
         self.run_id = run.info.run_id
-        from tapweight.checkpoint import atomic_write
+        from tapweight.files import atomic_write
 
         text = json.dumps({"run_id": self.run_id, "tracking_uri": uri}) + "\n"
         atomic_write(saved, lambda tmp: tmp.write_text(text))

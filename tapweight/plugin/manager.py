@@ -25,8 +25,9 @@ import traceback
 import pluggy
 from packaging.requirements import Requirement
 
-from tapweight import builtins, hookspecs, interrupts
-from tapweight.registry import CORE, KINDS, RegistrationError, Registry, Unavailable
+from tapweight import interrupts
+from tapweight.plugin import builtins, hookspecs
+from tapweight.plugin.registry import CORE, KINDS, RegistrationError, Registry, Unavailable
 
 ENTRY_POINT_GROUP = "tapweight"
 ALLOW_ENV = "TAPWEIGHT_LOAD_PLUGINS"

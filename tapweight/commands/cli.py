@@ -26,12 +26,12 @@ from rich.table import Table as RichTable
 
 import tapweight
 from tapweight import interrupts
-from tapweight import plugins as plugin_manager
 from tapweight.config import METHODS
 from tapweight.errors import RankZeroFailed, TapweightError
 from tapweight.interrupts import Interrupted
-from tapweight.runfolder import saved_task as _saved_task
-from tapweight.runlog import OursOrWarnings
+from tapweight.job.folder import saved_task as _saved_task
+from tapweight.job.log import OursOrWarnings
+from tapweight.plugin import manager as plugin_manager
 
 # Only what every command needs is imported above: `tapweight --help`, `--version`, `list`
 # and `plugins` answer without importing torch (seconds). The commands that train import
@@ -95,7 +95,7 @@ def run(
                                         "(implied when stderr is not a terminal)")] = False,
 ):
     """Continued pretraining with learned weights, final fine-tune, test metric."""
-    from tapweight import runner
+    from tapweight.job import runner
 
     options = {key: value for key, value in {
         "method": method, "steps": steps, "data": data, "corpus": corpus, "init": init,
@@ -116,13 +116,14 @@ def _model_options(domain: str, model: str | None, registry=None) -> dict:
     are loaded for it unless ``registry`` is given."""
     if model is None:
         return {}
-    from tapweight.api import model_option
+    from tapweight.commands.api import model_option
 
     return model_option(registry or plugin_manager.build_registry(), domain, model)
 
 
 def _resume(folder: Path, quiet: bool, expect: tuple[str, str] | None = None) -> None:
-    from tapweight import pretrain, runner
+    from tapweight.commands import base_pretraining as pretrain
+    from tapweight.job import runner
 
     domain, task = _saved_task(folder)
     if expect is not None and expect != (domain, task):
@@ -165,7 +166,7 @@ def pretrain_command(
 ):
     """Base pretraining on an unlabelled corpus (level I, fixed weights); writes an encoder
     for `tapweight run ... --init`."""
-    from tapweight import pretrain
+    from tapweight.commands import base_pretraining as pretrain
 
     options = {key: value for key, value in {
         "method": method, "steps": steps, "corpus": corpus, "init": init, "device": device}.items()
@@ -192,7 +193,7 @@ def _print_summary(summary: dict) -> None:
     """The per-seed table, mean ± std over several seeds, and where the run folder is (rank
     0 only: the other ranks hold the same)."""
     from tapweight import distributed
-    from tapweight.report import mean_pm_std, number
+    from tapweight.job.report import mean_pm_std, number
 
     if not distributed.is_main():
         return
@@ -250,7 +251,7 @@ def show(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
     console.print(f"config.yaml:\n{(run_dir / 'config.yaml').read_text().rstrip()}", markup=False,
                   highlight=False)
     for csv in sorted(run_dir.glob("seed*/weights.csv")):
-        from tapweight.report import overconfidence_line, signal_line
+        from tapweight.job.report import overconfidence_line, signal_line
 
         step, lam = _last_weights(csv)
         console.print(f"{csv.parent.name}: step {step}, λ {lam}", markup=False, highlight=False)
@@ -318,8 +319,8 @@ def predict(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
 ):
     """Score new inputs with the run's final fine-tuned model(s); invalid rows are reported."""
-    from tapweight.predict import predict as predict_inputs
-    from tapweight.report import write_csv
+    from tapweight.commands.predict import predict as predict_inputs
+    from tapweight.job.report import write_csv
 
     frame = predict_inputs(run_dir, data, seed, device)
     target = out_file or Path(f"{Path(data).name.split('.')[0]}_preds.csv")
@@ -339,7 +340,7 @@ def export(
                                                                  "continued-pretrained encoder")] = False,
 ):
     """Write the run's encoder (or fine-tuned model) in a format another library loads."""
-    from tapweight.export import export as export_model
+    from tapweight.commands.export import export as export_model
 
     for path in export_model(run_dir, format_, out_dir, seed, finetuned):
         _console().print(str(path), soft_wrap=True, markup=False)
@@ -374,7 +375,7 @@ def compare(
     quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars")] = False,
 ):
     """Run (or reuse) methods × seeds × tasks; write comparison.md/.csv/.png with paired tests."""
-    from tapweight.compare import compare as compare_runs
+    from tapweight.commands.compare import compare as compare_runs
 
     names = _list(task, "TASK") if task else []
     names += _list(tasks, "--tasks") if tasks else []
@@ -391,7 +392,7 @@ def compare(
 
 def _setup_logging() -> None:
     """Our INFO lines and everyone's warnings on stderr (once per process): through rich on a
-    terminal, as plain unwrapped lines (``INFO tapweight.runner: ...``) into a file or pipe.
+    terminal, as plain unwrapped lines (``INFO tapweight.job.runner: ...``) into a file or pipe.
     Under torchrun, ranks other than 0 show errors only (they hold the same data and config,
     so their INFO lines and warnings repeat rank 0's)."""
     root = logging.getLogger()

@@ -15,14 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from tapweight.errors import TapweightError
-from tapweight.saved import (
+from tapweight.job.runner import run_job
+from tapweight.job.saved import (
     BACKBONE_FILE,
     PREDICTOR_DIR,
     load_final,
     load_predictor,
     load_weights,
     pick_seeds,
-    run_job,
 )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tapweight.errors import TapweightError
-from tapweight.specs import Split, Table, TaskSpec
+from tapweight.plugin.specs import Split, Table, TaskSpec
 
 
 def _where(table: Table) -> str:

@@ -1,18 +1,10 @@
-"""From ``tapweight run DOMAIN TASK`` to a run folder.
+"""One seed of a run: split, build θ and w, levels I–III, the final fine-tune, the saved model.
 
-``resolve`` turns the command line into a typed config and the registered pieces;
-``run`` loads the data once and, for each seed, builds θ and w, runs the engine (unless
-the method is ``none``), re-finetunes the final backbone and scores the test split.
-
-Run folder layout::
-
-    config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
-    seed<k>/  checkpoint.pt  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
-              metrics.json  predictions.csv  target_scaler.json (regression tasks)  [tensorboard/]
-              model.safetensors  model.json  predictor/  (the final model: tapweight.saved)
-
-``weights.csv`` and ``losses.csv`` grow a row per global step as the run goes (report.py);
-the trackers of ``report_to`` (loggers.py) receive the same values.
+:func:`run_seed` is what :func:`tapweight.job.runner.run` calls for each seed; it builds the
+seed's pieces from the job's registry (:func:`build_task`, :func:`build_engine`), runs the
+engine with its checkpoints and trajectory (:func:`continued_pretraining`) unless the method
+is ``none``, then re-finetunes the final backbone (:func:`tapweight.method.final.refinetune`)
+and writes the seed's folder.
 """
 
 from __future__ import annotations
@@ -20,116 +12,45 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from tapweight import distributed
-from tapweight.checkpoint import atomic_write, load_state, read_weights, save_state, save_weights
-from tapweight.config import (
-    RunConfig,
-    build_config,
-    layer_from_dict,
-    layer_from_file,
-    layer_from_sets,
-    to_yaml,
-)
-from tapweight.data import BatchStream, check_batch_size, random_split
-from tapweight.engine import Engine, NonFiniteLoss
+from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
-from tapweight.finetune import refinetune
 from tapweight.interrupts import Interrupted
-from tapweight.labels import check_split, check_table
-from tapweight.loggers import RunLoggers, step_values
-from tapweight.models import PretrainModel, TaskModel
-from tapweight.plugins import build_registry
-from tapweight.progress import Progress, StepStatus
-from tapweight.registry import Registry
-from tapweight.report import (
+from tapweight.job.checkpoint import load_state, save_state, save_weights
+from tapweight.job.labels import check_split
+from tapweight.job.progress import Progress, StepStatus
+from tapweight.job.report import (
     Trajectory,
-    mean_pm_std,
     overconfidence_line,
     plot_weights,
     signal_line,
-    summarize,
     write_diagnostics,
     write_json,
     write_predictions,
 )
-from tapweight.runlog import RunLog
-from tapweight.saved import save_final
-from tapweight.session import Session
-from tapweight.session import current as current_session
-from tapweight.specs import Domain, DomainData, Split, Table, TaskSpec
-from tapweight.targets import SCALER_FILE, TargetScaler, standardize_targets
+from tapweight.job.saved import save_final
+from tapweight.job.session import current as current_session
+from tapweight.job.trackers import RunLoggers, step_values
+from tapweight.method.batches import BatchStream, random_split
+from tapweight.method.engine import Engine, NonFiniteLoss
+from tapweight.method.final import refinetune
+from tapweight.method.models import PretrainModel, TaskModel
+from tapweight.method.targets import SCALER_FILE, TargetScaler, standardize_targets
+from tapweight.plugin.specs import DomainData, Split, Table
+
+if TYPE_CHECKING:
+    from tapweight.job.runner import Job
 
 log = logging.getLogger("tapweight")
-
-
-@dataclass
-class Job:
-    """A resolved run: the config and the registered pieces it names (``task`` is None for
-    ``tapweight pretrain``, which trains level I alone on a corpus)."""
-
-    cfg: RunConfig
-    registry: Registry
-    domain: Domain
-    task: TaskSpec | None
-    preset: str
-
-
-def pick_preset(dom: Domain, preset: str, more: tuple[str, ...] = ()) -> str:
-    """``preset``, with ``auto`` made ``paper`` on CUDA and ``cpu`` elsewhere; an unknown
-    name (neither the domain's nor in ``more``) is a one-line error."""
-    if preset == "auto":
-        preset = "paper" if torch.cuda.is_available() else "cpu"
-    known = {*dom.presets, *more}
-    if preset not in known and preset != "paper":
-        raise TapweightError(f"domain '{dom.name}' has no preset '{preset}' "
-                             f"(presets: {', '.join(sorted(known)) or 'none'})")
-    return preset
-
-
-def user_layers(domain: str, config_file: str | None, options: dict | None,
-                sets: list[str]) -> list[tuple[str, DictConfig]]:
-    """The layers a user gives, lowest precedence first: ``config_file``, command-line
-    ``options``, ``--set`` strings."""
-    layers = []
-    if config_file:
-        layers.append((config_file, layer_from_file(config_file, domain)))
-    if options:
-        layers.append(("command-line options", layer_from_dict(options, domain)))
-    if sets:
-        layers.append(("--set", layer_from_sets(list(sets), domain)))
-    return layers
-
-
-def resolve(domain: str, task: str, preset: str = "auto", config_file: str | None = None,
-            options: dict | None = None, sets: list[str] = (),
-            registry: Registry | None = None) -> Job:
-    """Merge the config layers for ``domain/task``, lowest precedence first: the task's
-    defaults, the preset, the task's overrides, ``config_file``, command-line ``options``,
-    ``--set`` strings."""
-    registry = registry or build_registry()
-    dom = registry.require_domain(domain)
-    spec = registry.task(domain, task)
-    preset = pick_preset(dom, preset)
-    layers = [
-        (f"task {spec.key} defaults",
-         layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
-        (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
-        (f"task {spec.key} overrides", layer_from_dict(dict(spec.overrides), domain)),
-        *user_layers(domain, config_file, options, sets),
-    ]
-    job = Job(build_config(dom.options, layers), registry, dom, spec, preset)
-    objective_names(job)  # fail on a bad objective or tracker before any work is done
-    logger_specs(job)
-    return job
 
 
 def objective_names(job: Job) -> list[str]:
@@ -151,107 +72,6 @@ def objective_names(job: Job) -> list[str]:
 def logger_specs(job: Job) -> list:
     """The registered trackers ``report_to`` names (``tapweight list loggers``)."""
     return [job.registry.get("loggers", name) for name in job.cfg.report_to]
-
-
-def pick_device(name: str) -> torch.device:
-    """The device named by ``--device`` (``auto``: CUDA when there is a GPU), checked now:
-    a device this machine lacks is a one-line error, not a failure in the first step."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise TapweightError(f"bad device '{name}': {err}") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise TapweightError(f"--device {name}: torch sees no CUDA GPU on this machine; "
-                                 "use --device cpu (or auto)")
-        if device.index is not None and device.index >= count:
-            raise TapweightError(f"--device {name}: this machine has {count} CUDA GPU(s), "
-                                 f"cuda:0..cuda:{count - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise TapweightError(f"--device {name}: MPS is not available here; use --device cpu (or auto)")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise TapweightError(f"--device {name}: tapweight runs on auto, cpu, cuda, cuda:N or mps")
-    return device
-
-
-def default_out(cfg: RunConfig) -> Path:
-    method = cfg.method.replace(":", "-")
-    return Path("runs") / f"{cfg.domain}-{cfg.task}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def check_batch_sizes(cfg: RunConfig) -> None:
-    """The global batch sizes of levels I–III split over the processes (before any work)."""
-    world = distributed.launched_world_size()
-    for level in ("pretrain", "finetune", "reweight"):
-        check_batch_size(f"{level}.batch_size", getattr(cfg, level).batch_size, world)
-
-
-def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
-    """Every seed of the job; writes the run folder and returns the summary.
-
-    Everything a user can get wrong (device, batch sizes, ``--init``, ``--out``, the data) is
-    checked before the first step; a fresh run that fails before it leaves no folder behind.
-    """
-    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session: {
-        **_run_seeds(job, out, device, quiet, resume, run_log, session), "folder": str(out)})
-
-
-def in_run_folder(job: Job, out: Path, resume: bool, body: Callable) -> dict:
-    """``body(out, device, run_log, session)`` in the run folder ``out``, its log and its
-    session (folder lock, interrupts, checkpoints), after the checks that need no data
-    (device, batch sizes, ``--init``); an interrupt ends it with the session's one line."""
-    cfg = job.cfg
-    device = distributed.setup(pick_device(cfg.device))
-    check_batch_sizes(cfg)
-    if cfg.init:
-        read_weights(cfg.init)
-    out = Path(distributed.broadcast(str(out)))  # one folder for all ranks
-    with RunLog() as run_log, Session(out, resume, run_log) as session:
-        try:
-            return body(out, device, run_log, session)
-        except Interrupted as err:
-            raise session.interrupted(err.signum) from None
-
-
-def open_run_folder(out: Path, cfg: RunConfig, resume: bool, run_log: RunLog) -> None:
-    """Once the data has been read (so that bad data leaves no folder): rank 0 writes
-    ``config.yaml`` (a fresh run) and starts ``log.txt`` with the lines held so far."""
-    if distributed.is_main():
-        if not resume:
-            atomic_write(out / "config.yaml", lambda tmp: tmp.write_text(to_yaml(cfg)))
-        run_log.open(out / "log.txt")
-
-
-def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: bool,
-               run_log: RunLog, session: Session) -> dict:
-    cfg = job.cfg
-    table = job.registry.get("datasets", job.task.dataset, cfg.domain).load(cfg)
-    check_table(table, job.task)
-    main = distributed.is_main()
-    open_run_folder(out, cfg, resume, run_log)
-    log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
-             job.preset, out)
-    log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
-             table.labels.shape[1], table.source or job.task.dataset)
-    seeds = list(cfg.seeds) or [cfg.seed]
-    results = {}
-    for seed in seeds:
-        session.begin_seed(seed, len(seeds))
-        results[seed] = run_seed(job, replace(cfg, seed=seed), table, out / f"seed{seed}",
-                                 device, quiet)
-        session.progressed()
-    summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
-               "metric": job.task.metric, "seeds": results, **summarize(results)}
-    folders = [out / f"seed{s}" for s in seeds]
-    if main:
-        write_json(summary, out / "metrics.json")
-        if all((f / "weights.csv").exists() for f in folders):
-            plot_weights(folders, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
-    log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
-    return summary
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,7 @@
 """The reported number: re-finetune the final θ on the task's train split, select the
 epoch with the best validation score, score it on test (as the paper does).
 
-Regression tasks train on standardised targets (:mod:`tapweight.targets`); their
+Regression tasks train on standardised targets (:mod:`tapweight.method.targets`); their
 predictions and metrics are mapped back to the original units here.
 """
 
@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from tapweight.config import FinalConfig
-from tapweight.data import BatchStream, eval_batches, to_device
 from tapweight.errors import TapweightError
-from tapweight.metrics import better, predictions, score, task_loss
-from tapweight.models import TaskModel
-from tapweight.optim import build_optimizer, build_scheduler, current_lr
-from tapweight.specs import DomainData, TaskSpec
-from tapweight.targets import TargetScaler
+from tapweight.method.batches import BatchStream, eval_batches, to_device
+from tapweight.method.metrics import better, predictions, score, task_loss
+from tapweight.method.models import TaskModel
+from tapweight.method.optim import build_optimizer, build_scheduler, current_lr
+from tapweight.method.targets import TargetScaler
+from tapweight.plugin.specs import DomainData, TaskSpec
 
 UNDEFINED = ("the metric is undefined on this split (ROC-AUC needs both classes in a label column, "
              "a correlation needs predictions that vary); try another split (--set split=...)")

@@ -8,7 +8,7 @@ After the final fine-tune the runner writes into each seed folder, beside the ru
     model.json          what it predicts: task, loss, label names, class names, outputs, head
     predictor/          the domain's preparation of inputs (``Predictor.save``: a tokenizer,
                         a feature scaler; empty when the config says it all)
-    target_scaler.json  regression only (:mod:`tapweight.targets`): outputs × std + mean
+    target_scaler.json  regression only (:mod:`tapweight.method.targets`): outputs × std + mean
 
 With the config they rebuild the model without the training data: the backbone's
 architecture comes from the domain's ``load_predictor``, the head from the registry, and
@@ -24,31 +24,19 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from tapweight.checkpoint import save_weights
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
-from tapweight.loading import load_into
-from tapweight.models import TaskModel
-from tapweight.report import write_json
-from tapweight.runfolder import saved_task
-from tapweight.specs import Predictor
-from tapweight.targets import SCALER_FILE, TargetScaler
+from tapweight.job.checkpoint import save_weights
+from tapweight.job.loading import load_into
+from tapweight.job.report import write_json
+from tapweight.method.models import TaskModel
+from tapweight.method.targets import SCALER_FILE, TargetScaler
+from tapweight.plugin.specs import Predictor
 
 MODEL_FILE = "model.safetensors"
 MODEL_INFO = "model.json"
 PREDICTOR_DIR = "predictor"
 BACKBONE_FILE = "backbone.safetensors"
-
-
-def run_job(folder: Path):
-    """The :class:`~tapweight.runner.Job` of a run folder, from its ``config.yaml``."""
-    from tapweight import runner  # the runner saves models through this module
-
-    domain, task = saved_task(folder)
-    if not task:
-        raise TapweightError(f"'{folder}' is a `tapweight pretrain` folder: it has an encoder "
-                             f"({BACKBONE_FILE}, for tapweight run --init) but no task model")
-    return runner.resolve(domain, task, "paper", str(Path(folder) / "config.yaml"))
 
 
 def save_final(folder: Path, model: TaskModel, job, label_names, predictor: Predictor | None) -> None:

@@ -11,7 +11,7 @@ Without learned weights (methods ``uniform``, ``fixed``, ``single:<k>``) only le
 runs: levels II and III exist to move λ. Every random draw of a step comes from a seed
 derived from (run seed, step, level), so a run is reproducible and resumes exactly.
 
-Each level I/II step records what the hypergradient needs (:class:`~tapweight.hypergrad.InnerStep`:
+Each level I/II step records what the hypergradient needs (:class:`~tapweight.method.hypergrad.InnerStep`:
 θ before the step, its batches, the rates the optimizers used and, for Adam, their
 preconditioners); level III consumes the records of its ``unroll`` steps. A step that AMP's
 GradScaler skips (inf/NaN gradients) leaves θ' = θ or w' = w, so its level III is skipped too.
@@ -32,9 +32,9 @@ from torch.profiler import record_function
 
 from tapweight import distributed
 from tapweight.config import RunConfig
-from tapweight.data import BatchStream, head_of_batch, to_device
 from tapweight.errors import TapweightError
-from tapweight.hypergrad import (
+from tapweight.method.batches import BatchStream, head_of_batch, to_device
+from tapweight.method.hypergrad import (
     Hypergradient,
     InnerStep,
     Problem,
@@ -42,8 +42,8 @@ from tapweight.hypergrad import (
     hessian_vector_product,
     softmax_vjp,
 )
-from tapweight.metrics import best_offset, overconfidence, task_loss
-from tapweight.models import (
+from tapweight.method.metrics import best_offset, overconfidence, task_loss
+from tapweight.method.models import (
     PretrainModel,
     TaskModel,
     backbone_params,
@@ -51,7 +51,7 @@ from tapweight.models import (
     frozen_running_stats,
     replay_rng,
 )
-from tapweight.optim import build_optimizer, build_scheduler, current_lr, preconditioner
+from tapweight.method.optim import build_optimizer, build_scheduler, current_lr, preconditioner
 
 log = logging.getLogger(__name__)
 

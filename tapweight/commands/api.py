@@ -17,7 +17,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from tapweight.errors import TapweightError
-from tapweight.registry import Registry
+from tapweight.plugin.registry import Registry
 
 
 def model_option(registry: Registry, domain: str, model: str) -> dict:
@@ -40,8 +40,8 @@ def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None 
     the command line's. ``out`` is the run folder (default ``runs/<domain>-<task>-<method>-<time>``);
     ``resume=True`` continues it.
     """
-    from tapweight import runner
-    from tapweight.plugins import build_registry
+    from tapweight.job import runner
+    from tapweight.plugin.manager import build_registry
 
     registry = build_registry()
     options = dict(config)
@@ -113,14 +113,14 @@ class Result:
         return paths
 
     def predict(self, data: str | Path, seed: int | None = None, device: str = "auto") -> pd.DataFrame:
-        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.predict`)."""
-        from tapweight.predict import predict
+        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.commands.predict`)."""
+        from tapweight.commands.predict import predict
 
         return predict(self.folder, data, seed, device)
 
     def export(self, format: str, out: str | Path | None = None, seed: int | None = None,
                finetuned: bool = False) -> list[Path]:
-        """``tapweight export``: the encoder in ``format``; the files written (:mod:`tapweight.export`)."""
-        from tapweight.export import export
+        """``tapweight export``: the encoder in ``format``; the files written (:mod:`tapweight.commands.export`)."""
+        from tapweight.commands.export import export
 
         return export(self.folder, format, out, seed, finetuned)

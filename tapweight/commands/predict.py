@@ -1,6 +1,6 @@
 """``tapweight predict RUN --data FILE``: score new inputs with a run's final model.
 
-The inputs are read and prepared by the run's domain (``Predictor``, :mod:`tapweight.saved`)
+The inputs are read and prepared by the run's domain (``Predictor``, :mod:`tapweight.job.saved`)
 exactly as its training data was: SMILES drawn at the run's image size, texts through its
 tokenizer, features standardised with its train split's statistics. A row the domain cannot
 read (an invalid SMILES, an empty text, a missing value) gets an empty prediction and its
@@ -25,9 +25,10 @@ import pandas as pd
 import torch
 
 from tapweight.errors import TapweightError
-from tapweight.finetune import outputs_and_labels
-from tapweight.saved import SavedModel, load_final, pick_seeds, run_job
-from tapweight.specs import Inputs
+from tapweight.job.runner import pick_device, run_job
+from tapweight.job.saved import SavedModel, load_final, pick_seeds
+from tapweight.method.final import outputs_and_labels
+from tapweight.plugin.specs import Inputs
 
 log = logging.getLogger(__name__)
 SHOW_INVALID = 5  # invalid rows named in the log line
@@ -35,7 +36,6 @@ SHOW_INVALID = 5  # invalid rows named in the log line
 
 def predict(run: str | Path, data: str | Path, seed: int | None = None, device: str = "auto") -> pd.DataFrame:
     """One row per data row of ``data``: the final model's predictions (see the module docstring)."""
-    from tapweight.runner import pick_device
 
     run = Path(run)
     job = run_job(run)

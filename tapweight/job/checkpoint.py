@@ -1,8 +1,7 @@
 """Checkpoints and weight files: written atomically, read without running code.
 
-Writes go beside the target, are fsynced, then renamed over it: an interrupted or failed
-write (a crash, a signal, a full disk) leaves the previous file intact. New files get the
-permissions the umask gives any other file of the run folder.
+Writes go through :func:`tapweight.files.atomic_write`: an interrupted or failed write (a
+crash, a signal, a full disk) leaves the previous file intact.
 
 Reads never unpickle arbitrary objects: ``torch.load(weights_only=True)`` admits tensors
 and plain containers only, so a crafted ``checkpoint.pt`` in a shared run folder cannot run
@@ -13,10 +12,7 @@ other objects is a one-line :class:`TapweightError`.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,38 +20,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tapweight.errors import TapweightError
-from tapweight.loading import NUMPY_SCALARS, container, load_into, refusal
+from tapweight.files import atomic_write
+from tapweight.job.loading import NUMPY_SCALARS, container, load_into, refusal
 
 #: keys every engine checkpoint has (the engine checks the rest when it loads the state)
 CHECKPOINT_KEYS = ("step", "theta")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then move ``tmp`` onto ``path``; on any error ``path`` is untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are read like the rest
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise TapweightError(f"could not write {path}: {err.strerror or err}; "
-                             "the previous file is kept. Free disk space or pick --out") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_state(state: dict, path: Path) -> None:
@@ -128,7 +97,7 @@ def load_backbone(module: torch.nn.Module, path: str, strict: bool = True, optio
     ``checkpoint.pt``, a θ or w state dict: the ``backbone.`` prefix is stripped) or a plain
     state dict of the backbone. Missing or misshapen tensors are a one-line error unless
     ``strict`` is off (``option``: the config key that turns it off, named in the error); the
-    run log records what was loaded (:func:`tapweight.loading.load_into`)."""
+    run log records what was loaded (:func:`tapweight.job.loading.load_into`)."""
     state = read_weights(path)
     fmt = f"{container(Path(path).expanduser())}, plain state dict"
     if any(k.startswith("backbone.") for k in state):

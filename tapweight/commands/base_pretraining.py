@@ -3,8 +3,9 @@
 ImageMol's own stage before TapWeight's: train an encoder on a large unlabelled corpus with
 fixed objective weights (methods ``uniform``, ``fixed``, ``single:<objective>``), so that
 continued pretraining has a pretrained start. The domain reads the corpus
-(:attr:`~tapweight.specs.Domain.build_corpus`); the engine (``learn_weights=False``: level I
-only), checkpoints, resume, progress and logging are ``tapweight run``'s (runner.py).
+(:attr:`~tapweight.plugin.specs.Domain.build_corpus`); the engine (``learn_weights=False``: level I
+only), checkpoints, resume, progress and logging are
+``tapweight run``'s (:mod:`tapweight.job.runner`, :mod:`tapweight.job.seed`).
 
 Run folder::
 
@@ -26,21 +27,13 @@ import torch
 from tapweight import distributed
 from tapweight.config import RunConfig, build_config, layer_from_dict
 from tapweight.errors import TapweightError
-from tapweight.plugins import build_registry
-from tapweight.registry import Registry
-from tapweight.report import write_json
-from tapweight.runlog import RunLog
-from tapweight.runner import (
-    Job,
-    continued_pretraining,
-    in_run_folder,
-    objective_names,
-    open_run_folder,
-    pick_preset,
-    seed_everything,
-    user_layers,
-)
-from tapweight.session import Session
+from tapweight.job.log import RunLog
+from tapweight.job.report import write_json
+from tapweight.job.runner import Job, in_run_folder, open_run_folder, pick_preset, user_layers
+from tapweight.job.seed import continued_pretraining, objective_names, seed_everything
+from tapweight.job.session import Session
+from tapweight.plugin.manager import build_registry
+from tapweight.plugin.registry import Registry
 
 log = logging.getLogger("tapweight")
 
@@ -89,7 +82,7 @@ def default_out(cfg: RunConfig) -> Path:
 def pretrain(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
     """Level I for ``cfg.steps`` steps on the corpus; writes the run folder (module
     docstring) and returns its summary. With ``resume``, the folder's checkpoint is continued.
-    The run folder, interrupts and checkpoints are ``tapweight run``'s (session.py)."""
+    The run folder, interrupts and checkpoints are ``tapweight run``'s (job/session.py)."""
     return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session:
                          _pretrain(job, out, device, quiet, resume, run_log, session))
 

@@ -35,13 +35,13 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy import stats
 
-from tapweight import runner
-from tapweight.checkpoint import atomic_write
 from tapweight.config import to_yaml
 from tapweight.errors import TapweightError
+from tapweight.files import atomic_write
 from tapweight.interrupts import Interrupted
-from tapweight.metrics import HIGHER_IS_BETTER
-from tapweight.plugins import build_registry
+from tapweight.job import runner
+from tapweight.method.metrics import HIGHER_IS_BETTER
+from tapweight.plugin.manager import build_registry
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

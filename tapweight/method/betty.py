@@ -15,7 +15,7 @@ reweight) finite-differences ∇_α Σ_k softmax(α)_k L_k(θ') along it. So Bet
 
 eq. (1) of hypergrad.py at ``scale="reference"`` (no η₁η₂), but evaluated at θ' (after the
 level I step) where our one-step method uses θ (before it). This module builds those three
-problems from the very objects :class:`tapweight.engine.Engine` uses (θ, w, the batch
+problems from the very objects :class:`tapweight.method.engine.Engine` uses (θ, w, the batch
 streams, the RunConfig), as the reference the default method is tested against
 (tests/test_betty.py) and the baseline of the benchmark (bench/). It is not a training backend.
 
@@ -53,12 +53,12 @@ import torch
 from torch import nn
 
 from tapweight.config import RunConfig
-from tapweight.data import BatchStream, to_device
-from tapweight.engine import Engine
 from tapweight.errors import TapweightError
-from tapweight.metrics import task_loss
-from tapweight.models import PretrainModel, TaskModel, backbone_params, frozen_running_stats, replay_rng
-from tapweight.optim import build_optimizer, build_scheduler, lr_factor
+from tapweight.method.batches import BatchStream, to_device
+from tapweight.method.engine import Engine
+from tapweight.method.metrics import task_loss
+from tapweight.method.models import PretrainModel, TaskModel, backbone_params, frozen_running_stats, replay_rng
+from tapweight.method.optim import build_optimizer, build_scheduler, lr_factor
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tapweight.checkpoint import atomic_write
-from tapweight.specs import Table
+from tapweight.files import atomic_write
+from tapweight.plugin.specs import Table
 
 #: steps in the trailing window of the hypergradient's running mean and signal-to-noise ratio
 WINDOW = 50

@@ -1,14 +1,14 @@
 """The core's own plugin: domain-independent heads, probe objectives and the built-in
-experiment trackers (:mod:`tapweight.loggers`), registered like any plugin's.
+experiment trackers (:mod:`tapweight.job.trackers`), registered like any plugin's.
 
 Registration imports nothing heavy (the command line lists these without torch); the
 builders import torch when a run calls them.
 """
 
-from tapweight import loggers
-from tapweight.hookspecs import hookimpl
-from tapweight.lazy import deferred
-from tapweight.specs import HeadSpec, ObjectiveSpec
+from tapweight.job import trackers as loggers
+from tapweight.plugin.hookspecs import hookimpl
+from tapweight.plugin.lazy import deferred
+from tapweight.plugin.specs import HeadSpec, ObjectiveSpec
 
 
 def _linear(in_dim: int, n_outputs: int, cfg):
@@ -31,9 +31,9 @@ def register_heads(register):
 
 @hookimpl
 def register_objectives(register):
-    register(ObjectiveSpec("core.random_labels", deferred("tapweight.probes:build_random_labels"),
+    register(ObjectiveSpec("core.random_labels", deferred("tapweight.method.probes:build_random_labels"),
                            "harmful probe: fit labels drawn at random for every example"))
-    register(ObjectiveSpec("core.feature_collapse", deferred("tapweight.probes:build_feature_collapse"),
+    register(ObjectiveSpec("core.feature_collapse", deferred("tapweight.method.probes:build_feature_collapse"),
                            "harmful probe: minimise the features' squared norm"))
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tapweight.models import computed_once
+from tapweight.method.models import computed_once
 
 N_RANDOM_CLASSES = 10
 

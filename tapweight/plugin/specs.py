@@ -1,7 +1,7 @@
 """What plugins register: small frozen dataclasses, one per registry.
 
 The core never imports a domain. A domain arrives as these specs through the hooks in
-:mod:`tapweight.hookspecs`; every name is namespaced by its domain (``mol.jpp``,
+:mod:`tapweight.plugin.hookspecs`; every name is namespaced by its domain (``mol.jpp``,
 ``nlp.mlm``), and the core's own generic pieces live under ``core.``.
 """
 

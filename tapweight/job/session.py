@@ -1,9 +1,9 @@
 """A run's life around the engine: the folder it owns, the signals it answers, its checkpoints.
 
-:func:`tapweight.runner.run` enters one :class:`Session` per run; the code below it reaches
+:func:`tapweight.job.runner.run` enters one :class:`Session` per run; the code below it reaches
 it through :func:`current`. The session
 
-- owns the run folder (rank 0; :mod:`tapweight.runfolder`), removed again if the run fails
+- owns the run folder (rank 0; :mod:`tapweight.job.folder`), removed again if the run fails
   before its first global step;
 - answers SIGINT and SIGTERM (:mod:`tapweight.interrupts`): a global step or a checkpoint
   write in progress is finished, a checkpoint is written, and :class:`Interrupted` carries
@@ -23,7 +23,7 @@ from pathlib import Path
 from tapweight import distributed
 from tapweight.config import RunConfig
 from tapweight.interrupts import Interrupted, Signals
-from tapweight.runfolder import RunFolder
+from tapweight.job.folder import RunFolder
 
 _current: contextvars.ContextVar[Session] = contextvars.ContextVar("tapweight_session")
 

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tapweight.errors import TapweightError
-from tapweight.specs import Split, Table
+from tapweight.plugin.specs import Split, Table
 
 
 def map_tensors(batch: Any, fn: Callable[[torch.Tensor], Any]) -> Any:

@@ -5,9 +5,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tapweight import TapweightError, check_options, plugins
+from tapweight import TapweightError, check_options
 from tapweight.config import to_yaml
 from tapweight.job.runner import resolve
+from tapweight.plugin import manager as plugins
 
 
 def test_precedence_task_preset_file_options_set(toy, tmp_path):

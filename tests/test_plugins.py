@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tapweight import BackboneSpec, Domain, ObjectiveSpec, TaskSpec, hookimpl, hookspecs, plugins
+from tapweight import BackboneSpec, Domain, ObjectiveSpec, TaskSpec, hookimpl
 from tapweight.errors import TapweightError
+from tapweight.plugin import hookspecs
+from tapweight.plugin import manager as plugins
 from tapweight.plugin.registry import KINDS
 
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
@@ -200,6 +202,7 @@ def test_a_plugin_that_exits_while_imported_is_contained(entry_points, raised, s
 
 def test_plugin_commands_cannot_replace_the_builtin_ones(cleanup, caplog):
     from tapweight.commands import cli as cli_module
+    from tapweight.commands import training
 
     def commands(cli):
         @cli.command("run")
@@ -225,7 +228,7 @@ def test_plugin_commands_cannot_replace_the_builtin_ones(cleanup, caplog):
         names = [cli_module._command_name(c) for c in cli_module.app.registered_commands]
         assert names.count("run") == 1 and "extra-hello" in names and "half-added" not in names
         run = next(c for c in cli_module.app.registered_commands if cli_module._command_name(c) == "run")
-        assert run.callback is cli_module.run
+        assert run.callback is training.run
         assert "plugin hijacker: command 'run' is taken" in caplog.text
         assert "plugin broken: register_commands failed" in caplog.text
     finally:

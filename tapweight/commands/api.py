@@ -40,17 +40,23 @@ def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None 
     the command line's. ``out`` is the run folder (default ``runs/<domain>-<task>-<method>-<time>``);
     ``resume=True`` continues it.
     """
+    summary = start(domain, task, preset, config_file, config, list(sets), out, quiet, resume)
+    return Result.load(summary["folder"])
+
+
+def start(domain: str, task: str, preset: str, config_file: str | None, options: dict, sets: list[str],
+          out: str | Path | None, quiet: bool, resume: bool = False) -> dict:
+    """What ``tapweight run`` and :func:`run` share: load the plugins, resolve the config
+    layers (``options["model"]`` is ``--model``), run every seed; returns the summary."""
     from tapweight.job import runner
     from tapweight.plugin.manager import build_registry
 
     registry = build_registry()
-    options = dict(config)
+    options = dict(options)
     if "model" in options:
         options.update(model_option(registry, domain, options.pop("model")))
-    job = runner.resolve(domain, task, preset, config_file, options, list(sets), registry=registry)
-    folder = Path(out) if out is not None else runner.default_out(job.cfg)
-    runner.run(job, folder, quiet, resume=resume)
-    return Result.load(folder)
+    job = runner.resolve(domain, task, preset, config_file, options, sets, registry=registry)
+    return runner.run(job, Path(out) if out is not None else None, quiet, resume=resume)
 
 
 def _frames(folder: Path, name: str) -> dict[int, pd.DataFrame]:

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
 
-from tapweight import TapweightError, runner
+from tapweight import TapweightError
+from tapweight.job import runner
 from tapweight.method.engine import Engine
 from tapweight.method.models import TaskModel
 from tapweight_nlp import objectives

@@ -1,0 +1,78 @@
+"""What the commands share: consoles that do not wrap into files, option parsing, the summary table."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from tapweight.errors import TapweightError
+from tapweight.plugin import manager as plugin_manager
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console on stdout (or stderr) that, when the stream is not a terminal (a file,
+    a pipe, a scheduler's log), neither wraps nor cuts lines: paths stay whole."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 100_000)
+
+
+def is_quiet(flag: bool) -> bool:
+    """``--quiet``, implied when stderr is not a terminal: a progress bar redrawn into a log
+    file is noise, a log line every ``log_every`` steps is not."""
+    return flag or not sys.stderr.isatty()
+
+
+def seeds_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise TapweightError(f"--seeds takes integers separated by commas, got '{text}'") from None
+
+
+def names_list(text: str, what: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise TapweightError(f"{what} takes names separated by commas, got '{text}'")
+    return items
+
+
+def model_options(domain: str, model: str | None, registry=None) -> dict:
+    """The config keys ``--model`` sets in ``domain`` (none without ``--model``); the plugins
+    are loaded for it unless ``registry`` is given."""
+    if model is None:
+        return {}
+    from tapweight.commands.api import model_option
+
+    return model_option(registry or plugin_manager.build_registry(), domain, model)
+
+
+def print_encoder(summary: dict) -> None:
+    from tapweight import distributed
+
+    if distributed.is_main():
+        print(f"encoder: {summary['encoder']}")  # plain: a path rich would wrap
+
+
+def print_summary(summary: dict) -> None:
+    """The per-seed table, mean ± std over several seeds, and where the run folder is (rank
+    0 only: the other ranks hold the same)."""
+    from tapweight import distributed
+    from tapweight.job.report import mean_pm_std, number
+
+    if not distributed.is_main():
+        return
+    table = RichTable(title=escape(f"{summary['domain']}/{summary['task']} — {summary['method']}"))
+    table.add_column("seed")
+    table.add_column(f"val {summary['metric']}")
+    table.add_column(f"test {summary['metric']}")
+    for seed, result in summary["seeds"].items():
+        table.add_row(str(seed), number(result.get("val")), number(result.get("test")))
+    if len(summary["seeds"]) > 1:
+        table.add_row("mean ± std", mean_pm_std(summary, "val"), mean_pm_std(summary, "test"))
+    out = console()
+    out.print(table)
+    if summary.get("folder"):
+        out.print(f"run folder: {summary['folder']}", markup=False, highlight=False)

@@ -1,8 +1,9 @@
 """tapweight: task-adaptive continued pretraining with learned objective weights (TapWeight).
 
 The public API is what this module exports: ``run`` and ``Result`` for notebooks and scripts
-(docs/python-api.md), the specs and helpers for plugins (docs/hooks.md); anything else is
-internal.
+(docs/python-api.md), and everything a plugin needs (docs/hooks.md): the hook marker, the spec
+dataclasses, checkpoint loading, cache paths, the error type. A plugin imports nothing else
+from the core (a test checks the built-in domains and plugins/); the rest is internal.
 
 Importing ``tapweight`` is cheap (no torch, no pandas): the specs, ``hookimpl``,
 ``check_options`` and ``TapweightError`` load at once, and the names whose modules import
@@ -11,13 +12,15 @@ use (PEP 562), so the command line and plugin registration start in well under a
 """
 
 import importlib
+import importlib.metadata
 import os
 
 if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (commands/cli.py),
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
 from tapweight.config import RunConfig, check_options
-from tapweight.errors import TapweightError
+from tapweight.errors import TapweightError, run_main
+from tapweight.paths import cache_dir, data_dir
 from tapweight.plugin.hookspecs import hookimpl
 from tapweight.plugin.lazy import deferred, require
 from tapweight.plugin.specs import (
@@ -36,20 +39,22 @@ from tapweight.plugin.specs import (
     TaskSpec,
 )
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("tapweight")  # pyproject.toml's, the one place it is set
 
 #: exported names whose modules import torch or pandas: loaded when first used
 _LAZY = {
     "run": "tapweight.commands.api", "Result": "tapweight.commands.api",
     "load_backbone": "tapweight.job.checkpoint", "read_weights": "tapweight.job.checkpoint",
     "random_split": "tapweight.method.batches", "computed_once": "tapweight.method.models",
+    **dict.fromkeys(("load_into", "LoadReport", "container", "plain", "IMAGEMOL_FINETUNED"), "tapweight.job.loading"),
 }
 
 __all__ = [
-    "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec", "Inputs",
-    "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Split", "Table", "TaskSpec",
-    "TapweightError", "check_options", "computed_once", "deferred", "hookimpl", "load_backbone",
-    "random_split", "read_weights", "require", "run",
+    "IMAGEMOL_FINETUNED", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec",
+    "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Split", "Table",
+    "TaskSpec", "TapweightError", "cache_dir", "check_options", "computed_once", "container", "data_dir",
+    "deferred", "hookimpl", "load_backbone", "load_into", "plain", "random_split", "read_weights", "require",
+    "run", "run_main",
 ]
 
 

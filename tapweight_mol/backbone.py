@@ -30,8 +30,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from tapweight import read_weights
-from tapweight.job.loading import IMAGEMOL_FINETUNED, LoadReport, container, load_into
+from tapweight import IMAGEMOL_FINETUNED, LoadReport, container, load_into, read_weights
 
 log = logging.getLogger(__name__)
 

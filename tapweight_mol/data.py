@@ -23,8 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_png
 from torchvision.transforms.functional import pil_to_tensor
 
-from tapweight import DomainData, Split, Table, TapweightError, TaskSpec
-from tapweight.paths import cache_dir
+from tapweight import DomainData, Split, Table, TapweightError, TaskSpec, cache_dir
 from tapweight_mol.clusters import cluster_ids
 from tapweight_mol.corpus import SmilesList, canonicalize, read_corpus
 from tapweight_mol.moleculenet import warn_invalid

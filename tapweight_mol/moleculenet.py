@@ -16,8 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapweight import Table, TapweightError
-from tapweight.paths import data_dir
+from tapweight import Table, TapweightError, data_dir
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tapweight import TapweightError
-from tapweight.errors import run_main
+from tapweight import TapweightError, run_main
 
 PARTS = ("train", "test", "test_scaffolds")  # moses/dataset/data/<part>.csv.gz, column SMILES
 MEMBER = "moses/dataset/data/{}.csv.gz"

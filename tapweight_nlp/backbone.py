@@ -20,8 +20,7 @@ import torch
 from torch import nn
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from tapweight import TapweightError, load_backbone
-from tapweight.job.loading import LoadReport, plain
+from tapweight import LoadReport, TapweightError, load_backbone, plain
 from tapweight_nlp.tokenizer import TINY
 
 #: the loggers through which transformers prints its load report (5.x) or warnings (4.x)

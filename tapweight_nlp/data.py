@@ -174,7 +174,4 @@ def build_data(cfg, table: TextTable, split: Split, task: TaskSpec) -> DomainDat
 
     data.train, data.val, data.test = examples(train), examples(val), examples(split.test)
     data.task_collate = TaskCollate(tokenizer, opts.max_length, task.loss == "ce")
-    from tapweight_nlp.inference import model_config, text_predictor  # it builds on this module
-
-    data.predictor = text_predictor(cfg, tokenizer, model_config(opts))
     return data

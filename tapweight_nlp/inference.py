@@ -29,8 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
-from tapweight import Inputs, Predictor, TapweightError
-from tapweight.job.loading import plain
+from tapweight import Inputs, Predictor, TapweightError, plain
 from tapweight_nlp.backbone import RobertaBackbone, tiny_config
 from tapweight_nlp.data import Examples, TaskCollate
 from tapweight_nlp.load import SUFFIXES, _columns, _read_file

@@ -29,8 +29,7 @@ import numpy as np
 import pandas as pd
 from datasets.exceptions import DatasetGenerationError
 
-from tapweight import Table, TapweightError
-from tapweight.paths import data_dir
+from tapweight import Table, TapweightError, data_dir
 from tapweight_nlp.tasks import TextDataset
 
 ROLES = {"train": "train", "dev": "dev", "validation": "dev", "val": "dev",

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
 
-from tapweight.job.loading import load_into
+from tapweight import load_into
 from tapweight_nlp.backbone import RobertaBackbone, checkpoint_format, from_pretrained, mismatched_keys
 from tapweight_nlp.tokenizer import TINY
 

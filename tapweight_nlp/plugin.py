@@ -10,13 +10,14 @@ builders that import the domain's modules when a run calls them (:mod:`tapweight
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from tapweight import (
     BackboneSpec,
     DatasetSpec,
     Domain,
+    DomainData,
     ExportFormat,
     ObjectiveSpec,
     TapweightError,
@@ -96,13 +97,24 @@ CPU = {
     "final.epochs": 3, "log_every": 10,
 }
 
+def build_data_for_predict(cfg, table, split, task) -> DomainData:
+    """:func:`~tapweight_nlp.data.build_data`, with the predictor of ``tapweight predict``
+    (the run's tokenizer and model config: texts are scored as the run read them)."""
+    from tapweight_nlp import inference
+    from tapweight_nlp.data import build_data
+
+    data = build_data(cfg, table, split, task)
+    return replace(data, predictor=inference.text_predictor(cfg, data.corpus.tokenizer,
+                                                            inference.model_config(cfg.options)))
+
+
 DOMAIN = Domain(
     name="nlp",
     description="RoBERTa continued pretraining (MLM, SimCSE, segment order) on text tasks",
     options=NlpOptions,
     backbone="nlp.roberta",
     objectives=("nlp.mlm", "nlp.cl", "nlp.sop"),
-    build_data=deferred("tapweight_nlp.data:build_data"),
+    build_data=deferred("tapweight_nlp.plugin:build_data_for_predict"),
     splits={"glue": deferred("tapweight_nlp.data:glue_split"), "given": deferred("tapweight_nlp.data:given_split")},
     presets={"cpu": CPU, "paper": PAPER},
     load_predictor=deferred("tapweight_nlp.inference:load_predictor"),

@@ -21,9 +21,7 @@ from pathlib import Path
 import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, RobertaTokenizer
 
-from tapweight import TapweightError
-from tapweight.job.loading import plain
-from tapweight.paths import cache_dir
+from tapweight import TapweightError, cache_dir, plain
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
 TINY = "tiny"

@@ -18,11 +18,11 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import version
 from typing import Annotated
 
 import typer
 
-import tapweight
 from tapweight import interrupts
 from tapweight.commands import inspection, training
 from tapweight.commands.console import console
@@ -41,7 +41,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _version(value: bool) -> None:
     if value:
-        print(f"tapweight {tapweight.__version__}")
+        print(f"tapweight {version('tapweight')}")
         raise typer.Exit()
 
 

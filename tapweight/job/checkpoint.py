@@ -12,6 +12,7 @@ other objects is a one-line :class:`TapweightError`.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
@@ -71,6 +72,23 @@ def save_weights(module: torch.nn.Module, path: Path) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
+#: while :func:`reading_once` is active: the last weights file read, by (path, size, mtime)
+_kept: dict | None = None
+
+
+@contextlib.contextmanager
+def reading_once():
+    """Within this block :func:`read_weights` reads each file once: a run checks ``--init``
+    before any work, then every seed's backbone and objective heads take their tensors from
+    the same read (one copy of the file's tensors is held until the block ends)."""
+    global _kept
+    _kept = {}
+    try:
+        yield
+    finally:
+        _kept = None
+
+
 def read_weights(path: str) -> dict:
     """The tensors of a weights file given to ``--init``: safetensors or a torch file.
 
@@ -78,18 +96,29 @@ def read_weights(path: str) -> dict:
     allowed (ImageMol's fine-tuned checkpoints keep their metrics as such). An engine
     checkpoint (``checkpoint.pt``) gives its θ. A missing, unreadable or unsafe file is a
     one-line :class:`TapweightError` that says what the file is and what to pass instead.
+    Inside :func:`reading_once` a file read before (same size and modification time) is not
+    read again; the caller gets its own dict of the same tensors.
     """
     file = Path(path).expanduser()
     what, fix = f"--init '{path}'", "pass a .safetensors or .pt file of weights"
     if not file.exists():
         raise TapweightError(f"{what} does not exist")
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if _kept is not None and key in _kept:
+        return dict(_kept[key])
     if file.suffix != ".safetensors":
         state = torch_file(file, what, fix)
-        return state["theta"] if isinstance(state.get("theta"), dict) else state
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError) as err:
-        raise TapweightError(f"{what} is not a readable safetensors file ({err}): {fix}") from None
+        state = state["theta"] if isinstance(state.get("theta"), dict) else state
+    else:
+        try:
+            state = load_file(str(file))
+        except (SafetensorError, OSError) as err:
+            raise TapweightError(f"{what} is not a readable safetensors file ({err}): {fix}") from None
+    if _kept is not None:
+        _kept.clear()  # the last file only: a run has one --init
+        _kept[key] = state
+    return dict(state)
 
 
 def load_backbone(module: torch.nn.Module, path: str, strict: bool = True, option: str = "") -> None:

@@ -32,7 +32,7 @@ from tapweight.errors import TapweightError
 from tapweight.files import atomic_write
 from tapweight.interrupts import Interrupted
 from tapweight.job import seed
-from tapweight.job.checkpoint import read_weights
+from tapweight.job.checkpoint import read_weights, reading_once
 from tapweight.job.folder import saved_task
 from tapweight.job.labels import check_table
 from tapweight.job.log import RunLog
@@ -170,14 +170,15 @@ def in_run_folder(job: Job, out: Path, resume: bool, body: Callable) -> dict:
     cfg = job.cfg
     device = distributed.setup(pick_device(cfg.device))
     check_batch_sizes(cfg)
-    if cfg.init:
-        read_weights(cfg.init)
-    out = Path(distributed.broadcast(str(out)))  # one folder for all ranks
-    with RunLog() as run_log, Session(out, resume, run_log) as session:
-        try:
-            return body(out, device, run_log, session)
-        except Interrupted as err:
-            raise session.interrupted(err.signum) from None
+    with reading_once():  # --init is read here, once, for this check and every seed's build
+        if cfg.init:
+            read_weights(cfg.init)
+        out = Path(distributed.broadcast(str(out)))  # one folder for all ranks
+        with RunLog() as run_log, Session(out, resume, run_log) as session:
+            try:
+                return body(out, device, run_log, session)
+            except Interrupted as err:
+                raise session.interrupted(err.signum) from None
 
 
 def open_run_folder(out: Path, cfg: RunConfig, resume: bool, run_log: RunLog) -> None:

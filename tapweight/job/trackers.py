@@ -144,14 +144,6 @@ def _flat_config(cfg) -> dict[str, object]:
     return flat
 
 
-BUILTIN = (
-    LoggerSpec("tensorboard", TensorBoard,
-               "TensorBoard event files in seed<k>/tensorboard (extra: tapweight[tensorboard])"),
-    LoggerSpec("mlflow", MLflow,
-               "MLflow: $MLFLOW_TRACKING_URI or mlflow.db in the run folder (extra: tapweight[mlflow])"),
-)
-
-
 class RunLoggers:
     """The trackers of ``cfg.report_to`` for one seed (rank 0 only; none elsewhere).
 

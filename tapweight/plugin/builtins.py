@@ -5,10 +5,9 @@ Registration imports nothing heavy (the command line lists these without torch);
 builders import torch when a run calls them.
 """
 
-from tapweight.job import trackers as loggers
 from tapweight.plugin.hookspecs import hookimpl
 from tapweight.plugin.lazy import deferred
-from tapweight.plugin.specs import HeadSpec, ObjectiveSpec
+from tapweight.plugin.specs import HeadSpec, LoggerSpec, ObjectiveSpec
 
 
 def _linear(in_dim: int, n_outputs: int, cfg):
@@ -39,5 +38,7 @@ def register_objectives(register):
 
 @hookimpl
 def register_loggers(register):
-    for spec in loggers.BUILTIN:
-        register(spec)
+    register(LoggerSpec("tensorboard", deferred("tapweight.job.trackers:TensorBoard"),
+                        "TensorBoard event files in seed<k>/tensorboard (extra: tapweight[tensorboard])"))
+    register(LoggerSpec("mlflow", deferred("tapweight.job.trackers:MLflow"),
+                        "MLflow: $MLFLOW_TRACKING_URI or mlflow.db in the run folder (extra: tapweight[mlflow])"))

@@ -212,9 +212,7 @@ def _version_of(module: object) -> str | None:
     not through an entry point; slow: it reads every installed distribution's file list)."""
     top = getattr(module, "__name__", "").split(".")[0]
     if top == "tapweight":
-        from tapweight import __version__
-
-        return __version__
+        return md.version("tapweight")
     for dist in md.packages_distributions().get(top, []):
         return md.version(dist)
     return None

@@ -75,7 +75,7 @@ class NlpOptions:
 #: ~10⁷ on embedding rows level II has barely seen, so on SST-2 (cpu preset, random init) the
 #: hypergradient's largest value was ~19,000× its median and 16 % of its values were exactly 0
 #: (the whole finite-difference step spent on rows the batch does not use); with identity
-#: 12–32× and none (README "Text: SST-2").
+#: 12–32× and none (docs/results-cpu.md, "Text: SST-2").
 PAPER = {
     "nlp.model": "roberta-base", "nlp.max_length": 128,
     **{f"{level}.{key}": value for level in ("pretrain", "finetune", "reweight", "final")

@@ -39,7 +39,7 @@ class TabularOptions:
 #: Level II has weight decay 0.01: without it w overfits its training batches, its
 #: validation predictions grow overconfident, and the hypergradient then rewards any objective
 #: that shrinks the features (``core.feature_collapse`` took most of λ in 4 of 10 runs; with
-#: the decay in none at 300 steps). README "Does learning λ work?" has the measurements.
+#: the decay in none at 300 steps). docs/known-answer.md has the measurements.
 PRESETS = {
     "cpu": {
         "steps": 100,

@@ -1,17 +1,19 @@
-"""Test sessions. `nox` runs the default ones (what CI runs): lint, core, tests.
+"""Test sessions. `nox` runs the default ones (what CI runs): lint, core, tests, docs.
 
 - core:    the core alone (no RDKit, no transformers): `pip install tapweight` must suffice.
 - tests:   everything installed (both domains, every plugin in plugins/): core, domain and
            plugin tests together.
 - mol, nlp: one domain's tests.  plugins(folder): one plugin next to the core.
 - lint:    ruff.  bench: the benchmark harness (not a test).
+- docs:    the documentation site (mkdocs.yml) built with --strict into site/: a broken link or
+           anchor, a missing page or a failing reference generator fails it.
 """
 
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "core", "tests"]
+nox.options.sessions = ["lint", "core", "tests", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 # CUDA builds that also run on CPU; a plain `torch` may pull a newer multi-GB build
@@ -26,7 +28,7 @@ PYTEST = ["pytest", "-q", "-ra", "-p", "no:cacheprovider"]
 def lint(session):
     session.install("ruff")
     session.run("ruff", "check", "tapweight", "tapweight_mol", "tapweight_nlp", "plugins", "tests",
-                "bench", "noxfile.py")
+                "bench", "docs", "noxfile.py")
 
 
 @nox.session
@@ -62,6 +64,15 @@ def plugins(session, folder):
     session.install("-e", ".[dev]", "-e", folder)
     session.run(*PYTEST, f"{folder}/tests", *session.posargs)
     session.run(*PYTEST, "tests", "--ignore=tests/mol", "--ignore=tests/nlp", *session.posargs)
+
+
+@nox.session
+def docs(session):
+    """The site; its CLI and config references are generated while it builds (docs/gen_reference.py)."""
+    session.install(*TORCH)
+    session.install("-e", ".[docs,dev]")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+    session.run(*PYTEST, "tests/test_site.py")
 
 
 @nox.session

@@ -13,5 +13,6 @@ schedule / unroll setting. Results: docs/benchmarks.md.
 For regression tasks, ``python -m bench baselines`` scores the training mean and random
 forests (Morgan fingerprints, RDKit descriptors) on tapweight's own loader and split, and
 ``python -m bench curvature`` prints the largest stable SGD step of a squared loss on the
-backbone's features beside the configured learning rates. Results: README, "Regression".
+backbone's features beside the configured learning rates. Results: docs/results-cpu.md, "Why
+regression has its own learning rates".
 """

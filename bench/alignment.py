@@ -2,7 +2,7 @@
 (``python -m bench alignment DOMAIN TASK``).
 
 With one inner step per λ step the hypergradient of λ_k is −2γ·η₁η₂·⟨∇_θ L_k(θ), P ⊙ u_b⟩
-(README "The method"). When it fades, one of three things happened: the objective's
+(docs/method.md). When it fades, one of three things happened: the objective's
 gradient shrank, the validation gradient u_b shrank, or the two turned orthogonal. This
 runs the task's engine (``cpu`` preset and ``--set`` overrides, the method ``tapweight``)
 and records at each global step ‖u_b‖, ‖∇_θ L_k‖ on the backbone at the step's θ, their

@@ -4,7 +4,7 @@ For every optimizer / precision / schedule / unroll, over several seeds of the s
 non-quadratic problem of tests/unrolled.py (tanh network with batch norm and dropout, three
 objectives), the engine's ∂L_val/∂α is compared with autograd through the unrolled optimizer
 steps (the tests' independent reference): worst relative error and worst cosine over seeds.
-The tests assert the tolerances; this prints the measured values for the README.
+The tests assert the tolerances; this prints the measured values for docs/method.md.
 """
 
 from __future__ import annotations

@@ -25,15 +25,15 @@ class LevelConfig:
     """Optimizer, schedule and batch size of one level."""
 
     optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.02
+    lr: float = 0.02  # learning rate (before the scheduler)
     momentum: float = 0.9  # SGD only
-    weight_decay: float = 1e-5  # ImageMol's SGD setting
+    weight_decay: float = 1e-5  # weight decay (1e-5: ImageMol's SGD setting)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam(W) only
     scheduler: str = "step"  # constant | step | warmup | cosine
-    step_size: int = 100  # StepLR(100, 0.9), as the reference code
-    decay: float = 0.9
+    step_size: int = 100  # steps between decays of "step" (StepLR(100, 0.9), as the reference code)
+    decay: float = 0.9  # factor of each decay of "step"
     warmup_steps: int = 0  # linear warm-up for "warmup" and "cosine"
-    batch_size: int = 64
+    batch_size: int = 64  # examples per batch
 
 
 @dataclass
@@ -82,14 +82,14 @@ class FinalConfig(LevelConfig):
     """The re-finetune of the final θ: train split, select on val, score on test."""
 
     lr: float = 0.01
-    epochs: int = 30
+    epochs: int = 30  # epochs of the final fine-tune
     patience: int = 0  # stop after this many epochs without a better val score (0: never)
 
 
 @dataclass
 class RunConfig:
-    domain: str = ""
-    task: str = ""
+    domain: str = ""  # the domain and task of tapweight run DOMAIN TASK
+    task: str = ""  # (empty in a tapweight pretrain run)
     method: str = "tapweight"  # tapweight | uniform | fixed | single:<objective> | none
     objectives: list[str] = field(default_factory=list)  # empty: the domain's defaults
     weights: list[float] = field(default_factory=list)  # λ for "fixed"
@@ -97,14 +97,14 @@ class RunConfig:
     head: str = ""  # empty: the domain's default
     init: str = ""  # pretrained backbone checkpoint (domain-specific formats)
     steps: int = 3000  # global steps (each: `unroll` level I+II steps and one level III); tasks set their own
-    seed: int = 0
+    seed: int = 0  # the seed when seeds is empty
     seeds: list[int] = field(default_factory=list)  # several: one run each, mean ± std
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps ...
     amp: str = "no"  # no | bf16 | fp16: autocast (and a GradScaler for fp16) on any device
     data: str = ""  # labelled data file or folder; empty: data dir or download
     corpus: str = ""  # pretraining corpus file; empty: the task's training inputs (TAPT)
     split: str = ""  # empty: the task's split
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
     log_every: int = 10  # steps between log lines (--quiet) and between the bar's loss averages
     report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, a plugin's
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on time)

@@ -40,12 +40,12 @@ class NlpOptions:
     max_length: int = 128  # tokens per text (pair), special tokens included
     tokenizer: str = ""  # a tokenizer folder instead of the model's own (tiny: trained on the corpus)
     tiny_vocab_size: int = 8000  # the tiny model's BPE vocabulary, trained on the corpus
-    tiny_hidden_size: int = 128
-    tiny_layers: int = 2
-    tiny_heads: int = 2
+    tiny_hidden_size: int = 128  # the tiny model's hidden size
+    tiny_layers: int = 2  # the tiny model's layers
+    tiny_heads: int = 2  # the tiny model's attention heads
     text_column: str = ""  # empty: the data set's own column names
     pair_column: str = ""  # second text of a sentence pair
-    label_column: str = ""
+    label_column: str = ""  # the labels' column
     header: bool = True  # false: the files' first row is data; columns are 0, 1, ... (or nlp.columns)
     columns: list[str] = field(default_factory=list)  # names for a headerless file's columns, in order
     label_base: int = 0  # the class id the files give the first class (1: AG News's own CSVs)
@@ -76,7 +76,7 @@ class NlpOptions:
 #: ~10⁷ on embedding rows level II has barely seen, so on SST-2 (cpu preset, random init) the
 #: hypergradient's largest value was ~19,000× its median and 16 % of its values were exactly 0
 #: (the whole finite-difference step spent on rows the batch does not use); with identity
-#: 12–32× and none (README "Text: SST-2").
+#: 12–32× and none (docs/results-cpu.md, "Text: SST-2").
 PAPER = {
     "nlp.model": "roberta-base", "nlp.max_length": 128,
     **{f"{level}.{key}": value for level in ("pretrain", "finetune", "reweight", "final")

@@ -187,7 +187,7 @@ def test_a_user_error_from_python_m_bench_is_one_line_and_exit_2():
 def test_alignment_reproduces_the_engines_hypergradient_from_its_norms_and_cosines(tmp_path, capsys):
     """``bench alignment`` on tabular (identity preconditioner, the exact ``jvp`` estimate,
     ``reference`` scale): the engine's dL_val/dλ_k must equal −2γ·cos_k·‖∇L_k‖·‖u_b‖ from
-    the recorded norms and cosines, the README's one-step formula."""
+    the recorded norms and cosines, docs/known-answer.md's one-step formula."""
     pytest.importorskip("tapweight_tabular")
     out = tmp_path / "alignment.json"
     main(["alignment", "tabular", "breast-cancer", "--steps", "6", "--threads", "1",

@@ -1,5 +1,5 @@
 """Runs that survive: signals and resume, crafted checkpoints, concurrent runs, full disks,
-NaN losses, several processes launched as the README launches them."""
+NaN losses, several processes launched as docs/several-gpus.md launches them."""
 
 import errno
 import json
@@ -28,7 +28,7 @@ from tests.test_cli import cli, run_toy
 LAUNCH = [sys.executable, str(Path(__file__).parent / "launch_toy.py")]
 SHARDABLE = ["--set", "toy.batchnorm=false", "--set", "toy.noise=0", "--set", "objectives=[denoise,center]"]
 TAPWEIGHT = [sys.executable, "-m", "tapweight"]
-#: torchrun as the README calls it (the script beside this Python), else its module
+#: torchrun as docs/several-gpus.md calls it (the script beside this Python), else its module
 TORCHRUN = ([str(Path(sys.executable).with_name("torchrun"))]
             if Path(sys.executable).with_name("torchrun").exists()
             else [sys.executable, "-m", "torch.distributed.run"])
@@ -280,7 +280,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 
 @pytest.mark.slow
 def test_torchrun_runs_the_readme_command_with_one_summary(tmp_path):
-    """The README's launch, defaults only: breast-cancer's 57-row validation split does not
+    """The launch of docs/several-gpus.md, defaults only: breast-cancer's 57-row validation split does not
     split over 2 processes, so the stream reads 56 of its rows per batch."""
     pytest.importorskip("tapweight_tabular")
     done = subprocess.run([*TWO, "-m", "tapweight", "run", "tabular", "breast-cancer", "--preset", "cpu",

@@ -144,8 +144,8 @@ def overconfidence_line(folder: Path) -> str | None:
     above 0 with a signal-to-noise ratio above ``SIGNAL``), else None.
 
     An overconfident validation loss falls when the features shrink, so the hypergradient
-    then favours any objective that shrinks them, useful to the task or not (README "Does
-    learning λ work?"); level II weight decay keeps w calibrated."""
+    then favours any objective that shrinks them, useful to the task or not (docs/known-answer.md,
+    "Does learning λ work?"); level II weight decay keeps w calibrated."""
     path = Path(folder) / "losses.csv"
     if not path.is_file():
         return None
@@ -160,7 +160,7 @@ def overconfidence_line(folder: Path) -> str | None:
     return (f"w was overconfident on its validation batches over the second half of the steps "
             f"(val_overconfidence {mean:+.3g}, SNR {snr:+.1f}): λ then favours objectives that "
             f"shrink the features, useful or not; level II weight decay (finetune.weight_decay) "
-            f"can keep w calibrated (README: \"Does learning λ work?\")")
+            f"can keep w calibrated (docs/known-answer.md: \"Does learning λ work?\")")
 
 
 def write_diagnostics(folder: Path) -> pd.DataFrame | None:

@@ -69,7 +69,7 @@ def overconfidence(kind: str, outputs: torch.Tensor, labels: torch.Tensor) -> to
     the loss, i.e. the model is overconfident on these labels. Measured on w's validation
     batch it explains λ moving towards an objective that shrinks the features: such an
     objective lowers an overconfident validation loss whether or not it helps the task
-    (README "Does learning λ work?")."""
+    (docs/known-answer.md, "Does learning λ work?")."""
     scale = torch.ones((), dtype=torch.float32, device=outputs.device, requires_grad=True)
     with torch.enable_grad():
         loss = task_loss(kind, outputs.detach().float() * scale, labels)

@@ -10,7 +10,7 @@ make that a known-answer experiment on any domain:
   its scale is that of a typical loss), minimised: it drives the representation towards
   zero. It is harmful only in the limit; on the way it acts as an activity penalty, and a
   fine-tuned model that is overconfident on the validation set gains from it, so it tests
-  that level II stays calibrated (``metrics.overconfidence``; README "Does learning λ work?").
+  that level II stays calibrated (``metrics.overconfidence``; docs/known-answer.md).
 
 Both read the backbone's features of the unaltered corpus batch. What the backbone takes
 from a corpus batch is the corpus dataset's ``backbone_inputs(batch)`` when it defines one

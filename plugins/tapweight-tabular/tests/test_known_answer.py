@@ -25,6 +25,6 @@ def test_tapweight_moves_weight_off_an_objective_that_fits_random_labels(tmp_pat
 def test_feature_collapse_does_not_take_most_of_the_weight(tmp_path):
     """Breast-cancer seed 3 gave the collapse objective λ 0.996 at step 300 when level II had
     no weight decay (an overconfident w rewards shrinking features); the preset's decay keeps
-    w calibrated (README "Does learning λ work?")."""
+    w calibrated (docs/known-answer.md)."""
     weights = final_weights(tmp_path, "breast-cancer", "feature_collapse", seed=3)
     assert weights["feature_collapse"].iloc[-1] < 0.5, weights.iloc[-1].to_dict()

@@ -23,7 +23,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, RobertaTokenize
 
 from tapweight import TapweightError
 from tapweight.job.loading import plain
+from tapweight.job.log import adopt_library_handlers
 from tapweight.paths import cache_dir
+
+adopt_library_handlers()  # transformers prints through a stderr handler of its own: through ours instead
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
 TINY = "tiny"

@@ -20,6 +20,7 @@ if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors on
 
 from tapweight.config import RunConfig, check_options
 from tapweight.errors import TapweightError, run_main
+from tapweight.job.log import adopt_library_handlers
 from tapweight.paths import cache_dir, data_dir
 from tapweight.plugin.hookspecs import hookimpl
 from tapweight.plugin.lazy import deferred, require
@@ -52,7 +53,8 @@ _LAZY = {
 __all__ = [
     "IMAGEMOL_FINETUNED", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec",
     "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Split", "Table",
-    "TaskSpec", "TapweightError", "cache_dir", "check_options", "computed_once", "container", "data_dir",
+    "TaskSpec", "TapweightError", "adopt_library_handlers", "cache_dir", "check_options", "computed_once",
+    "container", "data_dir",
     "deferred", "hookimpl", "load_backbone", "load_into", "plain", "random_split", "read_weights", "require",
     "run", "run_main",
 ]

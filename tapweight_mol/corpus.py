@@ -130,6 +130,9 @@ def prepare(file: Path, path: str, workers: int) -> CorpusFile:
 def read_corpus(path: str, workers: int, cache: Path) -> CorpusFile:
     """The prepared corpus of ``path``: from ``cache`` when this file was prepared before."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise TapweightError(f"corpus '{path}' is a folder: give one file (SMILES per line, or a CSV "
+                             "with a 'smiles' column)")
     if not file.is_file():
         raise TapweightError(f"corpus file '{path}' does not exist")
     stored = cache / "corpora" / f"{file_digest(file)}.npz"

@@ -104,8 +104,9 @@ def locate(spec: MoleculeNetSet, data: str) -> Path:
             for candidate in local_candidates(spec, path):
                 if candidate.is_file():
                     return candidate
-            raise TapweightError(f"no {spec.name} file in folder '{data}': expected "
-                                 f"{local_candidates(spec, path)[0].name} there or in moleculenet/")
+            names = ", ".join(dict.fromkeys(p.name for p in local_candidates(spec, path)))
+            raise TapweightError(f"no {spec.name} file in folder '{data}' (looked for {names} there and "
+                                 f"in moleculenet/): put it there, or pass the file itself as --data FILE")
         raise TapweightError(f"data path '{data}' does not exist")
     for candidate in local_candidates(spec, data_dir()):
         if candidate.is_file():

@@ -14,7 +14,11 @@ Class ids count from 0; ``nlp.label_base=1`` reads files that count from 1.
 
 Split roles: ``train``; ``dev`` (``dev``, ``validation``, ``val``, their ``_matched``
 MNLI forms); ``test`` (``test``, ``test_matched``). A test split without labels (GLUE's)
-is dropped and the dev split becomes the test set, as the paper does.
+is dropped and the dev split becomes the test set, as the paper does. A folder without a
+train file, or whose train rows are all unlabelled, is refused: training on dev or test
+would report a number for a model fitted on the wrong rows. A single file is the train
+split (split 8:1:1 at random), which is how to train on one labelled file of any name.
+The run log says which file fed which split.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import numpy as np
 import pandas as pd
 from datasets.exceptions import DatasetGenerationError
 
-from tapweight import Table, TapweightError, data_dir
+from tapweight import Table, TapweightError, adopt_library_handlers, data_dir
 from tapweight_nlp.tasks import TextDataset
+
+adopt_library_handlers()  # datasets prints through a stderr handler of its own: through ours instead
 
 ROLES = {"train": "train", "dev": "dev", "validation": "dev", "val": "dev",
          "dev_matched": "dev", "validation_matched": "dev", "test": "test", "test_matched": "test"}
@@ -58,7 +64,9 @@ def load_table(spec: TextDataset, cfg) -> TextTable:
     local = data_dir() / "nlp" / spec.name
     if local.is_dir():
         return _from_splits(_read_local(local, opts), spec, columns, str(local), opts)
-    return _from_splits(_read_hub(spec, columns, local), spec, columns, f"hub:{spec.hub}", opts)
+    hub = _read_hub(spec, columns, local)
+    return _from_splits({name: (ds, f"hub split '{name}'") for name, ds in hub.items()}, spec, columns,
+                        f"hub:{spec.hub}", opts)
 
 
 def _columns(spec: TextDataset, opts) -> tuple[tuple[str, ...], str]:
@@ -71,19 +79,28 @@ def _columns(spec: TextDataset, opts) -> tuple[tuple[str, ...], str]:
     return tuple(text), opts.label_column or spec.label_column
 
 
-def _read_local(path: Path, opts) -> dict[str, datasets.Dataset]:
-    """One `datasets.Dataset` per recognised file: ``{split name: rows}``."""
+def _read_local(path: Path, opts) -> dict[str, tuple[datasets.Dataset, str]]:
+    """One `datasets.Dataset` per recognised file: ``{split name: (rows, file name)}``."""
     if path.is_file():
-        return {"train": _read_file(path, opts)}
+        return {"train": (_read_file(path, opts), path.name)}
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
-    named = {p.stem.lower(): p for p in files if p.stem.lower() in ROLES}
+    found = ", ".join(p.name for p in files) or "no data files"
+    named: dict[str, Path] = {}
+    for file in (p for p in files if p.stem.lower() in ROLES):
+        if file.stem.lower() in named:
+            raise TapweightError(f"folder '{path}' has two {file.stem} files ({named[file.stem.lower()].name}, "
+                                 f"{file.name}): keep one")
+        named[file.stem.lower()] = file
     if not named:
-        found = ", ".join(p.name for p in files) or "no data files"
         raise TapweightError(
             f"folder '{path}' has no train/dev/test files (found: {found}); name them "
             f"train, dev and test with a suffix among {', '.join(SUFFIXES)}")
+    if "train" not in named:
+        raise TapweightError(
+            f"folder '{path}' has no train file (looked for {', '.join('train' + s for s in SUFFIXES)}; "
+            f"found: {found}): add it, or pass one labelled file as --data FILE to split it 8:1:1")
     order = ("train", "dev", "test")
-    return {name: _read_file(named[name], opts)
+    return {name: (_read_file(named[name], opts), named[name].name)
             for name in sorted(named, key=lambda n: order.index(ROLES[n]))}
 
 
@@ -161,12 +178,13 @@ def _read_hub(spec: TextDataset, columns, local: Path) -> Mapping[str, datasets.
         raise TapweightError(f"could not load '{spec.name}' from the hub ({reason}): {fix}") from None
 
 
-def _from_splits(splits: Mapping[str, datasets.Dataset], spec: TextDataset, columns,
+def _from_splits(splits: Mapping[str, tuple[datasets.Dataset, str]], spec: TextDataset, columns,
                  source: str, opts) -> TextTable:
-    """Rows of every split with a known role, labels converted; unlabelled test dropped."""
+    """Rows of every split with a known role, labels converted; unlabelled test dropped.
+    ``splits`` maps a split name to its rows and where they came from (a file name)."""
     text_columns, label_column = columns
-    frames, notes = [], []
-    for name, ds in splits.items():
+    frames, notes, origins = [], [], {}
+    for name, (ds, origin) in splits.items():
         role = ROLES.get(name.lower())
         if role is None:
             notes.append(f"ignored split '{name}' ({len(ds)} rows)")
@@ -188,7 +206,7 @@ def _from_splits(splits: Mapping[str, datasets.Dataset], spec: TextDataset, colu
         frame = ds.select_columns([*text_columns, label_column]).to_pandas()
         frame.columns = [f"text{i}" for i in range(len(text_columns))] + ["label"]
         frame["label"] = _labels(frame["label"], spec, f"{source} split '{name}'", opts.label_base)
-        frame["part"] = role
+        frame["part"], frame["origin"] = role, origin
         unlabelled = int(frame["label"].isna().sum())
         if unlabelled == len(frame) and role == "test":
             notes.append(f"split '{name}' has no labels: not used")
@@ -197,15 +215,23 @@ def _from_splits(splits: Mapping[str, datasets.Dataset], spec: TextDataset, colu
         if (dropped := int((empty | frame["label"].isna()).sum())):
             notes.append(f"split '{name}': skipped {dropped} rows without text or label")
         frames.append(frame[~empty & frame["label"].notna()])
+        origins[origin] = (len(frames[-1]), role)
     if not frames:
         raise TapweightError(f"{source} has no labelled rows in a train, dev or test split")
     rows = pd.concat(frames, ignore_index=True)
     parts = rows["part"].to_numpy().astype(str)
-    if not (parts == "test").any() and (parts == "dev").any():
+    if not (parts == "train").any():
+        read = ", ".join(f"{o}: {n} labelled {role} rows" for o, (n, role) in origins.items())
+        raise TapweightError(f"{source} has no labelled train rows ({read}): label them, or pass one "
+                             "labelled file as --data FILE to split it 8:1:1")
+    dev_is_test = not (parts == "test").any() and (parts == "dev").any()
+    if dev_is_test:
         parts = np.where(parts == "dev", "test", parts)  # GLUE: the dev set is the test set
         notes.append("no labelled test split: the dev split is the test set (GLUE protocol)")
     elif not (parts == "test").any():
         notes.append("no dev or test split: split 'glue' draws train/val/test 8:1:1 at random")
+    notes.append("read " + ", ".join(f"{o} ({n} rows) as {'test' if dev_is_test and role == 'dev' else role}"
+                                     for o, (n, role) in origins.items()))
     texts = [rows[f"text{i}"].astype(str).tolist() for i in range(len(text_columns))]
     inputs = texts[0] if len(texts) == 1 else list(zip(*texts))
     labels = rows["label"].to_numpy(dtype=float).reshape(-1, 1)

@@ -21,7 +21,9 @@ from pathlib import Path
 import tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, RobertaTokenizer
 
-from tapweight import TapweightError, cache_dir, plain
+from tapweight import TapweightError, adopt_library_handlers, cache_dir, plain
+
+adopt_library_handlers()  # transformers prints through a stderr handler of its own: through ours instead
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4
 TINY = "tiny"

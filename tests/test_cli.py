@@ -132,6 +132,34 @@ def test_existing_run_folder_is_not_overwritten(toy, tmp_path, capsys):
     assert (out / "metrics.json").read_text() == before
 
 
+def test_a_librarys_error_gives_way_to_our_error_line_and_is_kept_otherwise(toy, tmp_path, monkeypatch, capsys):
+    """A library that logs an error and then raises (datasets: "Failed to read file ...")
+    leaves stderr to our one error line; one that logs an error and carries on is shown once
+    (when training starts) and kept in log.txt."""
+    import logging
+
+    from tapweight import TapweightError
+
+    load = toy.load
+
+    def failing(cfg):
+        logging.getLogger("somelib").error("Failed to read file x")
+        raise TapweightError("could not read x")
+
+    def noisy(cfg):
+        logging.getLogger("somelib").error("a cache could not be written")
+        return load(cfg)
+
+    monkeypatch.setattr(toy, "load", failing)
+    capsys.readouterr()
+    assert cli("run", "toy", "blobs", "--quiet", "--out", str(tmp_path / "bad")) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: could not read x"]
+    monkeypatch.setattr(toy, "load", noisy)
+    out = run_toy(tmp_path)
+    assert capsys.readouterr().err.count("ERROR somelib: a cache could not be written") == 1
+    assert "ERROR somelib: a cache could not be written" in (out / "log.txt").read_text()
+
+
 def test_library_runs_log_to_the_run_folder(toy, tmp_path, monkeypatch):
     """Without the CLI's logging set-up, log.txt still gets the run's INFO lines."""
     import logging

@@ -1,9 +1,11 @@
-"""The plugin tutorial's code is the plugin: assemble it from docs/writing-plugins.md and run it."""
+"""The plugin tutorial's code is the plugin: assemble it from docs/writing-plugins.md and run it.
+The other pages' examples print what they show, numbers aside (:func:`shape`)."""
 
 import importlib.util
 import inspect
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -17,10 +19,29 @@ from tests.test_cli import cli
 
 TUTORIAL = Path(__file__).parents[1] / "docs" / "writing-plugins.md"
 PYTHON_API = Path(__file__).parents[1] / "docs" / "python-api.md"
+REPRODUCIBILITY = Path(__file__).parents[1] / "docs" / "reproducibility.md"
 
 
 def code_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def console_examples(text: str) -> list[tuple[str, list[str]]]:
+    """``(command, the lines shown under it)`` of every ``$ `` line of the console blocks."""
+    examples = []
+    for block in re.findall(r"```console\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                examples.append((line[2:], []))
+            else:
+                examples[-1][1].append(line)
+    return examples
+
+
+def shape(line: str) -> str:
+    """A printed line with its numbers as ``#``: they depend on the machine's arithmetic
+    (docs/reproducibility.md); the words, columns and their order do not."""
+    return re.sub(r"\d+(\.\d+)?", "#", line).rstrip()
 
 
 @pytest.fixture
@@ -90,8 +111,18 @@ def test_python_api_page_runs_and_prints_what_it_shows(tmp_path, monkeypatch, ca
         exec(compile(block, str(PYTHON_API), "exec"), namespace)
     shown = [line[2:] for block in blocks for line in block.splitlines() if line.startswith("# ")]
     printed = capsys.readouterr().out.splitlines()
+    assert [shape(line) for line in printed] == [shape(line) for line in shown]
 
-    def shape(line: str) -> str:
-        return re.sub(r"\d+(\.\d+)?", "#", line).rstrip()
 
+@pytest.mark.slow
+def test_the_reproducibility_page_shows_what_its_command_prints(tmp_path, monkeypatch, capsys):
+    """Its example command, run as shown: the summary it prints has the page's shape."""
+    pytest.importorskip("tapweight_tabular")
+    monkeypatch.chdir(tmp_path)
+    [(command, shown)] = console_examples(REPRODUCIBILITY.read_text())
+    program, *args = shlex.split(command)
+    assert program == "tapweight"
+    capsys.readouterr()
+    assert cli(*args) == 0
+    printed = capsys.readouterr().out.splitlines()
     assert [shape(line) for line in printed] == [shape(line) for line in shown]

@@ -28,7 +28,7 @@ from tapweight.commands import inspection, training
 from tapweight.commands.console import console
 from tapweight.errors import RankZeroFailed, TapweightError
 from tapweight.interrupts import Interrupted
-from tapweight.job.log import OursOrWarnings
+from tapweight.job.log import LibraryErrors, OursOrWarnings, library_errors
 from tapweight.plugin import manager as plugin_manager
 
 # Only what every command needs is imported above: `tapweight --help`, `--version`, `list`
@@ -79,7 +79,8 @@ def _setup_logging() -> None:
     """Our INFO lines and everyone's warnings on stderr (once per process): through rich on a
     terminal, as plain unwrapped lines (``INFO tapweight.job.runner: ...``) into a file or pipe.
     Under torchrun, ranks other than 0 show errors only (they hold the same data and config,
-    so their INFO lines and warnings repeat rank 0's)."""
+    so their INFO lines and warnings repeat rank 0's). Other libraries' errors wait
+    (:class:`~tapweight.job.log.LibraryErrors`): a bad input ends in our one error line."""
     root = logging.getLogger()
     if any(getattr(h, "tapweight", False) for h in root.handlers):
         return
@@ -91,6 +92,7 @@ def _setup_logging() -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(OursOrWarnings())
+    handler.addFilter(LibraryErrors(handler))
     handler.tapweight = True
     if _rank() != 0:
         handler.setLevel(logging.ERROR)
@@ -169,6 +171,16 @@ def _end_rank(code: int | str | None) -> None:
 
 def _main(argv: list[str] | None) -> None:
     _setup_logging()
+    for errors in library_errors():  # until training starts or the command ends (job/log.py)
+        errors.hold()
+    try:
+        _command(argv)
+    finally:  # nothing is left held after an error line of ours (_fail drops it)
+        for errors in library_errors():
+            errors.release()
+
+
+def _command(argv: list[str] | None) -> None:
     interrupts.record_sigint()
     _add_plugin_commands()
     command = typer.main.get_command(app)
@@ -194,7 +206,10 @@ def _main(argv: list[str] | None) -> None:
 
 
 def _fail(line: str, code: int, every_rank: bool = True) -> None:
-    """Print the one line (rank 0 as is, another rank with its number) and exit."""
+    """Print the one line (rank 0 as is, another rank with its number) and exit; the errors
+    other libraries logged before it are dropped from the console: this line says it."""
+    for errors in library_errors():
+        errors.drop()
     if _rank() == 0 or every_rank:
         print(line if _rank() == 0 else f"[rank {_rank()}] {line}", file=sys.stderr)
     sys.exit(code)

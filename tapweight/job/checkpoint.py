@@ -29,8 +29,17 @@ CHECKPOINT_KEYS = ("step", "theta")
 
 
 def save_state(state: dict, path: Path) -> None:
-    """The engine's full state (models, optimizers, schedulers, streams, λ history)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """The engine's full state (models, optimizers, schedulers, streams, λ history).
+
+    Saved through a file object: torch names the archive's entries after a path it is given
+    (here a random temporary name), and after nothing for a file object, so the same state
+    is the same bytes (docs/reproducibility.md)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            torch.save(state, out)
+
+    atomic_write(path, write)
 
 
 def torch_file(path: Path, what: str, fix: str) -> dict:

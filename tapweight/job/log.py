@@ -8,6 +8,12 @@ it was). Our INFO lines reach the log however tapweight is called (CLI or librar
 
 Within a run each distinct line is shown and written once (:class:`Once`): the second seed
 rebuilds the same data and backbone and would repeat the first seed's warnings.
+
+Other libraries reach the CLI's console through its handler alone, at WARNING: one that
+prints through a stderr handler of its own (datasets, transformers) is adopted
+(:func:`adopt_library_handlers`), and its ERROR records are held back (:class:`LibraryErrors`)
+until training starts or the command ends without an error line of ours. datasets logs
+"Failed to read file ..." before it raises; our one error line then says it instead.
 """
 
 from __future__ import annotations
@@ -21,7 +27,64 @@ class OursOrWarnings(logging.Filter):
     """tapweight's (and its plugins') INFO lines, everyone's warnings."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name.startswith("tapweight") or record.levelno >= logging.WARNING
+        return ours(record) or record.levelno >= logging.WARNING
+
+
+def ours(record: logging.LogRecord) -> bool:
+    return record.name.startswith("tapweight")
+
+
+class LibraryErrors(logging.Filter):
+    """On a console handler: other libraries' ERROR (and CRITICAL) records are held, not shown,
+    while :attr:`holding`; :meth:`release` shows them (late, but once) and stops holding,
+    :meth:`drop` forgets them (our error line names the failure they reported)."""
+
+    def __init__(self, handler: logging.Handler):
+        super().__init__()
+        self.handler, self.held, self.holding = handler, [], True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.holding and record.levelno >= logging.ERROR and not ours(record):
+            self.held.append(record)
+            return False
+        return True
+
+    def hold(self) -> None:
+        self.holding = True
+
+    def release(self) -> None:
+        self.holding = False
+        held, self.held = self.held, []
+        for record in held:
+            self.handler.handle(record)
+
+    def drop(self) -> None:
+        self.held = []
+
+
+def console_handlers() -> list[logging.Handler]:
+    """The CLI's console handlers on the root logger (none under the Python API)."""
+    return [h for h in logging.getLogger().handlers if getattr(h, "tapweight", False)]
+
+
+def library_errors() -> list[LibraryErrors]:
+    return [f for h in console_handlers() for f in h.filters if isinstance(f, LibraryErrors)]
+
+
+def adopt_library_handlers() -> None:
+    """Under the CLI, libraries that print through a stderr handler of their own (the Hugging
+    Face ones add one when imported) print through ours: the handler goes, the logger
+    propagates. A record then reaches the console once, filtered like everyone's, and log.txt.
+    Called when a run starts and by a plugin right after it imports such a library; under
+    the Python API it does nothing (the caller owns the handlers)."""
+    if not console_handlers():
+        return
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("tapweight") or not isinstance(logger, logging.Logger):
+            continue
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+            logger.propagate = True
 
 
 class Once(logging.Filter):
@@ -48,11 +111,12 @@ class RunLog:
         self.path: Path | None = None
         self.started = False
         # the CLI's console handlers: INFO held back until start()
-        self.console = [h for h in self.root.handlers if getattr(h, "tapweight", False)]
+        self.console = console_handlers()
         self.console_levels = [h.level for h in self.console]
         self.once = [Once() for _ in self.console]  # one per handler: each shows a line once
 
     def __enter__(self) -> RunLog:
+        adopt_library_handlers()
         self.root.setLevel(min(self.level, logging.INFO))
         self.root.addHandler(self.held)
         for handler, once in zip(self.console, self.once):
@@ -70,6 +134,8 @@ class RunLog:
             return
         self.started = True
         self._restore_console()
+        for errors in library_errors():  # training began: no data error of ours can follow
+            errors.release()
         for record in self.held.buffer:
             if record.levelno < logging.WARNING:  # warnings were shown when they came
                 for handler in self.console:

@@ -90,7 +90,8 @@ def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
 
     ROC-AUC averages over the columns that have both classes in this split and warns
     about the others; it is NaN when no column has both. Accuracy, MCC and F1 read class
-    ids (``ce``) or probabilities thresholded at 0.5 (``bce``).
+    ids (``ce``) or probabilities thresholded at 0.5 (``bce``). The other metrics are
+    computed in float64 whatever the dtype of ``preds`` (the model's float32 outputs).
     """
     if metric in ("accuracy", "mcc", "f1"):
         if np.issubdtype(preds.dtype, np.floating):  # bce probabilities: decide at 0.5
@@ -102,8 +103,10 @@ def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
         if metric == "mcc":
             return float(skm.matthews_corrcoef(y, p))
         return float(skm.f1_score(y, p))
-    preds = preds.reshape(len(preds), -1)
-    labels = labels.reshape(len(labels), -1)
+    # float64: SciPy computes in its inputs' precision, and a float32 Pearson of 24 rows was
+    # already 2.5e-6 from the float64 one
+    preds = np.asarray(preds, dtype=np.float64).reshape(len(preds), -1)
+    labels = np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
     columns = []
     for t in range(labels.shape[1]):
         mask = ~np.isnan(labels[:, t])

@@ -35,7 +35,9 @@ def test_real_sst2_files(sst2):
     parts, counts = np.unique(sst2.parts, return_counts=True)
     assert dict(zip(parts, counts)) == {"train": 60614, "dev": 6735, "test": 872}
     assert sst2.labels.shape == (68221, 1) and set(np.unique(sst2.labels)) == {0.0, 1.0}
-    assert sst2.classes == ("negative", "positive") and sst2.notes == ()
+    assert sst2.classes == ("negative", "positive")
+    assert sst2.notes == ("read train.tsv (60614 rows) as train, dev.tsv (6735 rows) as dev, "
+                          "test.tsv (872 rows) as test",)
     first_test = int(np.flatnonzero(sst2.parts == "test")[0])
     assert sst2.inputs[first_test].startswith("it 's a charming and often affecting journey")
     assert sst2.labels[first_test, 0] == 1
@@ -74,6 +76,7 @@ def test_glue_layout_unlabelled_test_and_sentence_pairs(tmp_path, nlp_config):
     assert list(table.parts) == ["train"] * 8 + ["test"] * 3  # GLUE dev is the test set
     assert any("dev split is the test set" in n for n in table.notes)
     assert any("no labels" in n for n in table.notes)
+    assert table.notes[-1] == "read train.tsv (8 rows) as train, dev.tsv (3 rows) as test"  # which file fed what
     assert table.inputs[0] == ('he said "a charming and often affecting journey"',
                                "unflinchingly bleak and desperate")
     with pytest.raises(TapweightError, match="split 'given' needs"):
@@ -130,6 +133,37 @@ def test_missing_columns_name_the_columns_and_the_option(tmp_path, nlp_config):
     (tmp_path / "other" / "notes.txt").write_text("x")
     with pytest.raises(TapweightError, match="no train/dev/test files"):
         load_table(DATASETS["sst2"], nlp_config(data=str(tmp_path / "other")))
+
+
+def test_a_folder_without_labelled_train_rows_is_refused_naming_what_it_read(tmp_path, nlp_config):
+    """dev and test but no train file used to train on dev without a word."""
+    rows = [(s, i % 2) for i, s in enumerate(SENTENCES)]
+    write_tsv(tmp_path / "dev.tsv", ("sentence", "label"), rows[:8])
+    write_tsv(tmp_path / "test.tsv", ("sentence", "label"), rows[8:])
+    with pytest.raises(TapweightError) as err:
+        load_table(DATASETS["sst2"], nlp_config(data=str(tmp_path)))
+    assert str(err.value) == (f"folder '{tmp_path}' has no train file (looked for train.tsv, train.csv, train.json, "
+                              "train.jsonl, train.parquet; found: dev.tsv, test.tsv): add it, or pass one labelled "
+                              "file as --data FILE to split it 8:1:1")
+    one = load_table(DATASETS["sst2"], nlp_config(data=str(tmp_path / "dev.tsv")))  # the stated choice
+    assert set(one.parts) == {"train"} and one.notes[-1] == "read dev.tsv (8 rows) as train"
+    write_tsv(tmp_path / "train.tsv", ("sentence", "label"), [(s, "") for s, _ in rows])
+    with pytest.raises(TapweightError, match=r"has no labelled train rows \(train.tsv: 0 labelled train rows, "
+                                             r"dev.tsv: 8 labelled dev rows, test.tsv: 4 labelled test rows\)"):
+        load_table(DATASETS["sst2"], nlp_config(data=str(tmp_path)))
+    (tmp_path / "train.csv").write_text("sentence,label\nfine,1\n")
+    with pytest.raises(TapweightError, match=r"has two train files \(train.csv, train.tsv\): keep one"):
+        load_table(DATASETS["sst2"], nlp_config(data=str(tmp_path)))
+
+
+def test_hub_splits_without_train_rows_are_refused(tmp_path, nlp_config, monkeypatch):
+    monkeypatch.setenv("TAPWEIGHT_DATA_DIR", str(tmp_path))  # no local copy
+    rows = datasets.Dataset.from_dict({"sentence": SENTENCES[:4], "label": [0, 1, 0, 1]})
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(load.datasets, "load_dataset", lambda *a, **k: {"validation": rows, "test": rows})
+    with pytest.raises(TapweightError, match=r"has no labelled train rows \(hub split 'validation': 4 labelled "
+                                             r"dev rows, hub split 'test': 4 labelled test rows\)"):
+        load_table(DATASETS["sst2"], nlp_config(data=""))
 
 
 #: AG News's own layout, without a header row: class 1..4, title, description

@@ -11,7 +11,7 @@ from sklearn import metrics as skm
 
 from tapweight import Split
 from tapweight.job.runner import resolve
-from tapweight.method.final import evaluate
+from tapweight.method.final import evaluate, predict
 from tapweight.method.models import TaskModel
 from tapweight.plugin.manager import build_registry
 from tapweight_nlp.data import build_data
@@ -68,7 +68,8 @@ def test_paper_preset_steps_per_task(task, steps):
 
 
 def scored(nlp_config, task, labels, classes, n_outputs):
-    """The core's evaluate on our batches, with the model's raw outputs for a reference."""
+    """The core's evaluate on our batches, with the predictions it scored (the same batches,
+    through ``predict``) for a reference."""
     cfg = nlp_config(task=task)
     texts = SENTENCES * 2
     table = TextTable(texts, np.array(labels, float).reshape(-1, 1), (task,),
@@ -80,27 +81,33 @@ def scored(nlp_config, task, labels, classes, n_outputs):
     torch.manual_seed(0)
     model = TaskModel(build_backbone(cfg), torch.nn.Linear(32, n_outputs))
     spec = build_registry().task("nlp", task)
-    result = evaluate(model, data.test, data.task_collate, spec, batch_size=5,
-                      device=torch.device("cpu"))
+    device = torch.device("cpu")
+    result = evaluate(model, data.test, data.task_collate, spec, batch_size=5, device=device)
+    preds, y = predict(model, data.test, data.task_collate, spec, batch_size=5, device=device)
+    np.testing.assert_allclose(y.reshape(-1), labels, rtol=1e-7)  # the labels, as float32
     model.eval()
-    with torch.no_grad():
-        outputs = model(data.task_collate([data.test[i] for i in everything])[0])
-    return result, outputs.numpy()
+    with torch.no_grad():  # one batch of all 24: the same outputs up to float32 rounding
+        outputs = model(data.task_collate([data.test[i] for i in everything])[0]).numpy()
+    return result, preds, y, outputs
 
 
 def test_cola_scores_mcc_and_accuracy_of_the_argmax(nlp_config):
     labels = [i % 2 for i in range(24)]
-    result, outputs = scored(nlp_config, "cola", labels, ("unacceptable", "acceptable"), 2)
-    predicted = outputs.argmax(1)
+    result, predicted, _, outputs = scored(nlp_config, "cola", labels, ("unacceptable", "acceptable"), 2)
+    assert predicted.tolist() == outputs.argmax(1).tolist()
     assert result["mcc"] == pytest.approx(skm.matthews_corrcoef(labels, predicted))
     assert result["accuracy"] == pytest.approx(np.mean(predicted == np.array(labels)))
 
 
 def test_stsb_scores_pearson_and_spearman_of_the_regression_output(nlp_config):
     labels = [round(5 * (i % 7) / 6, 2) for i in range(24)]
-    result, outputs = scored(nlp_config, "stsb", labels, (), 1)
-    assert result["pearson"] == pytest.approx(stats.pearsonr(labels, outputs[:, 0])[0], abs=1e-6)
-    assert result["spearman"] == pytest.approx(stats.spearmanr(labels, outputs[:, 0])[0], abs=1e-6)
+    result, preds, y, outputs = scored(nlp_config, "stsb", labels, (), 1)
+    # batches of 5 and one batch of 24 agree to float32 rounding (BLAS blocks by batch size)
+    np.testing.assert_allclose(preds, outputs, rtol=1e-5, atol=1e-6)
+    # the scores of the predictions and labels evaluate read, as SciPy computes them in float64
+    p, t = preds[:, 0].astype(np.float64), y[:, 0].astype(np.float64)
+    assert result["pearson"] == pytest.approx(stats.pearsonr(t, p)[0], rel=0, abs=1e-12)
+    assert result["spearman"] == pytest.approx(stats.spearmanr(t, p)[0], rel=0, abs=1e-12)
 
 
 def test_a_missing_transformers_is_a_module_not_found_error(monkeypatch):

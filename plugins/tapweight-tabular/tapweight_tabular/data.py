@@ -74,6 +74,9 @@ def load_corpus(path: str, n_features: int | None = None) -> np.ndarray:
     """Unlabelled rows for level I from a CSV (header row, numeric columns) or ``.npy``;
     ``n_features``, when given, is the width they must have (the task's)."""
     file = Path(path)
+    if file.is_dir():
+        raise TapweightError(f"corpus '{path}' is a folder: give one file (a CSV of numbers with a "
+                             "header row, or a .npy array)")
     if not file.is_file():
         raise TapweightError(f"corpus file '{path}' does not exist")
     try:

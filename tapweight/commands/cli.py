@@ -25,7 +25,7 @@ import typer
 import tapweight
 from tapweight import interrupts
 from tapweight.commands import inspection, training
-from tapweight.commands.console import console
+from tapweight.commands.console import console, rank
 from tapweight.errors import RankZeroFailed, TapweightError
 from tapweight.interrupts import Interrupted
 from tapweight.job.log import OursOrWarnings
@@ -92,14 +92,10 @@ def _setup_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     handler.addFilter(OursOrWarnings())
     handler.tapweight = True
-    if _rank() != 0:
+    if rank() != 0:
         handler.setLevel(logging.ERROR)
-    root.setLevel(logging.INFO if _rank() == 0 else logging.WARNING)
+    root.setLevel(logging.INFO if rank() == 0 else logging.WARNING)
     root.addHandler(handler)
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 _commands_from: set[str] = set()
@@ -195,6 +191,6 @@ def _main(argv: list[str] | None) -> None:
 
 def _fail(line: str, code: int, every_rank: bool = True) -> None:
     """Print the one line (rank 0 as is, another rank with its number) and exit."""
-    if _rank() == 0 or every_rank:
-        print(line if _rank() == 0 else f"[rank {_rank()}] {line}", file=sys.stderr)
+    if rank() == 0 or every_rank:
+        print(line if rank() == 0 else f"[rank {rank()}] {line}", file=sys.stderr)
     sys.exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -17,6 +18,12 @@ def console(stderr: bool = False) -> Console:
     a pipe, a scheduler's log), neither wraps nor cuts lines: paths stay whole."""
     stream = sys.stderr if stderr else sys.stdout
     return Console(stderr=stderr, width=None if stream.isatty() else 100_000)
+
+
+def rank() -> int:
+    """This process's rank under ``torchrun`` (0 when not launched so), from the environment
+    torchrun sets: a command that only prints need not import torch to know it."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_quiet(flag: bool) -> bool:
@@ -50,19 +57,16 @@ def model_options(domain: str, model: str | None, registry=None) -> dict:
 
 
 def print_encoder(summary: dict) -> None:
-    from tapweight import distributed
-
-    if distributed.is_main():
+    if rank() == 0:
         print(f"encoder: {summary['encoder']}")  # plain: a path rich would wrap
 
 
 def print_summary(summary: dict) -> None:
     """The per-seed table, mean ± std over several seeds, and where the run folder is (rank
     0 only: the other ranks hold the same)."""
-    from tapweight import distributed
-    from tapweight.job.report import mean_pm_std, number
+    from tapweight.job.summary import mean_pm_std, number
 
-    if not distributed.is_main():
+    if rank() != 0:
         return
     table = RichTable(title=escape(f"{summary['domain']}/{summary['task']} — {summary['method']}"))
     table.add_column("seed")

@@ -36,9 +36,10 @@ from tapweight.job.checkpoint import read_weights
 from tapweight.job.folder import saved_task
 from tapweight.job.labels import check_table
 from tapweight.job.log import RunLog
-from tapweight.job.report import mean_pm_std, plot_weights, summarize, write_json
+from tapweight.job.report import plot_weights, summarize, write_json
 from tapweight.job.saved import BACKBONE_FILE
 from tapweight.job.session import Session
+from tapweight.job.summary import mean_pm_std
 from tapweight.method.batches import check_batch_size
 from tapweight.plugin.manager import build_registry
 from tapweight.plugin.registry import Registry

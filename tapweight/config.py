@@ -109,6 +109,9 @@ class RunConfig:
     report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, a plugin's
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on time)
     checkpoint_minutes: float = 5.0  # also checkpoint when this long has passed (0: never on time)
+    # keep a finished seed's checkpoint.pt (the engine's full state, for an exact resume); false:
+    # it is deleted once the seed's final model and metrics.json are written (resume skips the seed)
+    keep_checkpoint: bool = False
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     reweight: ReweightConfig = field(default_factory=ReweightConfig)

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from tapweight.job.runner import Job
 
 log = logging.getLogger("tapweight")
+CHECKPOINT = "checkpoint.pt"  # the engine's full state, for an exact resume
 
 
 def objective_names(job: Job) -> list[str]:
@@ -98,7 +99,7 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
                 backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device,
                                                  folder, quiet, loggers)
             except NonFiniteLoss as err:
-                saved = folder / "checkpoint.pt"
+                saved = folder / CHECKPOINT
                 kept = (f"the checkpoint of step {load_state(saved)['step']} is kept in {saved}"
                         if saved.exists() else
                         "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
@@ -125,6 +126,8 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
             write_predictions(table, task.split.test, preds, folder / "predictions.csv")
             save_final(folder, model, job, table.label_names, task.data.predictor)
             write_json(result, done)
+            if not cfg.keep_checkpoint:  # a finished seed is skipped by resume: nothing reads it again
+                (folder / CHECKPOINT).unlink(missing_ok=True)
     return distributed.broadcast(result)
 
 
@@ -189,7 +192,7 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     to the bar's status line (or, ``quiet``, a log line every ``log_every`` steps)."""
     engine = build_engine(job, cfg, data, backbone, head, device)
     theta = engine.theta
-    checkpoint = folder / "checkpoint.pt"
+    checkpoint = folder / CHECKPOINT
     session = current_session()
     resume_engine(engine, checkpoint, cfg.seed)
     session.saved(engine.step_count)

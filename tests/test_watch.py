@@ -5,6 +5,7 @@ diagnostics that help judge λ."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -207,6 +208,33 @@ def test_a_run_that_stays_overconfident_late_is_reported_and_warned_of_when_larg
     assert "finetune.weight_decay" in line and f"val_overconfidence {late.mean():+.3g}" in line
     assert f"by {2 * summary.LARGE:.2g}%" in line  # 1 % softer outputs: 2·LARGE % lower loss
     assert "finetune.weight_decay" not in overconfidence_line(tmp_path / "small")[1]
+
+
+def test_the_python_api_shows_warnings_and_plain_lines_on_stderr_when_logging_is_not_configured(tmp_path):
+    """A script (or notebook) calling tapweight.run: its warnings reach stderr, not only log.txt, and
+    without a terminal the progress is a plain line every log_every steps, never a bar. A run
+    folder whose last owner died leaves a stale lock: the run warns that it takes it over."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("pid 1 on elsewhere since 2000-01-01 00:00:00")
+    script = ("import sys, tapweight\nfrom tapweight.plugin import manager\nfrom tests import toy_plugin\n"
+              "manager.register_plugin(toy_plugin, 'toy')\n"
+              "result = tapweight.run('toy', 'blobs', out=sys.argv[1], log_every=3)\nprint(result.metric)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "roc_auc\n"
+    lines = done.stderr.splitlines()
+    stale = f"WARNING tapweight.job.folder: run folder {out}: its last owner (pid 1 on elsewhere since 2000-01-01 "
+    assert sum(line.startswith(stale) for line in lines) == 1, done.stderr
+    assert [line.split()[3] for line in lines if line.startswith("INFO tapweight: step ")] == ["3/6", "6/6"]
+    assert "\r" not in done.stderr and "\x1b[" not in done.stderr
+    assert stale in (out / "log.txt").read_text()
+    configured = ("import logging\nlogging.basicConfig()\nlogging.getLogger().handlers[0].setLevel(logging.ERROR)\n"
+                  + script)  # the program's handler, and its level, stand
+    again = subprocess.run([sys.executable, "-c", configured, str(tmp_path / "quiet")], capture_output=True,
+                           text=True, cwd=Path(__file__).resolve().parents[1])
+    assert again.returncode == 0 and again.stderr == "", again.stderr[-2000:]
 
 
 def test_output_without_a_terminal_is_plain_and_unwrapped(tmp_path):

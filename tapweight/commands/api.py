@@ -42,8 +42,15 @@ def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None 
     ``sets`` are ``--set key=value`` strings, ``config_file`` is ``--config``; precedence is
     the command line's. ``out`` is the run folder (default ``runs/<domain>-<task>-<method>-<time>``);
     ``resume=True`` continues it.
+
+    As on the command line, the warnings and INFO lines go to stderr unless the program has
+    configured logging, and ``quiet`` is implied when stderr is not a terminal (a notebook, a
+    pipe): a log line every ``log_every`` steps instead of progress bars.
     """
-    summary = start(domain, task, preset, config_file, config, list(sets), out, quiet, resume)
+    from tapweight.commands.console import console_logging, is_quiet
+
+    with console_logging():
+        summary = start(domain, task, preset, config_file, config, list(sets), out, is_quiet(quiet), resume)
     return Result.load(summary["folder"])
 
 

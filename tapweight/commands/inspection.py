@@ -15,22 +15,28 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from tapweight.commands.console import console
-from tapweight.config import METHODS
+from tapweight.config import METHODS, option_rows
 from tapweight.errors import TapweightError
 from tapweight.plugin import manager as plugin_manager
 
-LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods")
+LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods", "options")
 
 
-def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))] = "tasks"):
-    """List what the loaded plugins provide."""
+def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))] = "tasks",
+                 domain: Annotated[Optional[str], typer.Argument(help="options: the domain's too "
+                                                                      "(e.g. nlp)")] = None):
+    """List what the loaded plugins provide, or the config keys (`list options [DOMAIN]`)."""
     if what not in LISTABLE:
         raise TapweightError(f"cannot list '{what}'; choose one of {', '.join(LISTABLE)}")
+    if domain is not None and what != "options":
+        raise TapweightError(f"`tapweight list {what}` takes no domain; `tapweight list options {domain}` does")
     if what == "methods":
         for name in METHODS:
             print(name)
         return
     registry = plugin_manager.build_registry()
+    if what == "options":
+        return _list_options(registry, domain)
     table = RichTable(show_header=True)
     table.add_column(what[:-1])
     table.add_column("plugin")
@@ -43,6 +49,19 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
             table.add_row(*map(escape, (problem.plugin, "unavailable",
                                         f"{problem.message}. {problem.fix}".strip())))
     console().print(table)
+
+
+def _list_options(registry, domain: str | None) -> None:
+    """Every config key with its default and meaning; a domain's own keys after the core's."""
+    options = registry.require_domain(domain).options if domain else None
+    table = RichTable(show_header=True)
+    for column in ("key", "default", "description"):
+        table.add_column(column)
+    for row in option_rows(domain or "", options):
+        table.add_row(*map(escape, row))
+    console().print(table)
+    if not domain:
+        console().print("a domain's own keys: tapweight list options DOMAIN", markup=False, highlight=False)
 
 
 def plugins_command():

@@ -3,10 +3,12 @@
 
 Each runs ``repeats`` times in a fresh process (``python -m tapweight ...``, what the
 ``tapweight`` script runs) with every installed plugin loading, and is timed on the wall
-clock, output discarded; the processes run in a scratch folder, so ``PYTHONPATH`` says which
-tapweight is timed (a checkout of an older commit gives the "before" figures). ``show``
-reads a run folder made there: a 100-step seed of the first installed domain's first task
-(config.yaml, metrics.json, weights.csv, losses.csv), or ``--run`` a real one.
+clock and in CPU time (user + system: on a loaded machine the wall time grows with the
+other jobs, the CPU time much less), output discarded; the processes run in a scratch
+folder, so ``PYTHONPATH`` says which tapweight is timed (a checkout of an older commit
+gives the "before" figures). ``show`` reads a run folder made there: a 100-step seed of
+the first installed domain's first task (config.yaml, metrics.json, weights.csv,
+losses.csv), or ``--run`` a real one.
 ``python -c "import torch"`` is timed beside them: it is what these commands must not do
 (tests/test_watch.py checks that none imports torch, RDKit, transformers, pandas or
 matplotlib; this measures what that buys).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,10 +36,16 @@ COMMANDS = ((("--help",), 0), (("--version",), 0), (("list", "tasks"), 0), (("li
 YARDSTICK = ("python -c 'import torch'", [sys.executable, "-c", "import torch"])
 
 
-def _time(argv: list[str], code: int, cwd: Path) -> float:
-    start = time.perf_counter()
+def _cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def _time(argv: list[str], code: int, cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one fresh process, which must end with exit ``code``."""
+    start, cpu = time.perf_counter(), _cpu()
     done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd, text=True)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start, _cpu() - cpu
     if done.returncode != code:
         raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}, not {code}: {done.stderr[-500:]}")
     return elapsed
@@ -68,7 +77,7 @@ def fake_run(folder: Path, steps: int = 100) -> Path:
 
 
 def run(repeats: int, run_dir: Path | None = None) -> dict:
-    """Median and worst wall time of each command over ``repeats`` fresh processes."""
+    """Median and worst wall time, and median CPU time, of each command over ``repeats`` fresh processes."""
     with tempfile.TemporaryDirectory(prefix="tapweight-startup-") as scratch:
         cwd = Path(scratch)
         folder = Path(run_dir).resolve() if run_dir else fake_run(cwd / "run")
@@ -77,13 +86,14 @@ def run(repeats: int, run_dir: Path | None = None) -> dict:
                 for args, code in COMMANDS]
         rows = []
         for name, argv, code in [*jobs, (*YARDSTICK, 0)]:
-            times = [_time(argv, code, cwd) for _ in range(repeats)]
-            rows.append({"command": name, "median_s": statistics.median(times), "max_s": max(times),
-                         "repeats": repeats})
+            wall, cpu = zip(*(_time(argv, code, cwd) for _ in range(repeats)))
+            rows.append({"command": name, "median_s": statistics.median(wall), "max_s": max(wall),
+                         "cpu_s": statistics.median(cpu), "repeats": repeats})
     return {"rows": rows, "run": str(run_dir) if run_dir else "a synthetic 100-step seed"}
 
 
 def table(result: dict) -> str:
-    lines = ["| command | median (s) | worst (s) |", "|---|---:|---:|"]
-    lines += [f"| `{r['command']}` | {r['median_s']:.2f} | {r['max_s']:.2f} |" for r in result["rows"]]
+    lines = ["| command | median (s) | worst (s) | CPU, median (s) |", "|---|---:|---:|---:|"]
+    lines += [f"| `{r['command']}` | {r['median_s']:.2f} | {r['max_s']:.2f} | {r['cpu_s']:.2f} |"
+              for r in result["rows"]]
     return "\n".join(lines)

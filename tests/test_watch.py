@@ -278,8 +278,8 @@ HEAVY = ("torch", "rdkit", "transformers", "datasets", "sklearn", "pandas", "mat
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["list", "tasks"], ["list", "domains"],
-                                  ["plugins"], ["show", "RUN"], ["show", "RUN", "--config"], ["run"],
-                                  ["run", "nosuchdomain", "task"], ["run", "RUN_DOMAIN", "nosuchtask"],
+                                  ["list", "options"], ["plugins"], ["show", "RUN"], ["show", "RUN", "--config"],
+                                  ["run"], ["run", "nosuchdomain", "task"], ["run", "RUN_DOMAIN", "nosuchtask"],
                                   ["show", "RUN", "--nosuchoption"]])
 def test_the_quick_commands_import_no_heavy_library(args, tmp_path):
     """What makes `tapweight --help` take seconds: importing torch and friends (timed in

@@ -114,8 +114,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override, as tapweight run --set (e.g. init=ImageMol.pth.tar)")
     c.add_argument("--batches", type=int, default=6, help="training batches whose features are used")
-    u = sub.add_parser("startup", help="wall time of tapweight --help, --version, list, plugins (fresh processes)")
+    u = sub.add_parser("startup", help="wall time of the commands that only read: --help, --version, list, "
+                                       "plugins, show, argument and unknown-domain errors (fresh processes)")
     u.add_argument("--repeats", type=int, default=5)
+    u.add_argument("--run", type=Path, help="a run folder for `show` (default: a synthetic one)")
     u.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         if args.repeats < 1:
             raise TapweightError(f"--repeats {args.repeats}: give at least 1")
-        result = {"command": "startup", **startup.run(args.repeats)}
+        result = {"command": "startup", **startup.run(args.repeats, args.run)}
         print(startup.table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,15 @@ class LevelConfig:
     """Optimizer, schedule and batch size of one level."""
 
     optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.02  # learning rate (before the scheduler)
+    lr: float = 0.02  # learning rate (the scheduler's start)
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-5  # weight decay (1e-5: ImageMol's SGD setting)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam(W) only
     scheduler: str = "step"  # constant | step | warmup | cosine
-    step_size: int = 100  # steps between decays of "step" (StepLR(100, 0.9), as the reference code)
-    decay: float = 0.9  # factor of each decay of "step"
+    step_size: int = 100  # StepLR(100, 0.9), as the reference code
+    decay: float = 0.9  # the step schedule's factor every step_size steps
     warmup_steps: int = 0  # linear warm-up for "warmup" and "cosine"
-    batch_size: int = 64  # examples per batch
+    batch_size: int = 64  # examples per step (global: split over torchrun's processes)
 
 
 @dataclass
@@ -82,14 +82,14 @@ class FinalConfig(LevelConfig):
     """The re-finetune of the final θ: train split, select on val, score on test."""
 
     lr: float = 0.01
-    epochs: int = 30  # epochs of the final fine-tune
+    epochs: int = 30  # epochs of the final fine-tune; the best validation epoch is kept
     patience: int = 0  # stop after this many epochs without a better val score (0: never)
 
 
 @dataclass
 class RunConfig:
-    domain: str = ""  # the domain and task of tapweight run DOMAIN TASK
-    task: str = ""  # (empty in a tapweight pretrain run)
+    domain: str = ""  # the domain (tapweight list domains); set by `tapweight run DOMAIN TASK`
+    task: str = ""  # the domain's task (tapweight list tasks)
     method: str = "tapweight"  # tapweight | uniform | fixed | single:<objective> | none
     objectives: list[str] = field(default_factory=list)  # empty: the domain's defaults
     weights: list[float] = field(default_factory=list)  # λ for "fixed"
@@ -97,18 +97,21 @@ class RunConfig:
     head: str = ""  # empty: the domain's default
     init: str = ""  # pretrained backbone checkpoint (domain-specific formats)
     steps: int = 3000  # global steps (each: `unroll` level I+II steps and one level III); tasks set their own
-    seed: int = 0  # the seed when seeds is empty
+    seed: int = 0  # seeds the split, the initial weights and the batch order
     seeds: list[int] = field(default_factory=list)  # several: one run each, mean ± std
     device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps ...
     amp: str = "no"  # no | bf16 | fp16: autocast (and a GradScaler for fp16) on any device
     data: str = ""  # labelled data file or folder; empty: data dir or download
     corpus: str = ""  # pretraining corpus file; empty: the task's training inputs (TAPT)
     split: str = ""  # empty: the task's split
-    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
+    num_workers: int = 0  # DataLoader worker processes per stream (0: in the main process)
     log_every: int = 10  # steps between log lines (--quiet) and between the bar's loss averages
     report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, a plugin's
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on time)
     checkpoint_minutes: float = 5.0  # also checkpoint when this long has passed (0: never on time)
+    # keep a finished seed's checkpoint.pt (the engine's full state, for an exact resume); false:
+    # it is deleted once the seed's final model and metrics.json are written (resume skips the seed)
+    keep_checkpoint: bool = False
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     reweight: ReweightConfig = field(default_factory=ReweightConfig)
@@ -117,6 +120,8 @@ class RunConfig:
 
 
 METHODS = ("tapweight", "uniform", "fixed", "single:<objective>", "none")
+#: the levels' sections of a RunConfig and their dataclasses
+LEVELS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "reweight": ReweightConfig, "final": FinalConfig}
 HYPERGRADS = ("auto", "fd", "jvp", "neumann", "cg")
 
 
@@ -314,6 +319,57 @@ def validate_hypergradient(cfg: RunConfig) -> None:
            f"reweight.unroll={r.unroll} is differentiated exactly through SGD steps only, and "
            f"{' and '.join(adam)} use {getattr(cfg, adam[0]).optimizer if adam else ''}: set "
            "reweight.unroll=1 (exact for Adam too) or the optimizers to sgd")
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field of the dataclass ``cls`` (and of its bases) with its description: the comment
+    at the end of its line, after the comment lines just above it (how this module and the
+    domains' option dataclasses document a key; ``tapweight list options`` and the docs read it).
+    A subclass's field without one keeps its base's; a field without any maps to ``""``."""
+    import inspect
+    import io
+    import tokenize
+
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        if not is_dataclass(klass):
+            continue
+        above, name, text = [], None, {}
+        for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(klass)).readline):
+            if token.type == tokenize.NAME and name is None and token.start[1] == 4:
+                name = token.string
+            elif token.type == tokenize.COMMENT:
+                (above if name is None else text.setdefault(name, [])).append(token.string.lstrip("# "))
+            elif token.type == tokenize.NEWLINE:
+                if name is not None:
+                    text[name] = [*above, *text.get(name, [])]
+                above, name = [], None
+            elif token.type == tokenize.NL and name is None and not token.line.strip():
+                above = []  # a blank line: the comments above it describe no field
+        names = {f.name for f in fields(klass)}
+        found.update({k: " ".join(v) for k, v in text.items() if k in names and v})
+    return {f.name: found.get(f.name, "") for f in fields(cls)}
+
+
+def option_rows(domain: str = "", options: type | None = None) -> list[tuple[str, str, str]]:
+    """``(key, default, description)`` of every config key: the run's, each level's
+    (``pretrain.lr``...), then ``options``' as ``<domain>.<field>``."""
+    rows = []
+
+    def add(cls: type, prefix: str) -> None:
+        described = field_help(cls)
+        for f in fields(cls):
+            if f.name in LEVELS or f.name == "options":
+                continue
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            rows.append((f"{prefix}{f.name}", repr(default), described[f.name]))
+
+    add(RunConfig, "")
+    for level, cls in LEVELS.items():
+        add(cls, f"{level}.")
+    if options is not None:
+        add(options, f"{domain}.")
+    return rows
 
 
 def to_yaml(cfg: RunConfig) -> str:

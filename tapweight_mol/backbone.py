@@ -110,12 +110,17 @@ def imagemol_head(init: str, name: str) -> dict[str, torch.Tensor] | None:
     return head or None
 
 
+#: where ImageMol's pretrained checkpoint (ImageMol.pth.tar) is published: its README links the download
+IMAGEMOL_URL = "https://github.com/HongxinXiang/ImageMol"
+
+
 def build(cfg) -> ImageMolResNet18:
     """``BackboneSpec.build``: ResNet18 features, from ``cfg.init`` or random."""
     model = ImageMolResNet18()
     if cfg.init:
         load_init(model, cfg.init, cfg.options.strict_load)
     else:
-        log.warning("backbone mol.resnet18 starts from random weights (no --init); pass "
-                    "--init with ImageMol's pretrained checkpoint for the paper's setting")
+        log.warning("backbone mol.resnet18 starts from random weights (no --init): this run pretrains from "
+                    "scratch, it does not continue ImageMol; for the paper's setting get ImageMol.pth.tar (the "
+                    "checkpoint ImageMol's README links, %s) and pass --init ImageMol.pth.tar", IMAGEMOL_URL)
     return model

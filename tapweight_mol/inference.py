@@ -46,13 +46,14 @@ TORCHVISION_FILE = "resnet18.pth"
 IMAGEMOL_FILE = "ImageMol.pth.tar"
 
 
-def raw_smiles(path: str, column: str) -> list:
-    """The SMILES of a CSV's ``column`` (or its ``smiles`` column) or of a SMILES file."""
+def raw_smiles(path: str, column: str) -> list[str]:
+    """The SMILES of a CSV's ``column`` (or its ``smiles`` column) or of a SMILES file, one per
+    data line: a blank line is an empty SMILES, so that row numbers stay the file's lines."""
     file = Path(path)
     if ".csv" in file.suffixes or ".tsv" in file.suffixes:
         try:
             frame = pd.read_csv(file, sep="\t" if ".tsv" in file.suffixes else ",", dtype=str,
-                                keep_default_na=False)
+                                keep_default_na=False, skip_blank_lines=False)
         except (ValueError, OSError, pd.errors.ParserError) as err:
             reason = " ".join(str(err).split())[:100] or type(err).__name__
             raise TapweightError(f"cannot read '{path}' as CSV ({reason})") from None
@@ -63,14 +64,15 @@ def raw_smiles(path: str, column: str) -> list:
                                  f"{', '.join(map(str, frame.columns[:8]))})")
         return frame[found].tolist()
     try:
-        lines = [line.split()[0] for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [(line.split() or [""])[0] for line in file.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError:
         raise TapweightError(f"'{path}' is neither a CSV nor a SMILES file (one per line)") from None
     return lines[1:] if lines and lines[0].lower() == "smiles" else lines
 
 
 def read_smiles(path: str, column: str, workers: int) -> Inputs:
-    """SMILES to score; an empty cell or one RDKit cannot parse is an invalid row."""
+    """SMILES to score, one row per data line; an empty SMILES (a blank line, an empty cell) or
+    one RDKit cannot parse is an invalid row."""
     raw = raw_smiles(path, column)
     quiet_rdkit()
     canon = parallel_map(canonical, raw, workers, chunksize=1024, inline_below=20_000)

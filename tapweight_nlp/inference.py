@@ -41,10 +41,11 @@ HEAD_FILE = "task_head.safetensors"
 
 def read_texts(path: str, columns: tuple[str, ...], opts) -> Inputs:
     """The texts of ``path`` (``columns``: the task's text columns, two for a pair task), a
-    table read as the run read its data (``opts``: its ``nlp.header``/``nlp.columns``)."""
+    table read as the run read its data (``opts``: its ``nlp.header``/``nlp.columns``), one
+    row per data line: a blank line is an empty text."""
     file = Path(path)
     if file.suffix.lower() in SUFFIXES:
-        frame = _read_file(file, opts).to_pandas()
+        frame = _read_file(file, opts, blank_lines=True).to_pandas()
         found = text_columns(list(frame.columns), columns, path)
         rows = list(zip(*(frame[c].tolist() for c in found)))
     else:
@@ -52,7 +53,8 @@ def read_texts(path: str, columns: tuple[str, ...], opts) -> Inputs:
             lines = file.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
             raise TapweightError(f"'{path}' is not UTF-8 text (one text per line)") from None
-        rows = [tuple(line.split("\t")) if len(columns) > 1 else (line,) for line in lines if line.strip()]
+        rows = [("",) * len(columns) if not line.strip() else tuple(line.split("\t")) if len(columns) > 1
+                else (line,) for line in lines]  # a blank line: an empty text, so row numbers stay the lines
     inputs, errors = [], []
     for row in rows:
         texts = tuple("" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t).strip() for t in row)

@@ -104,10 +104,14 @@ def _read_local(path: Path, opts) -> dict[str, tuple[datasets.Dataset, str]]:
             for name in sorted(named, key=lambda n: order.index(ROLES[n]))}
 
 
-def _read_file(path: Path, opts) -> datasets.Dataset:
+def _read_file(path: Path, opts, blank_lines: bool = False) -> datasets.Dataset:
+    """A data file as a data set; ``blank_lines``: a blank line of a csv or tsv file is a row of
+    empty cells (``tapweight predict``: row numbers stay the file's lines), else it is skipped."""
     suffix = path.suffix.lower()
     builder, kwargs = {".parquet": ("parquet", {}), ".json": ("json", {}), ".jsonl": ("json", {})}.get(
         suffix, ("csv", {"keep_default_na": False, "na_values": [""]}))  # only empty cells are missing
+    if builder == "csv":
+        kwargs["skip_blank_lines"] = not blank_lines
     if suffix == ".tsv":
         kwargs.update(sep="\t", quoting=csv.QUOTE_NONE)  # GLUE's tsv files hold bare quotes
     if not opts.header:

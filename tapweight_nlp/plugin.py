@@ -40,17 +40,17 @@ class NlpOptions:
     max_length: int = 128  # tokens per text (pair), special tokens included
     tokenizer: str = ""  # a tokenizer folder instead of the model's own (tiny: trained on the corpus)
     tiny_vocab_size: int = 8000  # the tiny model's BPE vocabulary, trained on the corpus
-    tiny_hidden_size: int = 128  # the tiny model's hidden size
-    tiny_layers: int = 2  # the tiny model's layers
+    tiny_hidden_size: int = 128  # the tiny model's hidden size (a multiple of tiny_heads)
+    tiny_layers: int = 2  # the tiny model's transformer layers
     tiny_heads: int = 2  # the tiny model's attention heads
     text_column: str = ""  # empty: the data set's own column names
     pair_column: str = ""  # second text of a sentence pair
-    label_column: str = ""  # the labels' column
+    label_column: str = ""  # the labels' column; empty: the data set's own
     header: bool = True  # false: the files' first row is data; columns are 0, 1, ... (or nlp.columns)
     columns: list[str] = field(default_factory=list)  # names for a headerless file's columns, in order
     label_base: int = 0  # the class id the files give the first class (1: AG News's own CSVs)
-    max_train: int = 0  # keep at most this many train rows (0: all); the cpu preset's budget
-    max_val: int = 0  # keep at most this many val rows (0: all)
+    max_train: int = 0  # keep at most this many train rows, for a short run (0: all; the cpu preset sets a budget)
+    max_val: int = 0  # keep at most this many validation rows, for a short run (0: all)
 
     def __post_init__(self):
         check_options("nlp", self, {

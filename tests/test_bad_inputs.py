@@ -314,7 +314,7 @@ def toy_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("toy-run") / RUN
     assert plugins.register_plugin(toy_plugin, "toy")
     try:
-        assert cli("run", "toy", "blobs", "--quiet", "--out", str(folder)) == 0
+        assert cli("run", "toy", "blobs", "--quiet", "--keep-checkpoint", "--out", str(folder)) == 0
     finally:
         plugins.pm.unregister(name="toy")
     return folder

@@ -109,11 +109,15 @@ def test_startup_times_every_quick_command():
     from bench import startup
 
     result = main(["startup", "--repeats", "1"])
-    assert [r["command"] for r in result["rows"]] == [
-        "tapweight --help", "tapweight --version", "tapweight list tasks", "tapweight list domains",
-        "tapweight plugins", "python -c 'import torch'"]
+    commands = [r["command"] for r in result["rows"]]
+    assert commands[:5] == ["tapweight --help", "tapweight --version", "tapweight list tasks",
+                            "tapweight list domains", "tapweight plugins"]
+    assert commands[-1] == "python -c 'import torch'" and len(commands) == len(startup.COMMANDS) + 1
+    assert {"tapweight run nosuchdomain task", "tapweight run"} <= set(commands)
+    shows = [c for c in commands if c.startswith("tapweight show ")]
+    assert shows == ["tapweight show RUN", "tapweight show RUN --config", "tapweight show RUN --nosuchoption"]
     assert all(r["median_s"] > 0 and r["repeats"] == 1 for r in result["rows"])
-    assert startup.table(result).count("\n") == 7  # header, rule, six rows
+    assert startup.table(result).count("\n") == len(commands) + 1  # header, rule, a row each
 
 
 def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):

@@ -28,9 +28,9 @@ def test_run_writes_the_run_folder(toy, tmp_path):
     for name in ("config.yaml", "metrics.json", "weights.png", "log.txt"):
         assert (out / name).is_file(), name
     for seed in (0, 1):
-        for name in ("weights.csv", "losses.csv", "weights.png", "checkpoint.pt",
-                     "backbone.safetensors", "metrics.json"):
+        for name in ("weights.csv", "losses.csv", "weights.png", "backbone.safetensors", "metrics.json"):
             assert (out / f"seed{seed}" / name).is_file(), name
+        assert not (out / f"seed{seed}" / "checkpoint.pt").exists()  # a finished seed drops it by default
     summary = json.loads((out / "metrics.json").read_text())
     tests = [summary["seeds"][s]["test"] for s in ("0", "1")]
     assert summary["test_mean"] == pytest.approx(sum(tests) / 2)
@@ -55,6 +55,28 @@ def test_every_method_runs(toy, tmp_path, method, extra):
         assert weights.nunique().eq(1).all()  # fixed λ
     if method == "fixed":
         assert weights.iloc[0].tolist() == pytest.approx([0.7, 0.3])
+
+
+def test_a_finished_seed_drops_its_checkpoint_unless_kept_and_resume_still_skips_it(toy, tmp_path, capsys):
+    dropped = run_toy(tmp_path, "--seeds", "0,1", name="dropped")
+    log = (dropped / "log.txt").read_text()
+    assert "checkpoint.pt deleted once a seed finished (--keep-checkpoint keeps it)" in log
+    assert "kept in each seed folder: model.safetensors (the final model: predict, export), backbone.safetensors" in log
+    assert not list(dropped.glob("seed*/checkpoint.pt")) and len(list(dropped.glob("seed*/model.safetensors"))) == 2
+    before = json.loads((dropped / "metrics.json").read_text())
+    assert cli("resume", str(dropped), "--quiet") == 0  # finished seeds are skipped, not retrained
+    assert json.loads((dropped / "metrics.json").read_text()) == before
+    kept = run_toy(tmp_path, "--keep-checkpoint", name="kept")
+    assert (kept / "seed0" / "checkpoint.pt").is_file()
+    assert "keep_checkpoint: true" in (kept / "config.yaml").read_text()
+    assert "checkpoint.pt (the engine's full state)" in (kept / "log.txt").read_text()
+    assert cli("compare", "toy", "blobs", "--methods", "uniform", "--seeds", "0", "--keep-checkpoint", "--quiet",
+               "--out", str(tmp_path / "cmp")) == 0
+    assert (tmp_path / "cmp" / "blobs-uniform" / "seed0" / "checkpoint.pt").is_file()
+    # the same comparison without the flag reuses the finished run: keep_checkpoint changes no number
+    assert cli("compare", "toy", "blobs", "--methods", "uniform", "--seeds", "0", "--quiet",
+               "--out", str(tmp_path / "cmp")) == 0
+    assert "finished seeds are reused" in capsys.readouterr().err
 
 
 def test_same_seed_same_results(toy, tmp_path):

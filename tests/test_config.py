@@ -1,14 +1,16 @@
 """Config layers: precedence, domain-option aliases, saved configs that load back."""
 
 import re
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 
 from tapweight import TapweightError, check_options
-from tapweight.config import to_yaml
+from tapweight.config import field_help, option_rows, to_yaml
 from tapweight.job.runner import resolve
 from tapweight.plugin import manager as plugins
+from tests.test_cli import cli
 
 
 def test_precedence_task_preset_file_options_set(toy, tmp_path):
@@ -55,3 +57,55 @@ def test_check_options_reads_its_range_rules(rule, inside, outside):
 def test_a_malformed_range_rule_is_a_bug_not_a_user_error():
     with pytest.raises(ValueError, match="unknown range rule"):
         check_options("dom", SimpleNamespace(x=1), {"x": "between 0 and 1"})
+
+
+@dataclass
+class _Described:
+    """A class whose fields say what they are as the config's do."""
+
+    plain: int = 1  # on its line
+    # above it,
+    # on two lines
+    above: str = ""  # and on its line
+    bare: float = 0.0
+
+    # a comment after a blank line describes the field below only when directly above it
+
+    after_blank: int = 0
+
+
+@dataclass
+class _Subclass(_Described):
+    plain: int = 2  # the subclass's own
+    bare: float = 1.0
+
+
+def test_field_help_reads_the_comments_on_and_just_above_each_field():
+    assert field_help(_Described) == {"plain": "on its line", "above": "above it, on two lines and on its line",
+                                      "bare": "", "after_blank": ""}
+    assert field_help(_Subclass)["plain"] == "the subclass's own" and field_help(_Subclass)["above"].startswith("above")
+
+
+def test_every_config_key_and_domain_option_has_a_description():
+    """What `tapweight list options [DOMAIN]` and the configuration page show."""
+    import importlib
+
+    classes = [("", None)]
+    for domain, module, name in (("mol", "tapweight_mol.options", "MolOptions"),
+                                 ("nlp", "tapweight_nlp.plugin", "NlpOptions"),
+                                 ("tabular", "tapweight_tabular.options", "TabularOptions")):
+        try:
+            classes.append((domain, getattr(importlib.import_module(module), name)))
+        except ImportError:  # a domain this session does not install
+            continue
+    for domain, options in classes:
+        missing = [key for key, _, text in option_rows(domain, options) if not text]
+        assert not missing, f"keys without a description: {missing}"
+
+
+def test_list_options_shows_a_domains_keys_with_their_meaning(capsys):
+    pytest.importorskip("transformers")
+    assert cli("list", "options", "nlp") == 0
+    shown = capsys.readouterr().out
+    assert "nlp.max_train" in shown and "keep at most this many train rows" in shown and "finetune.gamma" in shown
+    assert cli("list", "options", "nosuchdomain") == 2

@@ -282,3 +282,27 @@ def test_builtin_domains_load_or_name_their_extra():
             assert problem.fix == f"pip install 'tapweight[{domain}]'"
         else:
             assert domain in registry.names("domains"), registry.problems
+
+
+def test_an_unknown_first_party_domain_names_its_pip_command(monkeypatch, tmp_path):
+    """The tabular example plugin lives in the repository, not in the tapweight distribution:
+    asked for and missing, the error says how to install it (from the checkout when tapweight
+    runs from one, relative to the current folder when inside it)."""
+    from tapweight.plugin import registry
+
+    checkout = Path(registry.__file__).resolve().parents[2]
+    monkeypatch.setattr(registry, "IN_REPOSITORY", {"tabular": ("no_such_module_here", "plugins/tapweight-tabular")})
+    empty = registry.Registry()
+    monkeypatch.chdir(checkout)
+    with pytest.raises(TapweightError) as err:
+        empty.require_domain("tabular")
+    assert str(err.value) == ("unknown domain 'tabular' (available: none). It is the example plugin in tapweight's "
+                              "repository, installed on its own: pip install -e ./plugins/tapweight-tabular")
+    monkeypatch.chdir(tmp_path)  # outside the checkout: its full path
+    with pytest.raises(TapweightError, match=re.escape(f"pip install -e {checkout}/plugins/tapweight-tabular")):
+        empty.require_domain("tabular")
+    monkeypatch.setattr(registry, "IN_REPOSITORY", {"tabular": ("json", "plugins/tapweight-tabular")})
+    with pytest.raises(TapweightError, match="json is installed but did not load: see `tapweight plugins`"):
+        empty.require_domain("tabular")
+    with pytest.raises(TapweightError, match=r"^unknown domain 'ghost' \(available: none\)\. See `tapweight plugins`"):
+        empty.require_domain("ghost")

@@ -5,13 +5,15 @@ diagnostics that help judge λ."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from tapweight.job.progress import StepStatus
-from tapweight.job.report import hypergradient_diagnostics, overconfidence_line, whole_run_snr
+from tapweight.job.report import hypergradient_diagnostics
+from tapweight.job.summary import overconfidence_line, read_columns, whole_run_snr
 from tests import toy_plugin
 from tests.test_cli import cli, run_toy
 from tests.test_reliability import LAUNCH, same_run
@@ -134,7 +136,7 @@ def _windows(values: np.ndarray, window: int):
     return np.array(means), np.array(snrs)
 
 
-def test_hypergradient_diagnostics_match_a_direct_computation():
+def test_hypergradient_diagnostics_match_a_direct_computation(tmp_path):
     rng = np.random.default_rng(0)
     steps, names = 30, ["a", "b", "c"]
     g = rng.normal([0.5, 0.0, -0.2], 1.0, size=(steps, 3))
@@ -149,10 +151,13 @@ def test_hypergradient_diagnostics_match_a_direct_computation():
         mean, snr = _windows(values, 7)
         np.testing.assert_allclose(table[[f"{prefix}_mean_{k}" for k in names]], mean, rtol=1e-12)
         np.testing.assert_allclose(table[[f"{prefix}_snr_{k}" for k in names]], snr, rtol=1e-9)
-    whole = whole_run_snr(losses, weights)
     expected = relative.mean(0) / (relative.std(0, ddof=1) / np.sqrt(steps))
-    assert list(whole) == names
-    np.testing.assert_allclose(list(whole.values()), expected, rtol=1e-9)
+    losses.to_csv(tmp_path / "losses.csv", index=False)
+    weights.to_csv(tmp_path / "weights.csv", index=False)
+    read = read_columns(tmp_path / "losses.csv"), read_columns(tmp_path / "weights.csv")
+    for whole in (whole_run_snr(losses, weights), whole_run_snr(*read)):  # data frames, or the CSVs as show reads them
+        assert list(whole) == names
+        np.testing.assert_allclose(list(whole.values()), expected, rtol=1e-9)
 
 
 def test_a_hypergradient_all_objectives_share_does_not_move_lambda():
@@ -176,19 +181,60 @@ def test_a_run_writes_hypergradient_diagnostics_beside_its_csvs(toy, tmp_path):
     assert not (uniform / "seed0" / "hypergrad.csv").exists()  # no hypergradient: nothing to judge
 
 
-def test_a_run_that_stays_overconfident_late_is_flagged(tmp_path):
-    """The warning reads the second half of ``val_overconfidence``: consistently above 0 there
-    warns, whatever came before; noise around 0, or overconfidence only early, does not."""
+def test_a_run_that_stays_overconfident_late_is_reported_and_warned_of_when_large(tmp_path):
+    """The line reads the second half of ``val_overconfidence``: consistently above 0 there is
+    reported, whatever came before; noise around 0, or overconfidence only early, is not. It
+    is a warning only when large: d log L_val / d log s (the slope over the validation loss)
+    above summary.LARGE."""
+    import logging
+
+    from tapweight.job import summary
+
     rng = np.random.default_rng(0)
     early, late = -np.ones(50), 0.05 + 0.05 * rng.standard_normal(50)
-    for name, values, warns in (("late", np.r_[early, late], True), ("noise", 0.05 * rng.standard_normal(100), False),
-                                ("early", np.r_[late, early], False)):
+    large_loss, small_loss = late.mean() / (2 * summary.LARGE), late.mean() / (summary.LARGE / 2)
+    cases = (("large", np.r_[early, late], large_loss, logging.WARNING),
+             ("small", np.r_[early, late], small_loss, logging.INFO),
+             ("noise", 0.05 * rng.standard_normal(100), large_loss, None),
+             ("early", np.r_[late, early], large_loss, None))
+    for name, values, loss, level in cases:
         folder = tmp_path / name
         folder.mkdir()
-        pd.DataFrame({"step": range(1, 101), "val_overconfidence": values}).to_csv(folder / "losses.csv", index=False)
-        line = overconfidence_line(folder)
-        assert (line is not None) == warns, (name, line)
-    assert "finetune.weight_decay" in overconfidence_line(tmp_path / "late")
+        pd.DataFrame({"step": range(1, 101), "val_loss": loss, "val_overconfidence": values}).to_csv(
+            folder / "losses.csv", index=False)
+        said = overconfidence_line(folder)
+        assert (said and said[0]) == level, (name, said)
+    level, line = overconfidence_line(tmp_path / "large")
+    assert "finetune.weight_decay" in line and f"val_overconfidence {late.mean():+.3g}" in line
+    assert f"by {2 * summary.LARGE:.2g}%" in line  # 1 % softer outputs: 2·LARGE % lower loss
+    assert "finetune.weight_decay" not in overconfidence_line(tmp_path / "small")[1]
+
+
+def test_the_python_api_shows_warnings_and_plain_lines_on_stderr_when_logging_is_not_configured(tmp_path):
+    """A script (or notebook) calling tapweight.run: its warnings reach stderr, not only log.txt, and
+    without a terminal the progress is a plain line every log_every steps, never a bar. A run
+    folder whose last owner died leaves a stale lock: the run warns that it takes it over."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("pid 1 on elsewhere since 2000-01-01 00:00:00")
+    script = ("import sys, tapweight\nfrom tapweight.plugin import manager\nfrom tests import toy_plugin\n"
+              "manager.register_plugin(toy_plugin, 'toy')\n"
+              "result = tapweight.run('toy', 'blobs', out=sys.argv[1], log_every=3)\nprint(result.metric)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "roc_auc\n"
+    lines = done.stderr.splitlines()
+    stale = f"WARNING tapweight.job.folder: run folder {out}: its last owner (pid 1 on elsewhere since 2000-01-01 "
+    assert sum(line.startswith(stale) for line in lines) == 1, done.stderr
+    assert [line.split()[3] for line in lines if line.startswith("INFO tapweight: step ")] == ["3/6", "6/6"]
+    assert "\r" not in done.stderr and "\x1b[" not in done.stderr
+    assert stale in (out / "log.txt").read_text()
+    configured = ("import logging\nlogging.basicConfig()\nlogging.getLogger().handlers[0].setLevel(logging.ERROR)\n"
+                  + script)  # the program's handler, and its level, stand
+    again = subprocess.run([sys.executable, "-c", configured, str(tmp_path / "quiet")], capture_output=True,
+                           text=True, cwd=Path(__file__).resolve().parents[1])
+    assert again.returncode == 0 and again.stderr == "", again.stderr[-2000:]
 
 
 def test_output_without_a_terminal_is_plain_and_unwrapped(tmp_path):
@@ -213,9 +259,15 @@ def test_version_show_and_a_single_seed_summary(toy, tmp_path, capsys):
     capsys.readouterr()
     assert cli("show", str(out)) == 0
     shown = capsys.readouterr().out
-    assert "config.yaml:\n" in shown and "  gamma: 0.001" in shown and "seed0: step 6, λ" in shown
-    assert "seed0: signal-to-noise ratio of the hypergradient that moves λ, over the run: denoise " in shown
-    assert "mean ± std" not in shown
+    order = ["test roc_auc", "seed0: step 6, λ", "seed0: signal-to-noise ratio of the hypergradient that moves "
+             "λ, over the run: denoise ", "used:", "objectives: toy.denoise, toy.spread (the domain's default)",
+             "backbone: toy.mlp (the domain's default), from random weights", "head: core.linear",
+             f"every key: tapweight show {out} --config"]
+    assert [shown.index(text) for text in order] == sorted(shown.index(text) for text in order), shown
+    assert "config.yaml:" not in shown and "mean ± std" not in shown
+    assert cli("show", str(out), "--config") == 0
+    full = capsys.readouterr().out
+    assert full.index("used:") < full.index("config.yaml:\n") and "  gamma: 0.001" in full
     two = run_toy(tmp_path, "--seeds", "0,1", name="two")
     capsys.readouterr()
     assert cli("show", str(two)) == 0
@@ -226,14 +278,24 @@ HEAVY = ("torch", "rdkit", "transformers", "datasets", "sklearn", "pandas", "mat
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["list", "tasks"], ["list", "domains"],
-                                  ["plugins"]])
-def test_the_quick_commands_import_no_heavy_library(args):
+                                  ["list", "options"], ["plugins"], ["show", "RUN"], ["show", "RUN", "--config"],
+                                  ["run"], ["run", "nosuchdomain", "task"], ["run", "RUN_DOMAIN", "nosuchtask"],
+                                  ["show", "RUN", "--nosuchoption"]])
+def test_the_quick_commands_import_no_heavy_library(args, tmp_path):
     """What makes `tapweight --help` take seconds: importing torch and friends (timed in
-    bench/startup.py); every installed plugin's registration included."""
+    bench/startup.py); every installed plugin's registration included. RUN: a finished run
+    folder of the first installed domain (bench/startup.py's)."""
+    from bench.startup import fake_run
+
+    run = fake_run(tmp_path / "run")
+    domain = json.loads((run / "metrics.json").read_text())["domain"]
+    args = [{"RUN": str(run), "RUN_DOMAIN": domain}.get(a, a) for a in args]
     code = ("import sys\nfrom tapweight.commands.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
             f"    pass\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
+    if args[0] == "show" and len(args) == 2:
+        assert "used:" in done.stdout and "seed0: step 100, λ" in done.stdout, done.stdout
 
 
 def test_a_run_log_shows_and_writes_each_line_once(tmp_path):

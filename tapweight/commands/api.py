@@ -12,12 +12,15 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from omegaconf import OmegaConf
 
 from tapweight.errors import TapweightError
 from tapweight.plugin.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def model_option(registry: Registry, domain: str, model: str) -> dict:
@@ -39,19 +42,30 @@ def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None 
     ``sets`` are ``--set key=value`` strings, ``config_file`` is ``--config``; precedence is
     the command line's. ``out`` is the run folder (default ``runs/<domain>-<task>-<method>-<time>``);
     ``resume=True`` continues it.
+
+    As on the command line, the warnings and INFO lines go to stderr unless the program has
+    configured logging, and ``quiet`` is implied when stderr is not a terminal (a notebook, a
+    pipe): a log line every ``log_every`` steps instead of progress bars.
     """
-    summary = start(domain, task, preset, config_file, config, list(sets), out, quiet, resume)
+    from tapweight.commands.console import console_logging, is_quiet
+
+    with console_logging():
+        summary = start(domain, task, preset, config_file, config, list(sets), out, is_quiet(quiet), resume)
     return Result.load(summary["folder"])
 
 
 def start(domain: str, task: str, preset: str, config_file: str | None, options: dict, sets: list[str],
           out: str | Path | None, quiet: bool, resume: bool = False) -> dict:
     """What ``tapweight run`` and :func:`run` share: load the plugins, resolve the config
-    layers (``options["model"]`` is ``--model``), run every seed; returns the summary."""
-    from tapweight.job import runner
+    layers (``options["model"]`` is ``--model``), run every seed; returns the summary.
+
+    An unknown domain or task is refused before the runner (and torch) is imported."""
     from tapweight.plugin.manager import build_registry
 
     registry = build_registry()
+    registry.task(domain, task)
+    from tapweight.job import runner
+
     options = dict(options)
     if "model" in options:
         options.update(model_option(registry, domain, options.pop("model")))
@@ -61,6 +75,8 @@ def start(domain: str, task: str, preset: str, config_file: str | None, options:
 
 def _frames(folder: Path, name: str) -> dict[int, pd.DataFrame]:
     """``seed<k>/<name>`` of every seed that has one, by seed."""
+    import pandas as pd
+
     found = {int(f.parent.name.removeprefix("seed")): f for f in folder.glob(f"seed*/{name}")
              if f.parent.name.removeprefix("seed").isdigit()}
     return {seed: pd.read_csv(found[seed]) for seed in sorted(found)}

@@ -27,6 +27,7 @@ import torch
 from tapweight import distributed
 from tapweight.config import RunConfig, build_config, layer_from_dict
 from tapweight.errors import TapweightError
+from tapweight.job import resolved
 from tapweight.job.log import RunLog
 from tapweight.job.report import write_json
 from tapweight.job.runner import Job, in_run_folder, open_run_folder, pick_preset, user_layers
@@ -101,7 +102,7 @@ def _pretrain(job: Job, out: Path, device: torch.device, quiet: bool, resume: bo
     log.info("corpus read in %.1f s", ready)
     for key, value in data.info.items():
         log.info("data %s: %s", key, value)
-    backbone = job.registry.get("backbones", cfg.backbone or job.domain.backbone,
+    backbone = job.registry.get("backbones", resolved.backbone_name(cfg, job.domain),
                                 cfg.domain).build(cfg, data)
     session.begin_seed(cfg.seed, 1)
     # level II never runs: w's head is never used (the engine wants a w all the same)

@@ -25,10 +25,10 @@ import typer
 
 from tapweight import interrupts
 from tapweight.commands import inspection, training
-from tapweight.commands.console import console
+from tapweight.commands.console import rank, stderr_handler
 from tapweight.errors import RankZeroFailed, TapweightError
 from tapweight.interrupts import Interrupted
-from tapweight.job.log import LibraryErrors, OursOrWarnings, library_errors
+from tapweight.job.log import library_errors
 from tapweight.plugin import manager as plugin_manager
 
 # Only what every command needs is imported above: `tapweight --help`, `--version`, `list`
@@ -62,46 +62,19 @@ app.command()(inspection.export)
 app.command()(training.compare)
 
 
-class _StderrHandler(logging.StreamHandler):
-    """A stream handler on whatever ``sys.stderr`` is when a record comes (as rich's
-    console does), not on the stream of the moment it was made."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property wins
-        pass
-
-
 def _setup_logging() -> None:
-    """Our INFO lines and everyone's warnings on stderr (once per process): through rich on a
-    terminal, as plain unwrapped lines (``INFO tapweight.job.runner: ...``) into a file or pipe.
+    """Our INFO lines and everyone's warnings on stderr, once per process (:func:`stderr_handler`).
     Under torchrun, ranks other than 0 show errors only (they hold the same data and config,
     so their INFO lines and warnings repeat rank 0's). Other libraries' errors wait
     (:class:`~tapweight.job.log.LibraryErrors`): a bad input ends in our one error line."""
     root = logging.getLogger()
     if any(getattr(h, "tapweight", False) for h in root.handlers):
         return
-    if sys.stderr.isatty():
-        from rich.logging import RichHandler
-
-        handler = RichHandler(console=console(stderr=True), show_path=False, markup=False)
-    else:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(OursOrWarnings())
-    handler.addFilter(LibraryErrors(handler))
-    handler.tapweight = True
-    if _rank() != 0:
+    handler = stderr_handler()
+    if rank() != 0:
         handler.setLevel(logging.ERROR)
-    root.setLevel(logging.INFO if _rank() == 0 else logging.WARNING)
+    root.setLevel(logging.INFO if rank() == 0 else logging.WARNING)
     root.addHandler(handler)
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
 
 
 _commands_from: set[str] = set()
@@ -210,6 +183,6 @@ def _fail(line: str, code: int, every_rank: bool = True) -> None:
     other libraries logged before it are dropped from the console: this line says it."""
     for errors in library_errors():
         errors.drop()
-    if _rank() == 0 or every_rank:
-        print(line if _rank() == 0 else f"[rank {_rank()}] {line}", file=sys.stderr)
+    if rank() == 0 or every_rank:
+        print(line if rank() == 0 else f"[rank {rank()}] {line}", file=sys.stderr)
     sys.exit(code)

@@ -55,13 +55,14 @@ def run_folder(out: Path, task: str, method: str) -> Path:
 
 
 def config_differences(saved: Path, cfg) -> list[str]:
-    """The config keys (seeds aside) whose value in ``saved`` (a config.yaml) differs from ``cfg``."""
+    """The config keys whose value in ``saved`` (a config.yaml) differs from ``cfg``, aside from
+    the seeds and the keys that change no number (``keep_checkpoint``)."""
     old = OmegaConf.to_container(OmegaConf.load(saved))
     new = OmegaConf.to_container(OmegaConf.create(to_yaml(cfg)))
 
     def walk(a, b, prefix=""):
         for key in sorted(set(a) | set(b)):
-            if not prefix and key in ("seed", "seeds"):
+            if not prefix and key in ("seed", "seeds", "keep_checkpoint"):
                 continue
             x, y = a.get(key), b.get(key)
             if isinstance(x, dict) and isinstance(y, dict):

@@ -1,7 +1,7 @@
 """The commands that read: ``list``, ``plugins``, ``show``, ``predict`` and ``export``.
 
-``list``, ``plugins`` and ``show`` import neither torch nor pandas' heavy paths until they need
-them; ``predict`` and ``export`` load the run's domain and model.
+``list``, ``plugins`` and ``show`` (:mod:`~tapweight.commands.show`) import neither torch nor
+pandas; ``predict`` and ``export`` load the run's domain and model.
 """
 
 from __future__ import annotations
@@ -14,24 +14,29 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from tapweight.commands.console import console, print_summary
-from tapweight.config import METHODS
+from tapweight.commands.console import console
+from tapweight.config import METHODS, option_rows
 from tapweight.errors import TapweightError
-from tapweight.job.folder import saved_task
 from tapweight.plugin import manager as plugin_manager
 
-LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods")
+LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods", "options")
 
 
-def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))] = "tasks"):
-    """List what the loaded plugins provide."""
+def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))] = "tasks",
+                 domain: Annotated[Optional[str], typer.Argument(help="options: the domain's too "
+                                                                      "(e.g. nlp)")] = None):
+    """List what the loaded plugins provide, or the config keys (`list options [DOMAIN]`)."""
     if what not in LISTABLE:
         raise TapweightError(f"cannot list '{what}'; choose one of {', '.join(LISTABLE)}")
+    if domain is not None and what != "options":
+        raise TapweightError(f"`tapweight list {what}` takes no domain; `tapweight list options {domain}` does")
     if what == "methods":
         for name in METHODS:
             print(name)
         return
     registry = plugin_manager.build_registry()
+    if what == "options":
+        return _list_options(registry, domain)
     table = RichTable(show_header=True)
     table.add_column(what[:-1])
     table.add_column("plugin")
@@ -46,61 +51,30 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
     console().print(table)
 
 
+def _list_options(registry, domain: str | None) -> None:
+    """Every config key with its default and meaning; a domain's own keys after the core's."""
+    options = registry.require_domain(domain).options if domain else None
+    table = RichTable(show_header=True)
+    for column in ("key", "default", "description"):
+        table.add_column(column)
+    for row in option_rows(domain or "", options):
+        table.add_row(*map(escape, row))
+    console().print(table)
+    if not domain:
+        console().print("a domain's own keys: tapweight list options DOMAIN", markup=False, highlight=False)
+
+
 def plugins_command():
     """Print the plugins as JSON: name, version, hooks, what they provide, problems."""
     print(json.dumps(plugin_manager.plugin_report(), indent=2))
 
 
-def show(run_dir: Annotated[Path, typer.Argument(help="a run folder")]):
-    """Summarise a run folder: config, final λ, metrics."""
-    metrics = run_dir / "metrics.json"
-    saved_task(run_dir)
-    out = console()
-    out.print(f"[bold]{escape(str(run_dir))}[/bold]")
-    out.print(f"config.yaml:\n{(run_dir / 'config.yaml').read_text().rstrip()}", markup=False,
-                  highlight=False)
-    for csv in sorted(run_dir.glob("seed*/weights.csv")):
-        from tapweight.job.report import overconfidence_line, signal_line
+def show(run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+         full_config: Annotated[bool, typer.Option("--config", help="also print every key of config.yaml")] = False):
+    """Summarise a run folder: metrics, final λ, diagnostics, then the values the run used."""
+    from tapweight.commands.show import show as show_run
 
-        step, lam = _last_weights(csv)
-        out.print(f"{csv.parent.name}: step {step}, λ {lam}", markup=False, highlight=False)
-        for line in (signal_line(csv.parent), overconfidence_line(csv.parent)):
-            if line:
-                out.print(f"{csv.parent.name}: {line}", markup=False, highlight=False)
-    if metrics.is_file():
-        print_summary(_read_summary(metrics))
-    else:
-        out.print("not finished: no metrics.json yet (continue it with `tapweight resume`)",
-                      markup=False)
-
-
-def _last_weights(csv: Path) -> tuple[int, str]:
-    """The last step of a ``weights.csv`` and its λ, or a one-line error for a damaged file."""
-    import pandas as pd
-
-    fix = "it is rewritten by `tapweight resume` from the checkpoint"
-    try:
-        last = pd.read_csv(csv).iloc[-1]
-        return int(last["step"]), ", ".join(f"{k}={float(v):.3f}" for k, v in last.items() if k != "step")
-    except (ValueError, KeyError, IndexError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        reason = " ".join(str(err).split())[:100] or type(err).__name__
-        raise TapweightError(f"{csv} is damaged ({reason}): {fix}") from None
-
-
-def _read_summary(path: Path) -> dict:
-    """A run's ``metrics.json``, checked to be the summary tapweight writes."""
-    try:
-        summary = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise TapweightError(f"{path} is not valid JSON ({err}): it is rewritten when the "
-                             "run finishes (`tapweight resume`)") from None
-    keys = ("domain", "task", "method", "metric", "seeds")
-    if not isinstance(summary, dict) or not all(k in summary for k in keys) \
-            or not isinstance(summary["seeds"], dict) \
-            or not all(isinstance(r, dict) for r in summary["seeds"].values()):
-        raise TapweightError(f"{path} is not a tapweight summary (it needs {', '.join(keys)}): "
-                             "it is rewritten when the run finishes (`tapweight resume`)")
-    return summary
+    show_run(run_dir, full_config)
 
 
 def predict(

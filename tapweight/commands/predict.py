@@ -9,7 +9,8 @@ reason in the ``error`` column; the other rows are scored.
 With several seeds the prediction is the mean over every seed's final model (an ensemble,
 as chemprop averages its models): the mean probability for classification (``ce``: the
 class of highest mean probability), the mean value for regression. ``seed=k`` uses seed k
-alone. Columns: ``row`` (data rows of the file, from 1), ``input`` (when inputs are text),
+alone. Columns: ``row`` (data lines of the file, from 1, after any header: a blank line is a
+row too, not scored, so that row k is the file's k-th data line), ``input`` (when inputs are text),
 ``pred_<label>`` (``bce``: probability of 1; ``mse``: the value in the targets' units;
 ``ce``: the class id, with ``pred_<label>_class`` its name and ``prob_<class>`` each
 class's probability), ``error``.

@@ -24,6 +24,10 @@ from tapweight.errors import TapweightError
 from tapweight.job.folder import saved_task
 from tapweight.plugin import manager as plugin_manager
 
+KEEP_CHECKPOINT = typer.Option("--keep-checkpoint/--drop-checkpoint", show_default=False,
+                               help="keep each finished seed's checkpoint.pt (the engine's state) or delete it "
+                                    "once its final model is written (default: keep_checkpoint, false)")
+
 
 def run(
     domain: Annotated[str, typer.Argument(help="domain, e.g. mol, nlp")],
@@ -41,6 +45,7 @@ def run(
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="run folder (default runs/<...>)")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this folder")] = None,
+    keep_checkpoint: Annotated[Optional[bool], KEEP_CHECKPOINT] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars "
                                         "(implied when stderr is not a terminal)")] = False,
 ):
@@ -49,8 +54,8 @@ def run(
 
     options = {key: value for key, value in {
         "method": method, "steps": steps, "data": data, "corpus": corpus, "init": init,
-        "device": device, "seeds": seeds_list(seeds) if seeds else None, "model": model}.items()
-        if value is not None}
+        "device": device, "seeds": seeds_list(seeds) if seeds else None, "model": model,
+        "keep_checkpoint": keep_checkpoint}.items() if value is not None}
     if resume is not None:
         if options or set_ or config or out_dir:
             raise TapweightError("--resume continues a run with its saved config.yaml; "
@@ -136,6 +141,7 @@ def compare(
     init: Annotated[Optional[str], typer.Option(help="pretrained backbone checkpoint")] = None,
     model: Annotated[Optional[str], typer.Option(help="model name or folder (domains with a model option)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    keep_checkpoint: Annotated[Optional[bool], KEEP_CHECKPOINT] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="log lines instead of progress bars")] = False,
 ):
     """Run (or reuse) methods × seeds × tasks; write comparison.md/.csv/.png with paired tests."""
@@ -145,8 +151,8 @@ def compare(
     names += names_list(tasks, "--tasks") if tasks else []
     if not names:
         raise TapweightError("name a task (tapweight compare DOMAIN TASK) or several (--tasks a,b)")
-    options = {key: value for key, value in {"steps": steps, "data": data, "init": init,
-                                             "device": device}.items() if value is not None}
+    options = {key: value for key, value in {"steps": steps, "data": data, "init": init, "device": device,
+                                             "keep_checkpoint": keep_checkpoint}.items() if value is not None}
     options.update(model_options(domain, model))
     target = out_dir or Path("runs") / f"compare-{domain}-{'-'.join(names)}"
     compare_runs(domain, names, names_list(methods, "--methods"), seeds_list(seeds), target, baseline, preset, config,

@@ -8,8 +8,8 @@ an interrupted and resumed run leaves the same bytes as an uninterrupted one.
 ``hypergrad.csv`` and the lower panels of ``weights.png`` help judge λ
 (:func:`hypergradient_diagnostics`): per objective, the running mean of the hypergradient and
 its signal-to-noise ratio over a trailing window, so a flat λ reads as "no consistent signal"
-rather than "broken". :func:`overconfidence_line` warns when the fine-tuned model's validation
-loss would fall with softer predictions, the state in which λ favours feature-shrinking objectives.
+rather than "broken"; :mod:`tapweight.job.summary` puts the whole run's in one line (and w's
+validation overconfidence, the state in which λ favours feature-shrinking objectives).
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 
 from tapweight.files import atomic_write
+from tapweight.job.summary import SIGNAL
 from tapweight.plugin.specs import Table
 
 #: steps in the trailing window of the hypergradient's running mean and signal-to-noise ratio
 WINDOW = 50
-#: |SNR| above this: the window's mean is unlikely to be noise (about 2 standard errors)
-SIGNAL = 2.0
 #: ``hypergrad.csv``'s running mean of w's ``val_overconfidence`` (metrics.overconfidence)
 OVERCONFIDENCE = "val_overconfidence_mean"
 
@@ -112,55 +111,6 @@ def hypergradient_diagnostics(weights: pd.DataFrame, losses: pd.DataFrame,
     if "val_overconfidence" in losses:
         out[OVERCONFIDENCE] = losses["val_overconfidence"].rolling(window, min_periods=2).mean().to_numpy()
     return pd.DataFrame(out)
-
-
-def whole_run_snr(losses: pd.DataFrame, weights: pd.DataFrame) -> dict[str, float]:
-    """The relative hypergradient's signal-to-noise ratio over every step of a seed."""
-    table = hypergradient_diagnostics(weights, losses, window=max(len(losses), 2))
-    if table is None:
-        return {}
-    last = table.iloc[-1]
-    return {c.removeprefix("relative_snr_"): float(last[c]) for c in table.columns
-            if c.startswith("relative_snr_")}
-
-
-def signal_line(folder: Path) -> str | None:
-    """One line on whether the hypergradient held a signal for λ over a seed's steps so far,
-    or None when the seed learned no weights."""
-    folder = Path(folder)
-    if not (folder / "losses.csv").is_file() or not (folder / "weights.csv").is_file():
-        return None
-    snr = whole_run_snr(pd.read_csv(folder / "losses.csv"), pd.read_csv(folder / "weights.csv"))
-    if not snr:
-        return None
-    shown = ", ".join(f"{k} {v:+.1f}" for k, v in snr.items())
-    return (f"signal-to-noise ratio of the hypergradient that moves λ, over the run: {shown} "
-            f"(|SNR| < {SIGNAL:g}: no consistent signal; > 0: λ falls)")
-
-
-def overconfidence_line(folder: Path) -> str | None:
-    """A warning when the fine-tuned w was consistently overconfident on its validation
-    batches over the second half of a seed's steps (``val_overconfidence`` in ``losses.csv``
-    above 0 with a signal-to-noise ratio above ``SIGNAL``), else None.
-
-    An overconfident validation loss falls when the features shrink, so the hypergradient
-    then favours any objective that shrinks them, useful to the task or not (docs/known-answer.md,
-    "Does learning λ work?"); level II weight decay keeps w calibrated."""
-    path = Path(folder) / "losses.csv"
-    if not path.is_file():
-        return None
-    losses = pd.read_csv(path)
-    if "val_overconfidence" not in losses or len(losses) < 4:
-        return None
-    late = losses["val_overconfidence"].iloc[len(losses) // 2:].to_numpy(dtype=float)
-    mean, std = late.mean(), late.std(ddof=1)
-    snr = mean / (std / math.sqrt(len(late))) if std > 0 else math.copysign(math.inf, mean)
-    if not snr > SIGNAL:
-        return None
-    return (f"w was overconfident on its validation batches over the second half of the steps "
-            f"(val_overconfidence {mean:+.3g}, SNR {snr:+.1f}): λ then favours objectives that "
-            f"shrink the features, useful or not; level II weight decay (finetune.weight_decay) "
-            f"can keep w calibrated (docs/known-answer.md: \"Does learning λ work?\")")
 
 
 def write_diagnostics(folder: Path) -> pd.DataFrame | None:
@@ -280,17 +230,3 @@ def summarize(results: dict[int, dict[str, float]]) -> dict[str, float]:
         out[f"{key}_mean"] = float(np.mean(values))
         out[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
     return out
-
-
-def number(value) -> str:
-    """A metric for people: four decimals, or "n/a" when undefined (NaN, null, missing)."""
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return f"{value:.4f}"
-    return "n/a"
-
-
-def mean_pm_std(summary: dict, key: str = "test") -> str:
-    """``mean ± std`` over the seeds; a single seed's value alone (its spread is unknown)."""
-    if len(summary.get("seeds", ())) == 1:
-        return number(summary.get(f"{key}_mean"))
-    return f"{number(summary.get(f'{key}_mean'))} ± {number(summary.get(f'{key}_std'))}"

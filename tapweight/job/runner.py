@@ -7,12 +7,13 @@ and runs each seed (:mod:`tapweight.job.seed`: levels I–III, the final fine-tu
 Run folder layout::
 
     config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
-    seed<k>/  checkpoint.pt  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
+    seed<k>/  [checkpoint.pt]  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
               metrics.json  predictions.csv  target_scaler.json (regression tasks)  [tensorboard/]
               model.safetensors  model.json  predictor/  (the final model: tapweight.job.saved)
 
 ``weights.csv`` and ``losses.csv`` grow a row per global step as the run goes (job/report.py);
-the trackers of ``report_to`` (job/trackers.py) receive the same values.
+the trackers of ``report_to`` (job/trackers.py) receive the same values. ``checkpoint.pt``
+(the engine's state, for resume) is deleted when its seed finishes unless ``keep_checkpoint``.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ from tapweight.job.checkpoint import read_weights, reading_once
 from tapweight.job.folder import saved_task
 from tapweight.job.labels import check_table
 from tapweight.job.log import RunLog
-from tapweight.job.report import mean_pm_std, plot_weights, summarize, write_json
-from tapweight.job.saved import BACKBONE_FILE
+from tapweight.job.report import plot_weights, summarize, write_json
+from tapweight.job.saved import BACKBONE_FILE, MODEL_FILE
+from tapweight.job.seed import CHECKPOINT
 from tapweight.job.session import Session
+from tapweight.job.summary import mean_pm_std
 from tapweight.method.batches import check_batch_size
 from tapweight.plugin.manager import build_registry
 from tapweight.plugin.registry import Registry
@@ -216,4 +219,18 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
         if all((f / "weights.csv").exists() for f in folders):
             plot_weights(folders, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
     log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
+    if main:
+        log.info("%s", kept_line(folders, cfg.keep_checkpoint))
     return summary
+
+
+#: what a finished seed folder keeps, and what each file is for
+KEPT = {MODEL_FILE: "the final model: predict, export", BACKBONE_FILE: "the continued-pretrained encoder: --init",
+        CHECKPOINT: "the engine's full state"}
+
+
+def kept_line(folders: list[Path], keep_checkpoint: bool) -> str:
+    """Which of the large files every seed folder kept, and whether the checkpoints were deleted."""
+    kept = [f"{name} ({why})" for name, why in KEPT.items() if all((f / name).is_file() for f in folders)]
+    dropped = "" if keep_checkpoint else f"; {CHECKPOINT} deleted once a seed finished (--keep-checkpoint keeps it)"
+    return f"kept in each seed folder: {', '.join(kept) or 'no model'}{dropped}"

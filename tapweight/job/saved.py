@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
+from tapweight.job import resolved
 from tapweight.job.checkpoint import save_weights
 from tapweight.job.loading import load_into
 from tapweight.job.report import write_json
@@ -46,8 +47,8 @@ def save_final(folder: Path, model: TaskModel, job, label_names, predictor: Pred
     n_outputs = task.n_classes if task.loss == "ce" else len(label_names)
     write_json({"domain": cfg.domain, "task": cfg.task, "loss": task.loss, "metric": task.metric,
                 "label_names": list(label_names), "classes": list(task.classes),
-                "n_outputs": n_outputs, "head": cfg.head or job.domain.head,
-                "backbone": cfg.backbone or job.domain.backbone}, folder / MODEL_INFO)
+                "n_outputs": n_outputs, "head": resolved.head_name(cfg, job.domain),
+                "backbone": resolved.backbone_name(cfg, job.domain)}, folder / MODEL_INFO)
     if predictor is not None:
         (folder / PREDICTOR_DIR).mkdir(exist_ok=True)
         predictor.save(folder / PREDICTOR_DIR)

@@ -25,20 +25,14 @@ from tapweight import distributed
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
 from tapweight.interrupts import Interrupted
+from tapweight.job import resolved
 from tapweight.job.checkpoint import load_state, save_state, save_weights
 from tapweight.job.labels import check_split
 from tapweight.job.progress import Progress, StepStatus
-from tapweight.job.report import (
-    Trajectory,
-    overconfidence_line,
-    plot_weights,
-    signal_line,
-    write_diagnostics,
-    write_json,
-    write_predictions,
-)
+from tapweight.job.report import Trajectory, plot_weights, write_diagnostics, write_json, write_predictions
 from tapweight.job.saved import save_final
 from tapweight.job.session import current as current_session
+from tapweight.job.summary import overconfidence_line, signal_line
 from tapweight.job.trackers import RunLoggers, step_values
 from tapweight.method.batches import BatchStream, random_split
 from tapweight.method.engine import Engine, NonFiniteLoss
@@ -51,18 +45,15 @@ if TYPE_CHECKING:
     from tapweight.job.runner import Job
 
 log = logging.getLogger("tapweight")
+CHECKPOINT = "checkpoint.pt"  # the engine's full state, for an exact resume
 
 
 def objective_names(job: Job) -> list[str]:
     """The registered names of the objectives the method trains on."""
-    cfg, reg, dom = job.cfg, job.registry, job.domain.name
-    if cfg.method.startswith("single:"):
-        wanted = [cfg.method.split(":", 1)[1]]
-    else:
-        wanted = cfg.objectives or list(job.domain.objectives)
-    names = [reg.get("objectives", n, dom).name for n in wanted]
+    cfg = job.cfg
+    names = resolved.objective_names(cfg, job.registry, job.domain)
     if len(set(names)) != len(names):
-        raise TapweightError(f"objectives are listed twice: {wanted}")
+        raise TapweightError(f"objectives are listed twice: {cfg.objectives or names}")
     if cfg.method == "fixed" and len(cfg.weights) != len(names):
         raise TapweightError(f"method 'fixed' needs one weight per objective ({len(names)}: "
                              f"{', '.join(names)}), got {len(cfg.weights)}")
@@ -108,7 +99,7 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
                 backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device,
                                                  folder, quiet, loggers)
             except NonFiniteLoss as err:
-                saved = folder / "checkpoint.pt"
+                saved = folder / CHECKPOINT
                 kept = (f"the checkpoint of step {load_state(saved)['step']} is kept in {saved}"
                         if saved.exists() else
                         "no checkpoint exists yet (checkpoint_every=N keeps one every N steps)")
@@ -135,6 +126,8 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
             write_predictions(table, task.split.test, preds, folder / "predictions.csv")
             save_final(folder, model, job, table.label_names, task.data.predictor)
             write_json(result, done)
+            if not cfg.keep_checkpoint:  # a finished seed is skipped by resume: nothing reads it again
+                (folder / CHECKPOINT).unlink(missing_ok=True)
     return distributed.broadcast(result)
 
 
@@ -164,8 +157,8 @@ def build_task(job: Job, cfg: RunConfig, table: Table) -> TaskData:
     for key, value in data.info.items():
         log.info("data %s: %s", key, value)
     reg, dom = job.registry, job.domain.name
-    backbone = reg.get("backbones", cfg.backbone or job.domain.backbone, dom).build(cfg, data)
-    head_spec = reg.get("heads", cfg.head or job.domain.head, dom)
+    backbone = reg.get("backbones", resolved.backbone_name(cfg, job.domain), dom).build(cfg, data)
+    head_spec = reg.get("heads", resolved.head_name(cfg, job.domain), dom)
     n_outputs = job.task.n_classes if job.task.loss == "ce" else table.labels.shape[1]
     return TaskData(split, data, backbone, lambda: head_spec.build(backbone.out_dim, n_outputs, cfg), scaler)
 
@@ -199,7 +192,7 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
     to the bar's status line (or, ``quiet``, a log line every ``log_every`` steps)."""
     engine = build_engine(job, cfg, data, backbone, head, device)
     theta = engine.theta
-    checkpoint = folder / "checkpoint.pt"
+    checkpoint = folder / CHECKPOINT
     session = current_session()
     resume_engine(engine, checkpoint, cfg.seed)
     session.saved(engine.step_count)
@@ -236,8 +229,8 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
         session.saved(engine.step_count)
         if write_diagnostics(folder) is not None:
             log.info("seed %d: %s -> hypergrad.csv", cfg.seed, signal_line(folder))
-        if warning := overconfidence_line(folder):
-            log.warning("seed %d: %s", cfg.seed, warning)
+        if said := overconfidence_line(folder):
+            log.log(said[0], "seed %d: %s", cfg.seed, said[1])
         plot_weights([folder], folder / "weights.png",
                      f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")
         save_weights(theta.backbone, folder / "backbone.safetensors")

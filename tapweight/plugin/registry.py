@@ -8,7 +8,10 @@ plugins; the plugin loader reports it and carries on.
 from __future__ import annotations
 
 import difflib
+import importlib.util
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tapweight.errors import TapweightError
@@ -25,6 +28,29 @@ KINDS: dict[str, tuple[str, type]] = {
     "loggers": ("register_loggers", LoggerSpec),
 }
 CORE = "core"
+#: first-party plugins kept in tapweight's repository, each a package of its own (not in the
+#: tapweight distribution): domain -> (module, folder in the repository)
+IN_REPOSITORY = {"tabular": ("tapweight_tabular", "plugins/tapweight-tabular")}
+#: the repository's root, when tapweight runs from a checkout (an editable install)
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def install_hint(domain: str) -> str:
+    """How to get a first-party domain that is not loaded (``""`` for any other): its pip
+    command, with the folder's path when tapweight runs from a checkout."""
+    if domain not in IN_REPOSITORY:
+        return ""
+    module, folder = IN_REPOSITORY[domain]
+    if importlib.util.find_spec(module) is not None:
+        return (f" {module} is installed but did not load: see `tapweight plugins` "
+                "(and TAPWEIGHT_LOAD_PLUGINS, if set)")
+    path = CHECKOUT / folder
+    if path.is_dir():  # from the folder it is run in when inside the checkout, else by its full path
+        relative = os.path.relpath(path)
+        folder = relative if not relative.startswith("..") else str(path)
+    where = "" if path.is_dir() else "from a checkout, "
+    return (f" It is the example plugin in tapweight's repository, installed on its own: {where}"
+            f"pip install -e {folder if folder.startswith('/') else './' + folder}")
 
 
 class RegistrationError(Exception):
@@ -104,7 +130,8 @@ class Registry:
                 fix = f" Fix: {problem.fix}" if problem.fix else ""
                 raise TapweightError(f"domain '{name}' is unavailable: {problem.message}.{fix}")
         known = ", ".join(self.names("domains")) or "none"
-        raise TapweightError(f"unknown domain '{name}' (available: {known}). See `tapweight plugins`.")
+        hint = install_hint(name) or " See `tapweight plugins`."
+        raise TapweightError(f"unknown domain '{name}' (available: {known}).{hint}")
 
     def task(self, domain: str, name: str) -> TaskSpec:
         self.require_domain(domain)

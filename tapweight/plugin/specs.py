@@ -70,7 +70,8 @@ class DomainData:
 
 @dataclass(frozen=True)
 class Inputs:
-    """Unlabelled inputs read for ``tapweight predict``: one entry per data row of the file.
+    """Unlabelled inputs read for ``tapweight predict``: one entry per data line of the file,
+    a blank line included (as a row that cannot be scored), so that row numbers stay the file's.
 
     ``errors[i]`` is ``""`` when row i can be scored, else why not (a SMILES RDKit cannot
     parse, an empty text, a missing feature): such a row gets an empty prediction and its

@@ -42,10 +42,15 @@ def test_features_are_512_wide():
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 512)
 
 
-def test_random_init_warns(caplog):
+def test_random_init_warns_in_one_line_what_it_does_and_where_imagemol_comes_from(caplog):
     with caplog.at_level(logging.WARNING):
         build(Cfg())
-    assert "random weights" in caplog.text and "--init" in caplog.text
+    (record,) = caplog.records
+    line = record.getMessage()
+    assert record.levelno == logging.WARNING and "\n" not in line
+    assert "random weights" in line and "does not continue ImageMol" in line
+    assert "ImageMol.pth.tar" in line and "https://github.com/HongxinXiang/ImageMol" in line
+    assert "--init ImageMol.pth.tar" in line
 
 
 def imagemol_body(model: ImageMol) -> dict[str, torch.Tensor]:

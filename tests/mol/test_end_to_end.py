@@ -19,7 +19,7 @@ def test_tapweight_run_then_init_from_its_checkpoints(tmp_path, cache_dir):
     lines = BBBP.read_text().splitlines()
     data = tmp_path / "bbbp.csv"
     data.write_text("\n".join(lines[:121]) + "\n")  # header + 120 rows, 2 invalid SMILES among them
-    job = resolve("mol", "bbbp", preset="cpu", options={"data": str(data)}, sets=TINY)
+    job = resolve("mol", "bbbp", preset="cpu", options={"data": str(data), "keep_checkpoint": True}, sets=TINY)
     summary = run(job, tmp_path / "run", quiet=True)
     seed = tmp_path / "run" / "seed0"
     result = json.loads((seed / "metrics.json").read_text())

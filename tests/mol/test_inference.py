@@ -122,3 +122,14 @@ def test_a_head_torchvision_cannot_hold_is_one_line(tmp_path):
     head = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 1))
     with pytest.raises(TapweightError, match="ends in one linear fc, and this run's head is a Sequential"):
         write_torchvision(ImageMolResNet18(), head, tmp_path, tmp_path)
+
+
+@pytest.mark.parametrize("name,text", [("new.smi", "smiles\nCCO\n\nnot_a_smiles\nc1ccccc1\n"),
+                                       ("new.csv", "smiles,name\nCCO,a\n\nnot_a_smiles,c\nc1ccccc1,d\n")])
+def test_a_blank_line_is_an_empty_smiles_so_row_numbers_stay_the_files(tmp_path, name, text):
+    from tapweight_mol.inference import read_smiles
+
+    (tmp_path / name).write_text(text)
+    read = read_smiles(str(tmp_path / name), "smiles", workers=1)
+    assert list(read.inputs) == ["CCO", "", "not_a_smiles", "c1ccccc1"]
+    assert read.errors == ["", "empty SMILES", "RDKit cannot parse this SMILES", ""]

@@ -84,3 +84,17 @@ def test_hf_export_loads_with_automodel_and_gives_the_backbones_features(nlp_run
             head.load_state_dict(load_file(str(tmp_path / "hf" / "task_head.safetensors")))
             torch.testing.assert_close(head(theirs), saved.model.eval()(
                 {k: inputs[k] for k in ("input_ids", "attention_mask")}), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,text,columns,expected", [
+    ("new.txt", "good film\n\nbad film\n", ("sentence",), ["good film", "", "bad film"]),
+    ("new.tsv", "sentence1\tsentence2\na\tb\n\nc\td\n", ("sentence1", "sentence2"), [("a", "b"), ("", ""), ("c", "d")]),
+    ("new.csv", "sentence,label\ngood film,1\n\nbad film,0\n", ("sentence",), ["good film", "", "bad film"]),
+])
+def test_a_blank_line_is_an_empty_text_so_row_numbers_stay_the_files(tmp_path, name, text, columns, expected):
+    from tapweight_nlp.inference import read_texts
+    from tapweight_nlp.plugin import NlpOptions
+
+    (tmp_path / name).write_text(text)
+    read = read_texts(str(tmp_path / name), columns, NlpOptions())
+    assert list(read.inputs) == expected and read.errors == ["", "empty text", ""]

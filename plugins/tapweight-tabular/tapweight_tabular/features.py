@@ -4,7 +4,8 @@
 the task's features in the data set's order; a column named like the task's label is
 ignored) and prepares it with the standardization the run fitted on its train split, saved
 in the seed's ``predictor/features.json``. A row with an empty or non-numeric cell is not
-scored; its reason names the column.
+scored; its reason names the column. A blank line is an "empty row", not skipped, so that
+the output's row numbers stay the file's lines.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def collate_pairs(items: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def read_rows(path: str, n_features: int, label_names: Sequence[str]) -> Inputs:
-    """The feature rows of a CSV (``.tsv``: tab-separated) with a header row."""
+    """The feature rows of a CSV (``.tsv``: tab-separated) with a header row, one per data line
+    (a blank line is an "empty row")."""
     try:
-        frame = pd.read_csv(path, sep="\t" if path.endswith(".tsv") else ",",
-                            keep_default_na=False, na_values=[""])  # only an empty cell is empty
+        frame = pd.read_csv(path, sep="\t" if path.endswith(".tsv") else ",", keep_default_na=False,
+                            na_values=[""], skip_blank_lines=False)  # only an empty cell is empty
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
         reason = " ".join(str(err).split())[:100] or type(err).__name__
         raise TapweightError(f"cannot read '{path}' as a CSV of feature rows ({reason})") from None
@@ -65,7 +67,9 @@ def read_rows(path: str, n_features: int, label_names: Sequence[str]) -> Inputs:
     errors = []
     for i, row in enumerate(numbers):
         bad = np.flatnonzero(~np.isfinite(row))
-        if len(bad):
+        if frame.iloc[i].isna().all():  # a blank line, kept: row numbers stay the lines
+            errors.append("empty row")
+        elif len(bad):
             column, cell = frame.columns[bad[0]], frame.iloc[i, bad[0]]
             errors.append(f"column '{column}' is empty" if pd.isna(cell) else
                           f"column '{column}' holds {cell!r}, not a finite number")

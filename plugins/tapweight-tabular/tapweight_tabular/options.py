@@ -18,7 +18,7 @@ class TabularOptions:
     hidden: int = 256  # hidden units per layer (SCARF: 256)
     layers: int = 3  # hidden layers of the backbone; SCARF's encoder has 4 linear layers
     out_dim: int = 64  # feature size the task head sees
-    dropout: float = 0.0  # dropout probability after each hidden layer
+    dropout: float = 0.0  # dropout after each hidden layer of the backbone
     mfr_mask_rate: float = 0.3  # fraction of features masked by tabular.mfr (VIME's p_m = 0.3)
     denoise_sigma: float = 0.5  # std of the Gaussian noise of tabular.denoise (standardized units)
     scarf_corruption: float = 0.6  # fraction c of features SCARF resamples (paper: 0.6)

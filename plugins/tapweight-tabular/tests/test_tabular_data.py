@@ -144,3 +144,12 @@ def test_bad_corpus_files_are_one_line_errors(make_cfg, tmp_path, content, messa
     table = load_sklearn("wine", cfg)
     with pytest.raises(TapweightError, match=message):
         build_data(cfg, table, stratified_split(table, 0), TASK["wine"])
+
+
+def test_a_blank_line_of_rows_to_score_is_an_empty_row_so_row_numbers_stay_the_files(tmp_path):
+    from tapweight_tabular.features import read_rows
+
+    (tmp_path / "new.csv").write_text("a,b,label\n1,2,0\n\n3,x,1\n4,5,1\n")
+    read = read_rows(str(tmp_path / "new.csv"), 2, ["label"])
+    assert read.errors == ["", "empty row", "column 'b' holds 'x', not a finite number", ""]
+    np.testing.assert_array_equal(read.inputs[3], [4, 5])  # the file's 4th data line is row 4

@@ -8,7 +8,6 @@ finished run folder, whoever made it. ``docs/python-api.md`` walks through it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +16,9 @@ from typing import TYPE_CHECKING
 from omegaconf import OmegaConf
 
 from tapweight.errors import TapweightError
-from tapweight.plugin.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def model_option(registry: Registry, domain: str, model: str) -> dict:
-    """``--model NAME`` as the config key ``<domain>.model``, for domains with that option."""
-    if "model" not in {f.name for f in dataclasses.fields(registry.require_domain(domain).options)}:
-        raise TapweightError(f"domain '{domain}' has no --model option; use --init for weights")
-    return {f"{domain}.model": model}
 
 
 def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None = None,
@@ -60,6 +51,7 @@ def start(domain: str, task: str, preset: str, config_file: str | None, options:
     layers (``options["model"]`` is ``--model``), run every seed; returns the summary.
 
     An unknown domain or task is refused before the runner (and torch) is imported."""
+    from tapweight.commands.console import model_options
     from tapweight.plugin.manager import build_registry
 
     registry = build_registry()
@@ -68,7 +60,7 @@ def start(domain: str, task: str, preset: str, config_file: str | None, options:
 
     options = dict(options)
     if "model" in options:
-        options.update(model_option(registry, domain, options.pop("model")))
+        options.update(model_options(domain, options.pop("model"), registry))
     job = runner.resolve(domain, task, preset, config_file, options, sets, registry=registry)
     return runner.run(job, Path(out) if out is not None else None, quiet, resume=resume)
 

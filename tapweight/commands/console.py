@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -104,9 +105,10 @@ def model_options(domain: str, model: str | None, registry=None) -> dict:
     are loaded for it unless ``registry`` is given."""
     if model is None:
         return {}
-    from tapweight.commands.api import model_option
-
-    return model_option(registry or plugin_manager.build_registry(), domain, model)
+    options = (registry or plugin_manager.build_registry()).require_domain(domain).options
+    if "model" not in {f.name for f in dataclasses.fields(options)}:
+        raise TapweightError(f"domain '{domain}' has no --model option; use --init for weights")
+    return {f"{domain}.model": model}
 
 
 def print_encoder(summary: dict) -> None:

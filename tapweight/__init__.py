@@ -34,6 +34,7 @@ from tapweight.plugin.specs import (
     Split,
     Table,
     TaskSpec,
+    WeightingSpec,
 )
 
 __version__ = "0.1.0"
@@ -43,13 +44,14 @@ _LAZY = {
     "run": "tapweight.commands.api", "Result": "tapweight.commands.api",
     "load_backbone": "tapweight.job.checkpoint", "read_weights": "tapweight.job.checkpoint",
     "random_split": "tapweight.method.batches", "computed_once": "tapweight.method.models",
+    "Weighting": "tapweight.method.weightings.base", "Signal": "tapweight.method.weightings.base",
 }
 
 __all__ = [
     "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec", "Inputs",
-    "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Split", "Table", "TaskSpec",
-    "TapweightError", "check_options", "computed_once", "deferred", "hookimpl", "load_backbone",
-    "random_split", "read_weights", "require", "run",
+    "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Signal", "Split", "Table", "TaskSpec",
+    "TapweightError", "Weighting", "WeightingSpec", "check_options", "computed_once", "deferred", "hookimpl",
+    "load_backbone", "random_split", "read_weights", "require", "run",
 ]
 
 

@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from tapweight.commands.console import console, print_summary
-from tapweight.config import METHODS
 from tapweight.errors import TapweightError
 from tapweight.job.folder import saved_task
 from tapweight.plugin import manager as plugin_manager
@@ -27,18 +26,15 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
     """List what the loaded plugins provide."""
     if what not in LISTABLE:
         raise TapweightError(f"cannot list '{what}'; choose one of {', '.join(LISTABLE)}")
-    if what == "methods":
-        for name in METHODS:
-            print(name)
-        return
     registry = plugin_manager.build_registry()
     table = RichTable(show_header=True)
     table.add_column(what[:-1])
     table.add_column("plugin")
     table.add_column("description")
     for name in registry.names(what):
-        spec = registry.tables[what][name]
-        table.add_row(*map(escape, (name, registry.owners[(what, name)], getattr(spec, "description", ""))))
+        spec = registry.tables[what][name]  # a method as --method names it: single:<objective>
+        table.add_row(*map(escape, (getattr(spec, "usage", name), registry.owners[(what, name)],
+                                    getattr(spec, "description", ""))))
     if what == "domains":  # escaped: rich would read the fix's [nlp] as markup and drop it
         for problem in registry.problems:
             table.add_row(*map(escape, (problem.plugin, "unavailable",

@@ -3,6 +3,7 @@ what the engine hands them (per-objective gradients, cosines) against autograd."
 
 import copy
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -254,3 +255,20 @@ def test_tapweight_computes_no_objective_gradients():
     assert engine.gradients is None
     record = engine.step()
     assert "hypergrad_denoise" in record and "grad_norm_denoise" not in record
+
+
+def test_list_methods_shows_each_with_its_plugin_and_description(toy, capsys, monkeypatch):
+    from tests.test_cli import cli
+
+    monkeypatch.setenv("COLUMNS", "250")
+    assert cli("list", "methods") == 0
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("│")}
+    core = {"none", "uniform", "fixed", "single:<objective>", "tapweight", "tapweight-normalized", "olaux",
+            "cosine", "gating", "doge", "gradnorm"}
+    assert core <= set(rows) and all(rows[m][0] == "core" and rows[m][1] for m in core)
+    assert rows["toy-trend"][0] == "toy"
+    assert cli("plugins") == 0
+    report = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(report["core"]["provides"]["methods"]) == {m.split(":")[0] for m in core}
+    assert report["toy"]["provides"]["methods"] == ["toy-trend"]

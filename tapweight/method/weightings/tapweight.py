@@ -8,6 +8,7 @@ to λ; they differ in how a step of α is made from it.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -113,7 +114,9 @@ class OLAux(TapWeight):
         if self.count == self.options.horizon:
             step_alpha(signal, self.total)
             self.total, self.count = None, 0
-        signal.scheduler.step()
+        with warnings.catch_warnings():  # the rate follows global steps; the optimizer steps every N
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before")
+            signal.scheduler.step()
 
     def state_dict(self) -> dict:
         return {"total": self.total, "count": self.count}

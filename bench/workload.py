@@ -22,9 +22,11 @@ from torch.utils.data import Dataset
 
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
+from tapweight.method import weightings
 from tapweight.method.batches import BatchStream
 from tapweight.method.engine import Engine
 from tapweight.method.models import PretrainModel, TaskModel
+from tapweight.plugin.manager import build_registry
 from tapweight.plugin.specs import DomainData
 
 #: variant -> the reweight keys of its TapWeight step (RunConfig's defaults for the rest):
@@ -44,7 +46,10 @@ SETTINGS = {
     "neumann": {**FULL, "hypergrad": "neumann"},
     "cg": {**FULL, "hypergrad": "cg"},
 }
-VARIANTS = ("plain", *SETTINGS, "betty")
+#: variant -> a weighting method other than TapWeight (``method:<name>``), run with the shipped
+#: hypergradient settings when it reads one: what each rule costs (docs/weightings.md)
+METHODS = {f"method:{m}": m for m in ("tapweight-normalized", "olaux", "cosine", "gating", "doge", "gradnorm")}
+VARIANTS = ("plain", *SETTINGS, *METHODS, "betty")
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,7 @@ class Workload:
 
     def config(self, variant: str) -> RunConfig:
         cfg = copy.deepcopy(self.cfg)
-        cfg.method = "uniform" if variant == "plain" else "tapweight"
+        cfg.method = METHODS.get(variant) or ("uniform" if variant == "plain" else "tapweight")
         for key, value in SETTINGS.get(variant, {}).items():
             setattr(cfg.reweight, key, value)
         return cfg
@@ -216,6 +221,7 @@ class Workload:
             from tapweight.method.betty import BettyEngine
 
             return BettyEngine(theta, w, corpus, train, val, cfg, "bce", self.device)
-        learn = variant != "plain"
+        rule = weightings.build(build_registry(), cfg) if variant in METHODS else None
+        learn = rule.learns if rule else variant != "plain"
         return Engine(theta, w, corpus, train if learn else None, val if learn else None, cfg, "bce",
-                      self.device, learn_weights=learn)
+                      self.device, learn_weights=learn, weighting=rule)

@@ -38,6 +38,7 @@ from tapweight.plugin.specs import (
     Split,
     Table,
     TaskSpec,
+    WeightingSpec,
 )
 
 __version__ = importlib.metadata.version("tapweight")  # pyproject.toml's, the one place it is set
@@ -48,15 +49,15 @@ _LAZY = {
     "load_backbone": "tapweight.job.checkpoint", "read_weights": "tapweight.job.checkpoint",
     "random_split": "tapweight.method.batches", "computed_once": "tapweight.method.models",
     **dict.fromkeys(("load_into", "LoadReport", "container", "plain", "IMAGEMOL_FINETUNED"), "tapweight.job.loading"),
+    "Weighting": "tapweight.method.weightings.base", "Signal": "tapweight.method.weightings.base",
 }
 
 __all__ = [
     "IMAGEMOL_FINETUNED", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec",
-    "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Split", "Table",
-    "TaskSpec", "TapweightError", "adopt_library_handlers", "cache_dir", "check_options", "computed_once",
-    "container", "data_dir",
-    "deferred", "hookimpl", "load_backbone", "load_into", "plain", "random_split", "read_weights", "require",
-    "run", "run_main",
+    "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Signal", "Split",
+    "Table", "TaskSpec", "TapweightError", "Weighting", "WeightingSpec", "adopt_library_handlers", "cache_dir",
+    "check_options", "computed_once", "container", "data_dir", "deferred", "hookimpl", "load_backbone", "load_into",
+    "plain", "random_split", "read_weights", "require", "run", "run_main",
 ]
 
 

@@ -90,9 +90,10 @@ class FinalConfig(LevelConfig):
 class RunConfig:
     domain: str = ""  # the domain (tapweight list domains); set by `tapweight run DOMAIN TASK`
     task: str = ""  # the domain's task (tapweight list tasks)
-    method: str = "tapweight"  # tapweight | uniform | fixed | single:<objective> | none
+    method: str = "tapweight"  # a registered weighting, NAME or NAME:ARG (`tapweight list methods`)
     objectives: list[str] = field(default_factory=list)  # empty: the domain's defaults
     weights: list[float] = field(default_factory=list)  # λ for "fixed"
+    weighting: dict[str, Any] = field(default_factory=dict)  # method -> its options: weighting.cosine.lr=0.1
     backbone: str = ""  # empty: the domain's default
     head: str = ""  # empty: the domain's default
     init: str = ""  # pretrained backbone checkpoint (domain-specific formats)
@@ -119,7 +120,6 @@ class RunConfig:
     options: Any = None  # the domain's option dataclass
 
 
-METHODS = ("tapweight", "uniform", "fixed", "single:<objective>", "none")
 #: the levels' sections of a RunConfig and their dataclasses
 LEVELS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "reweight": ReweightConfig, "final": FinalConfig}
 HYPERGRADS = ("auto", "fd", "jvp", "neumann", "cg")
@@ -257,10 +257,9 @@ def validate(cfg: RunConfig) -> None:
            "objective; the paper uses 200 (SGD) or 1 (Adam)")
     _check(cfg.amp in ("no", "bf16", "fp16"), f"amp must be no, bf16 or fp16, got '{cfg.amp}'")
     validate_hypergradient(cfg)
-    method = cfg.method
-    _check(method in ("tapweight", "uniform", "fixed", "none") or method.startswith("single:"),
-           f"unknown method '{method}'; methods: {', '.join(METHODS)}")
-    _check(method != "fixed" or bool(cfg.weights), "method 'fixed' needs weights: --set weights=[0.5,0.3,0.2]")
+    # the method itself is checked against the registry when the job is resolved (job/seed.py)
+    _check(all(isinstance(v, dict) for v in cfg.weighting.values()),
+           "weighting takes each method's options: --set weighting.<method>.<option>=value")
     _check(not (any(w < 0 for w in cfg.weights) or (cfg.weights and sum(cfg.weights) <= 0)),
            f"weights must be >= 0 with a positive sum, got {cfg.weights}")
 

@@ -37,6 +37,15 @@ def test_step_reports_every_variant(tmp_path):
     assert len(saved["load_average"]["before"]) == 3 and "torch" in saved["machine"]
 
 
+def test_step_times_every_weighting_method():
+    from bench.workload import METHODS
+
+    result = main([*TINY, "--no-memory", "--variants", ",".join(["plain", *METHODS])])
+    assert set(result["variants"]) == {"plain", *METHODS}
+    for name, v in result["variants"].items():
+        assert v["median_s"] > 0 and not v["notes"], name
+
+
 def test_profile_splits_a_step_into_its_levels(tmp_path):
     result = main([*TINY, "--no-memory", "--variants", "plain,fd,cg", "--profile", str(tmp_path / "prof")])
     phases = {name: v["phases_s"] for name, v in result["variants"].items()}

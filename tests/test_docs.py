@@ -92,6 +92,21 @@ def test_tutorial_plugin_pretrains_on_a_corpus_then_runs_from_its_encoder(iris, 
     assert "loaded from --init" in (tmp_path / "run" / "log.txt").read_text()
 
 
+def test_tutorial_weighting_votes_as_the_page_says(iris, tmp_path):
+    """Section 11's weighting, run by name: λ at every step is (prior + votes so far),
+    normalised, the votes counted here from the hypergradients the run recorded."""
+    out = tmp_path / "run"
+    assert cli("run", "iris", "species", "--method", "iris-vote", "--quiet", "--out", str(out),
+               "--set", "weighting.iris-vote.prior=2", "--set", "final.epochs=1") == 0
+    weights = pd.read_csv(out / "seed0" / "weights.csv")
+    names = [c for c in weights.columns if c != "step"]
+    g = pd.read_csv(out / "seed0" / "losses.csv")[[f"hypergrad_{n}" for n in names]].to_numpy()
+    wins = np.cumsum(g < g.mean(axis=1, keepdims=True), axis=0)
+    votes = 2.0 + np.vstack([np.zeros(len(names)), wins[:-1]])  # step t trains with the votes of steps < t
+    assert np.allclose(weights[names].to_numpy(), votes / votes.sum(axis=1, keepdims=True), atol=1e-6)
+    assert wins[-1].max() > wins[-1].min()  # the votes differ: λ moved
+
+
 def test_tutorial_explains_every_hook():
     text = TUTORIAL.read_text()
     for name in (n for n in dir(hookspecs) if n.startswith("register_")):

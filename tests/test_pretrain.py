@@ -90,7 +90,9 @@ def test_presets_and_defaults(toy, corpus):
 
 @pytest.mark.parametrize("args, message", [
     ((), "needs --corpus FILE"),
-    (("--method", "tapweight"), "fixed weights"),
+    (("--method", "tapweight"), "weights that need no task"),
+    (("--method", "cosine"), "weights that need no task"),
+    (("--method", "none"), "not 'none'"),
     (("--method", "single:nope"), "unknown objective 'nope'"),
     (("--preset", "huge"), "no preset 'huge'"),
 ])

@@ -85,6 +85,25 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     same_run(tmp_path / "whole", cut)
 
 
+def test_a_plugins_weighting_resumes_after_sigkill_as_if_never_stopped(tmp_path):
+    """The toy plugin's ``toy-trend`` weighting keeps state of its own (a running mean of the
+    hypergradient and the last losses): the checkpoint holds it, so the resumed run is the
+    uninterrupted one byte for byte."""
+    args = ["--method", "toy-trend", "--steps", "60", "--set", "checkpoint_every=10"]
+    assert toy(*args, out=tmp_path / "whole").returncode == 0
+    cut = tmp_path / "cut"
+    code = interrupt([*LAUNCH, "run", "toy", "blobs", "--quiet", "--out", str(cut), *args], signal.SIGKILL,
+                     lambda: (cut / "seed0" / "checkpoint.pt").exists(), tmp_path / "stderr.txt")
+    assert code == -signal.SIGKILL and not (cut / "metrics.json").exists()
+    assert torch.load(cut / "seed0" / "checkpoint.pt")["weighting"]["mean"] is not None
+    done = subprocess.run([*LAUNCH, "resume", str(cut), "--quiet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "resumed seed 0 at step" in (cut / "log.txt").read_text()
+    same_run(tmp_path / "whole", cut)
+    lam = pd.read_csv(cut / "seed0" / "weights.csv")
+    assert lam.iloc[-1, 1:].std() > 0.01  # the rule moved λ: its state mattered
+
+
 #: a real run of the tabular plugin, a few seconds; a log line per step tells when to interrupt
 TABULAR = ["run", "tabular", "breast-cancer", "--preset", "cpu", "--steps", "40", "--set", "final.epochs=5",
            "--quiet", "--set", "log_every=1"]

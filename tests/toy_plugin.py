@@ -2,8 +2,9 @@
 
 Synthetic data from scikit-learn, a two-layer backbone, two objectives (one random, to
 exercise the engine's replay of random draws), a plugin command, a predictor (new rows:
-a CSV of 8 numbers per line), an export format (the backbone's state dict), and an
-unlabelled corpus reader (``.npy`` rows, for ``tapweight pretrain``).
+a CSV of 8 numbers per line), an export format (the backbone's state dict), an
+unlabelled corpus reader (``.npy`` rows, for ``tapweight pretrain``), and a weighting method
+with state of its own (``toy-trend``, for the checkpoint's exact resume).
 """
 
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from tapweight import (
     Table,
     TapweightError,
     TaskSpec,
+    Weighting,
+    WeightingSpec,
     hookimpl,
     load_backbone,
 )
@@ -211,6 +214,42 @@ REPORTS: list[dict] = []
 @hookimpl
 def register_loggers(register):
     register(LoggerSpec("recorder", Recorder, "keeps what it is sent, for tests"))
+
+
+class Trend(Weighting):
+    """λ from a running mean m of the hypergradient and of the losses' falls: α ← α − rate·m.
+    Reads the hypergradient (so levels II and III run) and keeps m as its own state."""
+
+    learns = True
+    hypergradient = True
+
+    @dataclass
+    class Options:
+        rate: float = 20.0
+        decay: float = 0.8
+
+    def __init__(self, cfg, argument=""):
+        super().__init__(cfg, argument)
+        self.mean, self.last = None, None
+
+    def update(self, signal):
+        o = self.options
+        fall = torch.zeros_like(signal.losses) if self.last is None else signal.losses - self.last
+        now = signal.hypergrad + 1e-3 * fall
+        self.mean = now if self.mean is None else o.decay * self.mean + (1 - o.decay) * now
+        self.last = signal.losses
+        return signal.alpha.detach().double() - o.rate * self.mean
+
+    def state_dict(self):
+        return {"mean": self.mean, "last": self.last}
+
+    def load_state_dict(self, state):
+        self.mean, self.last = state["mean"], state["last"]
+
+
+@hookimpl
+def register_weightings(register):
+    register(WeightingSpec("toy-trend", Trend, "running mean of the hypergradient, with state"))
 
 
 @hookimpl

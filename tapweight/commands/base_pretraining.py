@@ -1,7 +1,8 @@
 """``tapweight pretrain DOMAIN --corpus FILE``: base pretraining, level I alone, no task.
 
 ImageMol's own stage before TapWeight's: train an encoder on a large unlabelled corpus with
-fixed objective weights (methods ``uniform``, ``fixed``, ``single:<objective>``), so that
+weights that need no task (methods ``uniform``, ``fixed``, ``single:<objective>``, and
+``gradnorm``, which balances the objectives' gradients), so that
 continued pretraining has a pretrained start. The domain reads the corpus
 (:attr:`~tapweight.plugin.specs.Domain.build_corpus`); the engine (``learn_weights=False``: level I
 only), checkpoints, resume, progress and logging are
@@ -31,7 +32,7 @@ from tapweight.job import resolved
 from tapweight.job.log import RunLog
 from tapweight.job.report import write_json
 from tapweight.job.runner import Job, in_run_folder, open_run_folder, pick_preset, user_layers
-from tapweight.job.seed import continued_pretraining, objective_names, seed_everything
+from tapweight.job.seed import continued_pretraining, objective_names, seed_everything, weighting
 from tapweight.job.session import Session
 from tapweight.plugin.manager import build_registry
 from tapweight.plugin.registry import Registry
@@ -63,15 +64,16 @@ def resolve(domain: str, preset: str = "auto", config_file: str | None = None,
         ("no task", layer_from_dict({"task": ""}, domain)),  # a run's config.yaml names one
     ]
     cfg = build_config(dom.options, layers)
-    if cfg.method in ("tapweight", "none"):
-        raise TapweightError(f"tapweight pretrain trains with fixed weights: --method uniform, fixed or "
-                             f"single:<objective>, not '{cfg.method}' (learning λ needs a task: "
-                             "tapweight run)")
     if not cfg.corpus:
         raise TapweightError("tapweight pretrain needs --corpus FILE, the unlabelled corpus to "
                              "pretrain on")
     job = Job(cfg, registry, dom, None, preset)
-    objective_names(job)  # fail on a bad objective before any work is done
+    rule = weighting(job)
+    if rule.learns or not rule.pretrains:
+        raise TapweightError(f"tapweight pretrain trains level I alone, with weights that need no task: "
+                             f"--method uniform, fixed, single:<objective> or gradnorm, not '{cfg.method}' "
+                             "(a method that learns λ from a task: tapweight run)")
+    objective_names(job, rule)  # fail on a bad objective before any work is done
     return job
 
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table as RichTable
 
 from tapweight.commands.console import console
-from tapweight.config import METHODS, option_rows
+from tapweight.config import option_rows
 from tapweight.errors import TapweightError
 from tapweight.plugin import manager as plugin_manager
 
@@ -30,10 +30,6 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
         raise TapweightError(f"cannot list '{what}'; choose one of {', '.join(LISTABLE)}")
     if domain is not None and what != "options":
         raise TapweightError(f"`tapweight list {what}` takes no domain; `tapweight list options {domain}` does")
-    if what == "methods":
-        for name in METHODS:
-            print(name)
-        return
     registry = plugin_manager.build_registry()
     if what == "options":
         return _list_options(registry, domain)
@@ -42,8 +38,9 @@ def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))]
     table.add_column("plugin")
     table.add_column("description")
     for name in registry.names(what):
-        spec = registry.tables[what][name]
-        table.add_row(*map(escape, (name, registry.owners[(what, name)], getattr(spec, "description", ""))))
+        spec = registry.tables[what][name]  # a method as --method names it: single:<objective>
+        table.add_row(*map(escape, (getattr(spec, "usage", name), registry.owners[(what, name)],
+                                    getattr(spec, "description", ""))))
     if what == "domains":  # escaped: rich would read the fix's [nlp] as markup and drop it
         for problem in registry.problems:
             table.add_row(*map(escape, (problem.plugin, "unavailable",

@@ -62,10 +62,11 @@ def used_lines(run_dir: Path, domain: str) -> list[str]:
         return value if given else f"{value} (the domain's default)"
 
     objectives = resolved.objective_names(cfg, registry, dom)
-    trained = ("none trained (method none: fine-tune only)" if cfg.method == "none"
-               else default(cfg.objectives or cfg.method.startswith("single:"), ", ".join(objectives)))
+    pretrained = any(run_dir.glob("seed*/weights.csv"))  # a method that pretrains writes λ per step
+    trained = (default(cfg.objectives or ":" in cfg.method, ", ".join(objectives)) if pretrained
+               else "none trained (no continued pretraining: fine-tune only)")
     lines = [f"method: {cfg.method}, {cfg.steps} steps, seeds {', '.join(map(str, cfg.seeds or [cfg.seed]))}",
-             f"objectives: {trained}" + (f", λ fixed at {cfg.weights}" if cfg.method == "fixed" else ""),
+             f"objectives: {trained}" + (f", starting weights {cfg.weights}" if cfg.weights else ""),
              f"backbone: {default(cfg.backbone, resolved.backbone_name(cfg, dom))}, from "
              f"{cfg.init or 'random weights (no --init)'}",
              f"head: {default(cfg.head, resolved.head_name(cfg, dom))}",

@@ -32,7 +32,7 @@ KEEP_CHECKPOINT = typer.Option("--keep-checkpoint/--drop-checkpoint", show_defau
 def run(
     domain: Annotated[str, typer.Argument(help="domain, e.g. mol, nlp")],
     task: Annotated[str, typer.Argument(help="task, e.g. bbbp, sst2 (see `tapweight list tasks`)")],
-    method: Annotated[Optional[str], typer.Option(help="tapweight|uniform|fixed|single:<objective>|none")] = None,
+    method: Annotated[Optional[str], typer.Option(help="see `tapweight list methods`")] = None,
     preset: Annotated[str, typer.Option(help="cpu | paper | auto (paper on CUDA, else cpu)")] = "auto",
     config: Annotated[Optional[str], typer.Option(help="YAML file of config keys")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable)")] = None,
@@ -92,7 +92,7 @@ def resume_command(
 def pretrain_command(
     domain: Annotated[str, typer.Argument(help="domain, e.g. mol, nlp")],
     corpus: Annotated[Optional[str], typer.Option(help="unlabelled corpus file (the domain's format)")] = None,
-    method: Annotated[Optional[str], typer.Option(help="uniform|fixed|single:<objective>")] = None,
+    method: Annotated[Optional[str], typer.Option(help="uniform|fixed|single:<objective>|gradnorm")] = None,
     preset: Annotated[str, typer.Option(help="cpu | paper | auto (paper on CUDA, else cpu)")] = "auto",
     config: Annotated[Optional[str], typer.Option(help="YAML file of config keys")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable)")] = None,

@@ -3,7 +3,7 @@
 :func:`run_seed` is what :func:`tapweight.job.runner.run` calls for each seed; it builds the
 seed's pieces from the job's registry (:func:`build_task`, :func:`build_engine`), runs the
 engine with its checkpoints and trajectory (:func:`continued_pretraining`) unless the method
-is ``none``, then re-finetunes the final backbone (:func:`tapweight.method.final.refinetune`)
+pretrains nothing (``none``), then re-finetunes the final backbone (:func:`tapweight.method.final.refinetune`)
 and writes the seed's folder.
 """
 
@@ -34,11 +34,13 @@ from tapweight.job.saved import save_final
 from tapweight.job.session import current as current_session
 from tapweight.job.summary import overconfidence_line, signal_line
 from tapweight.job.trackers import RunLoggers, step_values
+from tapweight.method import weightings
 from tapweight.method.batches import BatchStream, random_split
 from tapweight.method.engine import Engine, NonFiniteLoss
 from tapweight.method.final import refinetune
 from tapweight.method.models import PretrainModel, TaskModel
 from tapweight.method.targets import SCALER_FILE, TargetScaler, standardize_targets
+from tapweight.method.weightings import Weighting
 from tapweight.plugin.specs import DomainData, Split, Table
 
 if TYPE_CHECKING:
@@ -48,15 +50,21 @@ log = logging.getLogger("tapweight")
 CHECKPOINT = "checkpoint.pt"  # the engine's full state, for an exact resume
 
 
-def objective_names(job: Job) -> list[str]:
-    """The registered names of the objectives the method trains on."""
-    cfg = job.cfg
-    names = resolved.objective_names(cfg, job.registry, job.domain)
+def weighting(job: Job) -> Weighting:
+    """A fresh instance of the job's weighting method (``cfg.method``, ``tapweight list methods``)."""
+    return weightings.build(job.registry, job.cfg)
+
+
+def objective_names(job: Job, rule: Weighting | None = None) -> list[str]:
+    """The registered names of the objectives the method trains on (checked against the
+    method's starting weights)."""
+    cfg, reg, dom = job.cfg, job.registry, job.domain.name
+    rule = rule or weighting(job)
+    wanted = rule.objectives(cfg.objectives or list(job.domain.objectives))
+    names = [reg.get("objectives", n, dom).name for n in wanted]
     if len(set(names)) != len(names):
-        raise TapweightError(f"objectives are listed twice: {cfg.objectives or names}")
-    if cfg.method == "fixed" and len(cfg.weights) != len(names):
-        raise TapweightError(f"method 'fixed' needs one weight per objective ({len(names)}: "
-                             f"{', '.join(names)}), got {len(cfg.weights)}")
+        raise TapweightError(f"objectives are listed twice: {wanted}")
+    rule.initial(names)
     return names
 
 
@@ -92,9 +100,9 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
     task = build_task(job, cfg, table)
     if task.scaler is not None and distributed.is_main():
         task.scaler.save(folder / SCALER_FILE)
-    backbone = task.backbone
+    backbone, pretrains = task.backbone, weighting(job).pretrains
     with RunLoggers(logger_specs(job) if distributed.is_main() else [], cfg, folder) as loggers:
-        if cfg.method != "none":
+        if pretrains:
             try:
                 backbone = continued_pretraining(job, cfg, task.data, backbone, task.make_head(), device,
                                                  folder, quiet, loggers)
@@ -107,7 +115,7 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
         result = None
         current_session().started()
         if distributed.is_main():  # the final fine-tune is small: rank 0 alone runs it
-            steps = cfg.steps if cfg.method != "none" else 0  # the trackers' axis goes on from there
+            steps = cfg.steps if pretrains else 0  # the trackers' axis goes on from there
             metric = job.task.metric
 
             def on_epoch(epoch: int, value: float) -> None:
@@ -165,12 +173,14 @@ def build_task(job: Job, cfg: RunConfig, table: Table) -> TaskData:
 
 def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engine:
     """θ (``backbone`` and the method's objectives), w (a copy of ``backbone`` and ``head``),
-    the three batch streams and the engine over them."""
-    names = objective_names(job)
+    the batch streams the method reads (level II and III's only when it ``learns``) and the
+    engine over them, with a fresh instance of the method."""
+    rule = weighting(job)
+    names = objective_names(job, rule)
     objectives = [job.registry.get("objectives", n).build(backbone, data.corpus, cfg) for n in names]
     theta = PretrainModel(backbone, objectives, names)
     w = TaskModel(copy.deepcopy(backbone), head)
-    learn = cfg.method == "tapweight"
+    learn = rule.learns
     p, f, r = cfg.pretrain, cfg.finetune, cfg.reweight
     shard, pin = (distributed.rank(), distributed.world_size()), device.type == "cuda"
     corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers, shard, pin)
@@ -178,10 +188,7 @@ def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engi
                         pin_memory=pin) if learn else None
     val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, shard=shard,
                       pin_memory=pin) if learn else None
-    weights = cfg.weights or None
-    if cfg.method.startswith("single:"):
-        weights = [1.0]
-    return Engine(theta, w, corpus, train, val, cfg, job.task.loss if learn else "", device, learn, weights)
+    return Engine(theta, w, corpus, train, val, cfg, job.task.loss if learn else "", device, weighting=rule)
 
 
 def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device, folder: Path,

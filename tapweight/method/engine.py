@@ -7,8 +7,9 @@ level II (``finetune_step``), then level III (``reweight_step``):
     II   w ← w − η₂ ∇_w [L_ft(w; D_train) + γ‖w_b − θ_b‖²]
     III  α ← α − η₃ ∂L_val(w; D_val)/∂α                      (hypergradient: hypergrad.py)
 
-Without learned weights (methods ``uniform``, ``fixed``, ``single:<k>``) only level I
-runs: levels II and III exist to move λ. Every random draw of a step comes from a seed
+The step of α is the run's weighting method's (method/weightings/; TapWeight's is above). Only
+what it declares it reads is computed: levels II and III (``uniform``, ``fixed``, ``gradnorm``...
+run level I alone), the hypergradient, each objective's own gradient. Every random draw of a step comes from a seed
 derived from (run seed, step, level), so a run is reproducible and resumes exactly.
 
 Each level I/II step records what the hypergradient needs (:class:`~tapweight.method.hypergrad.InnerStep`:
@@ -34,24 +35,12 @@ from tapweight import distributed
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
 from tapweight.method.batches import BatchStream, head_of_batch, to_device
-from tapweight.method.hypergrad import (
-    Hypergradient,
-    InnerStep,
-    Problem,
-    Vector,
-    hessian_vector_product,
-    softmax_vjp,
-)
+from tapweight.method.hypergrad import Hypergradient, InnerStep, Problem, Vector, hessian_vector_product
 from tapweight.method.metrics import best_offset, overconfidence, task_loss
-from tapweight.method.models import (
-    PretrainModel,
-    TaskModel,
-    backbone_params,
-    float32,
-    frozen_running_stats,
-    replay_rng,
-)
+from tapweight.method.models import PretrainModel, TaskModel, backbone_params, float32, frozen_running_stats, replay_rng
 from tapweight.method.optim import build_optimizer, build_scheduler, current_lr, preconditioner
+from tapweight.method.weightings import Signal, Weighting, default_weighting
+from tapweight.method.weightings.gradients import ObjectiveGradients
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +61,13 @@ class NonFiniteLoss(TapweightError):
 
 
 class Engine:
-    """Levels I–III over a θ model, a w model, and three batch streams."""
+    """Levels I–III over a θ model, a w model, and three batch streams, λ set by ``weighting``
+    (default: ``tapweight`` if ``learn_weights``, else fixed ``initial_weights``, uniform when None)."""
 
     def __init__(self, pretrain_model: PretrainModel, task_model: TaskModel, corpus: BatchStream,
                  train: BatchStream | None, val: BatchStream | None, cfg: RunConfig, loss_kind: str,
                  device: torch.device, learn_weights: bool = True,
-                 initial_weights: Sequence[float] | None = None):
+                 initial_weights: Sequence[float] | None = None, weighting: Weighting | None = None):
         # on CUDA, convolution weights in channels-last order (faster convolutions; a no-op
         # for models without 4-d weights): domains' backbones convert their images likewise
         memory = torch.channels_last if device.type == "cuda" else torch.preserve_format
@@ -88,16 +78,13 @@ class Engine:
         self.w_ddp = distributed.wrap(self.w, device)
         self.corpus, self.train, self.val = corpus, train, val
         self.cfg, self.loss_kind, self.device = cfg, loss_kind, device
+        self.weighting = weighting or default_weighting(cfg, learn_weights, initial_weights)
+        self.learn_weights = learn_weights = self.weighting.learns
         if learn_weights and cfg.reweight.val_loss == "offset_free" and loss_kind != "bce":
             raise TapweightError(f"reweight.val_loss=offset_free refits the offset of binary labels: this task's "
                                  f"loss is {loss_kind}; use reweight.val_loss=plain")
-        self.learn_weights = learn_weights
         self.names = [n.split(".", 1)[-1] for n in pretrain_model.names]
-        k = len(self.names)
-        lam0 = torch.full((k,), 1.0 / k) if initial_weights is None else torch.tensor(initial_weights)
-        lam0 = lam0.double() / lam0.sum()
-        # α = log λ₀; zero weights get a large negative logit so "fixed" can switch one off
-        self.alpha = torch.nn.Parameter(torch.log(lam0.clamp_min(1e-12)).float().to(device))
+        self.alpha = torch.nn.Parameter(self.weighting.start_logits(pretrain_model.names).float().to(device))
 
         named = [(n, p) for n, p in self.theta.named_parameters() if p.requires_grad]
         self.theta_names = [n for n, _ in named]
@@ -110,6 +97,7 @@ class Engine:
         self.w_params = self.w_backbone + [p for p in self.w.head.parameters() if p.requires_grad]
         if self.n_backbone != len(self.w_backbone):
             raise ValueError("θ and w backbones differ: the proximal term needs the same parameters")
+        self.gradients = ObjectiveGradients.of(self.weighting, self.theta_names, self.theta_params, self.n_backbone)
 
         steps, unroll = cfg.steps, cfg.reweight.unroll
         self.opt_pretrain = build_optimizer(self.theta_params, cfg.pretrain)
@@ -133,7 +121,7 @@ class Engine:
         self.scaler_pretrain = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.scaler_finetune = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
-        self.step_count = 0
+        self.step_count, self._losses, self._eta_pretrain = 0, torch.zeros(len(self.names)), 0.0  # for Signal.of
         self.history: list[dict[str, float]] = []
         self._steps: list[InnerStep] = []  # this global step's level I/II records, for level III
         self._level_one: dict = {}  # the current level I step's part of its record
@@ -224,12 +212,14 @@ class Engine:
             with (contextlib.nullcontext() if sync else self.theta_ddp.no_sync()):
                 with replay_rng(seed, self.device), self._autocast():
                     losses = self.theta_ddp(batch)  # [K], unweighted
+                if self.gradients:  # each ∇L_k apart, through the graph the backward then uses
+                    self.gradients.add(losses, i, accumulate)
                 self.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
             total += losses.detach() / accumulate
             batches.append((batch, seed))
         local = total.clone()  # this process's L(θ), before the all-reduce
         distributed.mean_([total])
-        eta = current_lr(self.opt_pretrain)
+        eta = self._eta_pretrain = current_lr(self.opt_pretrain)
         self._check_finite(total, [f"objective {n}" for n in self.names],
                            f"lower pretrain.lr (now {eta:g}) or check the data")
         precondition = None
@@ -247,6 +237,7 @@ class Engine:
                 precondition_pretrain=precondition,
                 losses_at_theta=local if r.fd_scheme == "forward" else None,
                 momentum_pretrain=group.get("momentum", 0.0), decay_pretrain=group["weight_decay"])
+        self._losses = total.detach()
         return total
 
     # -- level II ----------------------------------------------------------------------------
@@ -291,9 +282,9 @@ class Engine:
             return task_loss(self.loss_kind, torch.func.functional_call(self.w, replaced, (x,)), y)
 
     # -- level III ---------------------------------------------------------------------------
-    def reweight_step(self) -> tuple[dict[str, float], torch.Tensor]:
-        """One step of α from the hypergradient of L_val(w') (hypergrad.py). Returns the step
-        record's ``val_loss`` and ``val_overconfidence`` (metrics.overconfidence), and dL_val/dλ."""
+    def reweight_step(self) -> tuple[dict[str, float], Signal]:
+        """Level III: u = ∇_w L_val(w'), the Signal the weighting reads from it (the hypergradient,
+        cosines), its step of α. Returns ``val_loss``, ``val_overconfidence`` and the Signal."""
         steps, self._steps = self._steps, []
         skipped, self._skipped = self._skipped, False
         x, y = to_device(next(self.val), self.device)
@@ -305,28 +296,25 @@ class Engine:
         mean_loss, mean_overconfidence = distributed.mean_(
             [val_loss.detach().float(), overconfidence(self.loss_kind, outputs, y)])
         values = {"val_loss": float(mean_loss), "val_overconfidence": float(mean_overconfidence)}
-        if skipped:  # θ' = θ or w' = w: L_val(w') does not depend on λ through this step
-            log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients); "
-                     "λ is not updated", self.step_count + 1)
-            return values, torch.zeros(len(self.names), dtype=torch.float64)
+        if skipped:  # θ' = θ or w' = w: L_val(w') does not depend on λ through this step (hypergrad: 0)
+            log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients): λ stays", self.step_count + 1)
+            return values, Signal.of(self, skipped=True)
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
         u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
-        problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
-                          theta_after=[p.detach() for p in self.theta_params])
-        with self._phase("hypergradient"):
-            if self.hypergrad.needs_hessians:
-                problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])
-            g_lam = self.hypergrad(problem, functools.partial(self._unrolled_hessians, steps))
-            g_lam = distributed.mean_([g_lam])[0]  # this rank's shard -> global mean
-        self._check_finite(g_lam.float(), ["the hypergradient"],  # w diverged, or α's steps are too large
-                           f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or reweight.lr "
-                           f"(now {current_lr(self.opt_reweight):g})")
-        lam = self.lam
-        self.opt_reweight.zero_grad(set_to_none=True)
-        self.alpha.grad = softmax_vjp(lam, g_lam.to(lam.device).double()).float()
-        self.opt_reweight.step()
-        self.sched_reweight.step()
-        return values, g_lam
+        signal = Signal.of(self, u=u)
+        if self.weighting.hypergradient:
+            problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
+                              theta_after=[p.detach() for p in self.theta_params])
+            with self._phase("hypergradient"):
+                if self.hypergrad.needs_hessians:
+                    problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])
+                g_lam = self.hypergrad(problem, functools.partial(self._unrolled_hessians, steps))
+                g_lam = distributed.mean_([g_lam])[0]  # this rank's shard -> global mean
+            self._check_finite(g_lam.float(), ["the hypergradient"],  # w diverged, or α's steps are too large
+                               f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or reweight.lr "
+                               f"(now {current_lr(self.opt_reweight):g})")
+            signal.hypergrad = g_lam.detach().double().cpu()
+        return values, self.weighting.apply(signal)
 
     def _level_one_hessian(self, step: InnerStep, at: Vector):
         """H_pt = ∇²_θ Σλ_k L_k at ``at`` on ``step``'s level I batches, averaged over ranks."""
@@ -359,7 +347,7 @@ class Engine:
         Each level runs inside a profiler range (``_phase``): ``tapweight.level_I`` / ``_II`` /
         ``_III``, and ``tapweight.hypergradient`` within level III.
         """
-        record: dict[str, float] = {"step": self.step_count + 1}
+        record: dict[str, float] = {"step": self.step_count + 1}  # λ as level I used it
         lam = self.lam
         for inner in range(self.cfg.reweight.unroll if self.learn_weights else 1):
             self._inner = inner
@@ -370,9 +358,11 @@ class Engine:
                     record["finetune_loss"] = self.finetune_step()
         if self.learn_weights:
             with self._phase("level_III"):
-                values, g_lam = self.reweight_step()
+                values, signal = self.reweight_step()
             record.update(values)
-            record.update({f"hypergrad_{n}": float(g) for n, g in zip(self.names, g_lam)})
+        else:
+            signal = self.weighting.apply(Signal.of(self))
+        record.update(signal.record(self.names))
         record.update({f"loss_{n}": float(v) for n, v in zip(self.names, losses)})
         record.update({f"lambda_{n}": float(v) for n, v in zip(self.names, lam)})
         self.step_count += 1
@@ -380,18 +370,19 @@ class Engine:
         return record
 
     # -- checkpoints -------------------------------------------------------------------------
+    def _checkpointed(self) -> tuple:
+        """(key, objects) of the optimizers, schedulers and scalers a checkpoint holds."""
+        return (("optimizers", (self.opt_pretrain, self.opt_finetune, self.opt_reweight)),
+                ("schedulers", (self.sched_pretrain, self.sched_finetune, self.sched_reweight)),
+                ("scalers", (self.scaler_pretrain, self.scaler_finetune)))
+
     def state_dict(self) -> dict:
         streams = {"corpus": self.corpus, "train": self.train, "val": self.val}
-        return {
-            "step": self.step_count, "history": self.history, "alpha": self.alpha.detach().cpu(),
-            "theta": self.theta.state_dict(), "w": self.w.state_dict(),
-            "optimizers": [o.state_dict() for o in
-                           (self.opt_pretrain, self.opt_finetune, self.opt_reweight)],
-            "schedulers": [s.state_dict() for s in
-                           (self.sched_pretrain, self.sched_finetune, self.sched_reweight)],
-            "scalers": [self.scaler_pretrain.state_dict(), self.scaler_finetune.state_dict()],
-            "streams": {k: s.state_dict() for k, s in streams.items() if s is not None},
-        }
+        return {"step": self.step_count, "history": self.history, "alpha": self.alpha.detach().cpu(),
+                "theta": self.theta.state_dict(), "w": self.w.state_dict(),
+                **{key: [o.state_dict() for o in objects] for key, objects in self._checkpointed()},
+                "streams": {k: s.state_dict() for k, s in streams.items() if s is not None},
+                "weighting": self.weighting.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.step_count, self.history = state["step"], list(state["history"])
@@ -399,13 +390,10 @@ class Engine:
             self.alpha.copy_(state["alpha"].to(self.device))
         self.theta.load_state_dict(state["theta"])
         self.w.load_state_dict(state["w"])
-        for obj, s in zip((self.opt_pretrain, self.opt_finetune, self.opt_reweight), state["optimizers"]):
-            obj.load_state_dict(s)
-        for obj, s in zip((self.sched_pretrain, self.sched_finetune, self.sched_reweight),
-                          state["schedulers"]):
-            obj.load_state_dict(s)
-        self.scaler_pretrain.load_state_dict(state["scalers"][0])
-        self.scaler_finetune.load_state_dict(state["scalers"][1])
+        for key, objects in self._checkpointed():
+            for obj, s in zip(objects, state[key]):
+                obj.load_state_dict(s)
         streams = {"corpus": self.corpus, "train": self.train, "val": self.val}
         for key, s in state["streams"].items():
             streams[key].load_state_dict(s)
+        self.weighting.load_state_dict(state.get("weighting", {}))  # older checkpoints: static rules

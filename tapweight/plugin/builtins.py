@@ -1,5 +1,6 @@
-"""The core's own plugin: domain-independent heads, probe objectives and the built-in
-experiment trackers (:mod:`tapweight.job.trackers`), registered like any plugin's.
+"""The core's own plugin: domain-independent heads, probe objectives, the built-in
+experiment trackers (:mod:`tapweight.job.trackers`) and weighting methods
+(:mod:`tapweight.method.weightings`), registered like any plugin's.
 
 Registration imports nothing heavy (the command line lists these without torch); the
 builders import torch when a run calls them.
@@ -7,7 +8,7 @@ builders import torch when a run calls them.
 
 from tapweight.plugin.hookspecs import hookimpl
 from tapweight.plugin.lazy import deferred
-from tapweight.plugin.specs import HeadSpec, LoggerSpec, ObjectiveSpec
+from tapweight.plugin.specs import HeadSpec, LoggerSpec, ObjectiveSpec, WeightingSpec
 
 
 def _linear(in_dim: int, n_outputs: int, cfg):
@@ -42,3 +43,32 @@ def register_loggers(register):
                         "TensorBoard event files in seed<k>/tensorboard (extra: tapweight[tensorboard])"))
     register(LoggerSpec("mlflow", deferred("tapweight.job.trackers:MLflow"),
                         "MLflow: $MLFLOW_TRACKING_URI or mlflow.db in the run folder (extra: tapweight[mlflow])"))
+
+
+_RULES = "tapweight.method.weightings"
+#: (name, builder, description, argument) of the core's weighting methods (docs/weightings.md)
+WEIGHTINGS = (
+    ("none", "static:NoPretraining", "no continued pretraining: the final fine-tune starts from the initial backbone"),
+    ("uniform", "static:Uniform", "λ_k = 1/K throughout (level I only)"),
+    ("fixed", "static:Fixed", "λ = --set weights=[...] normalised, throughout (level I only)"),
+    ("single", "static:Single", "that objective alone, λ = 1 (level I only)", "objective"),
+    ("tapweight", "tapweight:TapWeight",
+     "TapWeight (Zhang et al., TMLR 2025): α stepped by the hypergradient dL_val/dλ (reweight.*)"),
+    ("tapweight-normalized", "tapweight:TapWeightNormalized",
+     "TapWeight with its α step divided by the hypergradient's running RMS"),
+    ("olaux", "tapweight:OLAux",
+     "OL-AUX (Lin et al., NeurIPS 2019): the hypergradient summed over a horizon of N steps, then one α step"),
+    ("cosine", "cosine:Cosine",
+     "META-TARTAN / AANG (Dery et al., ICLR 2022/2023): logits += lr · cos(∇L_k, u_b)"),
+    ("gating", "cosine:Gating", "Du et al. 2018: an objective is on only while cos(∇L_k, u_b) > 0"),
+    ("doge", "doge:DoGE",
+     "DoGE (Fan et al., ICML 2024): mirror-descent step on ⟨∇L_k, u_b⟩ / mean ‖∇L_j‖, clipped"),
+    ("gradnorm", "gradnorm:GradNorm",
+     "GradNorm (Chen et al., ICML 2018): balance the gradient norms; no task signal (control)"),
+)
+
+
+@hookimpl
+def register_weightings(register):
+    for name, target, description, *argument in WEIGHTINGS:
+        register(WeightingSpec(name, deferred(f"{_RULES}.{target}"), description, *argument))

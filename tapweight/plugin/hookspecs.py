@@ -80,5 +80,17 @@ def register_loggers(register):
 
 
 @hookspec
+def register_weightings(register):
+    """Register weighting methods: ``register(WeightingSpec(name, build))``.
+
+    ``build(cfg, argument)`` returns a fresh ``tapweight.Weighting`` for one seed: the rule
+    that sets λ at every global step from what the engine exposes (a ``Signal``: the
+    objectives' losses, the hypergradient dL_val/dλ, each objective's gradient norm and its
+    cosine with w's validation gradient, as the rule declares it needs them). Users choose it
+    with ``--method <name>`` and set its options with ``--set weighting.<name>.<option>=...``.
+    """
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``tapweight`` command line: ``cli`` is the ``typer.Typer`` app."""

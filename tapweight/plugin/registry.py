@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from tapweight.errors import TapweightError
-from tapweight.plugin.specs import BackboneSpec, DatasetSpec, Domain, HeadSpec, LoggerSpec, ObjectiveSpec, TaskSpec
+from tapweight.plugin.specs import (
+    BackboneSpec,
+    DatasetSpec,
+    Domain,
+    HeadSpec,
+    LoggerSpec,
+    ObjectiveSpec,
+    TaskSpec,
+    WeightingSpec,
+)
 
 #: registry kind -> (hook that fills it, spec type)
 KINDS: dict[str, tuple[str, type]] = {
@@ -26,7 +35,10 @@ KINDS: dict[str, tuple[str, type]] = {
     "datasets": ("register_datasets", DatasetSpec),
     "tasks": ("register_tasks", TaskSpec),
     "loggers": ("register_loggers", LoggerSpec),
+    "methods": ("register_weightings", WeightingSpec),
 }
+#: kinds whose names are plain words, not namespaced by domain: they serve every domain
+PLAIN = ("domains", "loggers", "methods")
 CORE = "core"
 #: first-party plugins kept in tapweight's repository, each a package of its own (not in the
 #: tapweight distribution): domain -> (module, folder in the repository)
@@ -86,9 +98,9 @@ class Registry:
         self.owners[(kind, key)] = plugin
 
     def _key(self, kind: str, spec: Any) -> str:
-        if kind in ("domains", "loggers"):  # not namespaced: a logger serves every domain
-            if "." in spec.name or "/" in spec.name:
-                raise RegistrationError(f"{kind[:-1]} name '{spec.name}' may not contain '.' or '/'")
+        if kind in PLAIN:
+            if not spec.name or any(c in spec.name for c in "./:"):
+                raise RegistrationError(f"{kind[:-1]} name '{spec.name}' must be a plain word (no '.', '/' or ':')")
             return spec.name
         if kind == "tasks":
             self._check_domain(spec.domain, spec.key)

@@ -236,6 +236,28 @@ class LoggerSpec:
 
 
 @dataclass(frozen=True)
+class WeightingSpec:
+    """A weighting method, chosen with ``--method NAME`` (``NAME:ARG`` when ``argument`` is set).
+
+    ``build(cfg, argument) -> Weighting`` returns a fresh
+    :class:`~tapweight.method.weightings.base.Weighting` for one seed (``argument``: what
+    follows ``NAME:``, ``""`` without). Names are plain words (``tapweight``, ``cosine``), not
+    namespaced by domain, and may not contain ``.``, ``/`` or ``:``. ``argument`` names what
+    the method takes after the colon (``single``'s ``objective``), or is empty.
+    """
+
+    name: str
+    build: Callable[[Any, str], Any]
+    description: str = ""
+    argument: str = ""
+
+    @property
+    def usage(self) -> str:
+        """How ``--method`` names it: ``single:<objective>``, ``tapweight``."""
+        return f"{self.name}:<{self.argument}>" if self.argument else self.name
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     """A downstream task: which domain, data set, split, loss and metric.
 

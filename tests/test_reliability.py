@@ -226,14 +226,14 @@ def test_every_file_of_a_run_folder_honours_the_umask(toy, tmp_path):
 
 
 def test_metrics_json_is_strict_json_when_a_metric_is_undefined(toy, tmp_path, monkeypatch):
-    from tapweight.job import runner
+    from tapweight.job import seed
     from tapweight.method.models import TaskModel
 
     def nan_scores(backbone, make_head, data, *args, **kwargs):  # (scores, test predictions, model)
         return ({"val": float("nan"), "test": float("nan"), "best_epoch": 0}, np.full((len(data.test), 1), np.nan),
                 TaskModel(backbone, make_head()))
 
-    monkeypatch.setattr(runner, "refinetune", nan_scores)
+    monkeypatch.setattr(seed, "refinetune", nan_scores)  # where run_seed calls it
     out = run_toy(tmp_path, "--seeds", "0,1")
     text = (out / "metrics.json").read_text()
     summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))

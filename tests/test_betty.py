@@ -26,6 +26,7 @@ pytest.importorskip("betty", reason="betty-ml is not installed: "
 import torch  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
+from bench.problems.quadratic import Problem  # noqa: E402
 from tapweight.config import RunConfig  # noqa: E402
 from tapweight.errors import TapweightError  # noqa: E402
 from tapweight.method.batches import BatchStream  # noqa: E402
@@ -33,7 +34,6 @@ from tapweight.method.betty import BettyEngine  # noqa: E402
 from tapweight.method.engine import Engine  # noqa: E402
 from tapweight.method.models import PretrainModel, TaskModel  # noqa: E402
 from tests import toy_plugin  # noqa: E402
-from tests.quadratic import Problem  # noqa: E402
 
 CPU = torch.device("cpu")
 LAM0 = [0.4, 0.3, 0.2, 0.1]  # K = 4: α's gradient lives in a 3-d subspace, cosine means something
@@ -55,7 +55,7 @@ def at_theta_after(engine: Engine) -> None:
     engine.reweight_step()
 
 
-# -- the quadratic problem of tests/quadratic.py ----------------------------------------------
+# -- the quadratic problem of bench/problems/quadratic.py ----------------------------------------------
 
 def quadratic_pair(pretrain_lr):
     problem = Problem(k=4)

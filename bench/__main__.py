@@ -59,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
                                                  "variant into this folder")
     s.add_argument("--profile-steps", type=int, default=3, help="steps over which each level is timed")
     s.add_argument("--json", type=Path, help="write the numbers here")
+    v = sub.add_parser("avenues", help="the hypergradient's extra forward: batched, inference mode, bf16, "
+                                       "compiled, as multiples of a level I step")
+    _workload_args(v)
+    v.add_argument("--repeats", type=int, default=5)
+    v.add_argument("--compile", action="store_true", help="also torch.compile the backbone (minutes)")
+    v.add_argument("--json", type=Path)
     d = sub.add_parser("data", help="rendering and image loading throughput")
     d.add_argument("--smiles", type=Path, default=data.DEFAULT_SMILES, help="CSV with a smiles column")
     d.add_argument("--n", type=int, default=256, help="molecules")
@@ -220,6 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
             raise TapweightError(f"--repeats {args.repeats}: give at least 1")
         result = {"command": "startup", **startup.run(args.repeats)}
         print(startup.table(result))
+    elif args.command == "avenues":
+        from bench import avenues
+
+        if args.repeats < 1:
+            raise TapweightError(f"--repeats {args.repeats}: give at least 1")
+        result = {"command": "avenues", **avenues.run(_workload(args), args.repeats, args.compile)}
+        print(avenues.table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))
@@ -250,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = {"command": "step", "shape": vars(shape), "device": str(workload.device),
                   "models": workload.source, "amp": args.amp, "accumulate": args.accumulate,
                   "warmup": args.warmup, "repeats": args.repeats, **result}
-        result["targets"] = report.targets(result["variants"])
+        result["targets"] = report.targets(result["variants"], str(workload.device))
         print(report.step_table(result))
     result["machine"] = report.machine(_device(getattr(args, "device", "cpu")))
     result["argv"] = sys.argv[1:] if argv is None else list(argv)

@@ -141,7 +141,7 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     variance = None if val_stream.batch_size >= len(data_.val) else float(np.mean([r["val_variance"] for r in rows]))
     result = {"domain": domain, "task": task, "steps": steps, "val_batches": val_batches, "sets": list(sets),
               "amp": cfg.amp, "level_one_batch": cfg.pretrain.batch_size, "objectives": objective_names(job),
-              "val_variance": variance, "default": estimators.resolve(cfg), "criterion": CRITERION,
+              "val_variance": variance, "default": estimators.resolve(cfg, device), "criterion": CRITERION,
               "refused": refused, "estimators": {}}
     for name in studied:
         cosines = [r[name]["cosine"] for r in rows]

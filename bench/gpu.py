@@ -186,7 +186,7 @@ def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, work
                  "--models", models, "--threads", "0"]
         # peak memory on CUDA only: on the CPU each variant would need a subprocess of its own
         measured = step.run(workload, variants, warmup, repeats, not cpu, child, PROFILE, 2)
-        measured["targets"] = report.targets(measured["variants"])
+        measured["targets"] = report.targets(measured["variants"], str(device))
         print(report.step_table({"variants": measured["variants"], "targets": measured["targets"],
                                  "load_average": measured["load_average"]}), flush=True)
         return {"shape": vars(shape), "amp": amp, "models": workload.source, **measured}

@@ -81,6 +81,14 @@ def test_betty_variant_runs_when_installed():
     assert result["targets"]["betty_speedup"]["value"] > 0
 
 
+def test_avenues_time_each_way_of_taking_the_extra_forward():
+    result = main(["avenues", "--shape", "tiny", "--models", "toy", "--threads", "1", "--repeats", "1"])
+    rows = result["rows"]
+    assert list(rows)[0] == "level I step (forward + backward)" and rows[list(rows)[0]]["x_level_one"] == 1.0
+    assert {"engine", "3 passes", "1 batched pass", "inference_mode", "bf16 autocast"} <= set(rows)
+    assert all(r["median_s"] > 0 for r in rows.values()) and "compiled" in result["notes"]
+
+
 def test_unknown_variant_is_a_one_line_error():
     with pytest.raises(TapweightError, match="unknown variant"):
         main([*TINY, "--variants", "plain,darts"])

@@ -86,6 +86,17 @@ def test_auto_is_the_cheapest_estimator_that_meets_the_criterion(changes, chosen
     assert unrolled.engine(cfg).hypergrad.method == chosen
 
 
+def test_auto_on_cuda_with_tf32_is_the_central_difference(monkeypatch):
+    """Level I in float32 on CUDA runs its convolutions in TF32 (torch's default): 10 bits, too
+    few for a one-sided difference against its losses; without TF32 fd-forward is fine again."""
+    cfg, cuda = unrolled.config("sgd"), torch.device("cuda")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert estimators.resolve(cfg, cuda) == "fd"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    assert estimators.resolve(cfg, cuda) == "fd-forward"
+
+
 @pytest.mark.parametrize("sets, message", [
     (["reweight.hypergrad=darts"], "reweight.hypergrad must be one of auto, fd, fd-forward, jvp, neumann, cg"),
     (["reweight.hypergrad=fd-forward", "reweight.hyper_fraction=0.5"], "fd-forward reuses level I's losses"),
@@ -107,8 +118,7 @@ def backward_difference():
 
     @ESTIMATORS.register("test-backward")
     class BackwardDifference(Estimator):
-        cost = 1.0
-        precision = "level_one"
+        cost, precision = 1.0, "level_one"
 
         def directional(self, step, direction):
             flipped = [None if d is None else -d for d in direction]

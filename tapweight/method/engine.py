@@ -115,7 +115,7 @@ class Engine:
         self.sched_reweight = build_scheduler(self.opt_reweight, cfg.reweight, steps)
 
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        self.hypergrad = estimators.build(cfg)  # reweight.hypergrad, auto resolved (estimators.py)
+        self.hypergrad = estimators.build(cfg, device)  # reweight.hypergrad, auto resolved (estimators.py)
         self.scaler_pretrain = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.scaler_finetune = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 

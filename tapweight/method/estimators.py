@@ -2,15 +2,17 @@
 
 An estimator takes the K directional derivatives ⟨∇L_k(θ), d⟩ of eq. (1) of hypergrad.py
 (``directional``), or the whole implicit hypergradient of eq. (2) (``implicit``, with
-``needs_hessians``). A new one is one registered class (and its tests)::
+``needs_hessians``). A new one is one registered class (and its tests), e.g. a backward
+difference (θ − εd) against level I's own losses::
 
-    @ESTIMATORS.register("fd-forward")
-    class ForwardDifference(Estimator):
-        cost, default = 1.0, True
+    @ESTIMATORS.register("fd-backward")
+    class BackwardDifference(Estimator):
+        cost, precision = 1.0, "level_one"
 
         def directional(self, step, direction):
-            return directional_fd(lambda ps: step.losses(ps, "level_one"), step.theta, direction,
-                                  self.settings.fd_radius, step.losses_at_theta)
+            flipped = [None if d is None else -d for d in direction]
+            return -directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, flipped,
+                                   self.settings.fd_radius, step.losses_at_theta)
 
 The config check (:func:`check`), ``auto`` (:func:`resolve`), the engine (:func:`build`) and
 the benchmarks (bench/workload.py, bench/estimators.py) read this table and nothing else.
@@ -88,8 +90,9 @@ class Estimator:
         return None
 
     @classmethod
-    def default_for(cls, cfg) -> bool:
-        """Whether ``auto`` may pick this estimator for ``cfg`` (measured to meet the criterion)."""
+    def default_for(cls, cfg, device: torch.device | None) -> bool:
+        """Whether ``auto`` may pick this estimator for ``cfg`` on ``device`` (None: the CPU):
+        where it is measured to meet the criterion."""
         return cls.default
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
@@ -107,7 +110,7 @@ class CentralDifference(Estimator):
     cost, default = 2.0, True
 
     @classmethod
-    def default_for(cls, cfg) -> bool:
+    def default_for(cls, cfg, device: torch.device | None) -> bool:
         return cfg.reweight.unroll == 1  # T differences add up their errors: jvp then
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
@@ -132,8 +135,12 @@ class ForwardDifference(Estimator):
         return super().refuses(cfg)
 
     @classmethod
-    def default_for(cls, cfg) -> bool:
-        return cfg.reweight.unroll == 1 and cfg.amp == "no"
+    def default_for(cls, cfg, device: torch.device | None) -> bool:
+        """Only where level I rounds as float32 does: under bf16 autocast its deviation is 10× the
+        criterion (docs/benchmarks.md), and TF32 (CUDA's default for convolutions) keeps 10 bits."""
+        tf32 = device is not None and device.type == "cuda" and (
+            torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        return cfg.reweight.unroll == 1 and cfg.amp == "no" and not tf32
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
         return directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, direction,
@@ -208,14 +215,15 @@ def names() -> list[str]:
     return ["auto", *ESTIMATORS]
 
 
-def resolve(cfg) -> str:
+def resolve(cfg, device: torch.device | None = None) -> str:
     """The estimator's name: ``cfg.reweight.hypergrad``, or for ``auto`` the cheapest
-    ``default``-grade one that can run ``cfg`` (the cheapest exact one if none can: its
-    refusal is then the config error)."""
+    ``default``-grade one that can run ``cfg`` on ``device`` (None: the CPU; the cheapest exact
+    one if none can: its refusal is then the config error)."""
     chosen = cfg.reweight.hypergrad
     if chosen != "auto":
         return chosen
-    fits = [(cls.cost, name) for name, cls in ESTIMATORS.items() if cls.default_for(cfg) and not cls.refuses(cfg)]
+    fits = [(cls.cost, name) for name, cls in ESTIMATORS.items()
+            if cls.default_for(cfg, device) and not cls.refuses(cfg)]
     exact = [(cls.cost, name) for name, cls in ESTIMATORS.items() if cls.exact]
     return min(fits or exact)[1]
 
@@ -230,6 +238,6 @@ def check(cfg) -> None:
         raise TapweightError(reason)
 
 
-def build(cfg) -> Hypergradient:
-    """The run's hypergradient: its estimator (``auto`` resolved) and ``reweight.scale``."""
-    return Hypergradient(ESTIMATORS[resolve(cfg)](cfg), cfg.reweight.scale)
+def build(cfg, device: torch.device | None = None) -> Hypergradient:
+    """The run's hypergradient on ``device``: its estimator (``auto`` resolved) and ``reweight.scale``."""
+    return Hypergradient(ESTIMATORS[resolve(cfg, device)](cfg), cfg.reweight.scale)

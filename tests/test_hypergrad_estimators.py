@@ -86,15 +86,18 @@ def test_auto_is_the_cheapest_estimator_that_meets_the_criterion(changes, chosen
     assert unrolled.engine(cfg).hypergrad.method == chosen
 
 
-def test_auto_on_cuda_with_tf32_is_the_central_difference(monkeypatch):
+def test_auto_on_cuda_with_tf32_is_the_central_difference():
     """Level I in float32 on CUDA runs its convolutions in TF32 (torch's default): 10 bits, too
     few for a one-sided difference against its losses; without TF32 fd-forward is fine again."""
     cfg, cuda = unrolled.config("sgd"), torch.device("cuda")
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    assert estimators.resolve(cfg, cuda) == "fd"
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert estimators.resolve(cfg, cuda) == "fd-forward"
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert estimators.resolve(cfg, cuda) == "fd"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        assert estimators.resolve(cfg, cuda) == "fd-forward"
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 @pytest.mark.parametrize("sets, message", [

@@ -59,6 +59,12 @@ def parser() -> argparse.ArgumentParser:
                                                  "variant into this folder")
     s.add_argument("--profile-steps", type=int, default=3, help="steps over which each level is timed")
     s.add_argument("--json", type=Path, help="write the numbers here")
+    v = sub.add_parser("avenues", help="the hypergradient's extra forward: batched, inference mode, bf16, "
+                                       "compiled, as multiples of a level I step")
+    _workload_args(v)
+    v.add_argument("--repeats", type=int, default=5)
+    v.add_argument("--compile", action="store_true", help="also torch.compile the backbone (minutes)")
+    v.add_argument("--json", type=Path)
     d = sub.add_parser("data", help="rendering and image loading throughput")
     d.add_argument("--smiles", type=Path, default=data.DEFAULT_SMILES, help="CSV with a smiles column")
     d.add_argument("--n", type=int, default=256, help="molecules")
@@ -77,25 +83,32 @@ def parser() -> argparse.ArgumentParser:
     o.add_argument("--reuse", type=Path, help="an earlier --json of this corpus run with --keep (the same "
                                               "folder): its stages 1-3, stages 4-5 measured again")
     o.add_argument("--json", type=Path)
-    a = _task_args(sub.add_parser("estimators", help="the cheaper hypergradient estimators against the full "
-                                                     "one, on real batches of a task (cpu preset)"))
+    a = _task_args(sub.add_parser("estimators", help="each hypergradient estimator's deviation from the exact one "
+                                                     "over the validation-batch variance, on real batches of a task"))
     a.add_argument("--steps", type=int, default=100)
-    a.add_argument("--val-batches", type=int, default=4, help="other validation batches per step (spread)")
+    a.add_argument("--val-batches", type=int, default=4, help="other validation batches per step (variance)")
+    a.add_argument("--estimators", default="", help="comma-separated variants, NAME@R for radius R "
+                                                    "(default: bench/estimators.py STUDY)")
     a.add_argument("--set", dest="sets", action="append", default=[], help="config key=value (repeatable)")
     a.add_argument("--device", default="cpu")
     a.add_argument("--threads", type=int, default=0)
-    a.add_argument("--plot", type=Path, help="cost against accuracy, PNG")
+    a.add_argument("--plot", type=Path, help="cost against deviation, PNG")
     a.add_argument("--also", type=Path, action="append", default=[], help="earlier --json results to plot too")
     a.add_argument("--reuse", type=Path, help="a --json result of an earlier run: table and plot it, run nothing")
     a.add_argument("--costs", type=Path, help="step costs from a `bench step --json` (or `bench gpu`) file "
                                               "on a machine to itself, instead of this run's own timings")
     g = sub.add_parser("gpu", help="the prepared GPU check (bench/gpu.py): step times and memory at the paper "
-                                   "shape, bf16 and fp32, hypergradient precision, data pipeline")
+                                   "shape, bf16 and fp32, hypergradient precision, the estimator study, "
+                                   "an end-to-end run, data pipeline")
     g.add_argument("--device", default="cuda")
     g.add_argument("--out", type=Path, default=Path("bench-gpu"), help="folder for gpu.json")
     g.add_argument("--repeats", type=int, default=5)
     g.add_argument("--warmup", type=int, default=2)
     g.add_argument("--workers", type=int, default=0, help="render/loader processes (0: cores - 2, at most 16)")
+    g.add_argument("--bbbp", type=Path, help="BBBP CSV for the estimator study and the end-to-end run "
+                                             "(default ../shared/data/moleculenet/bbbp.csv)")
+    g.add_argument("--study-steps", type=int, default=12, help="global steps of the estimator study")
+    g.add_argument("--run-steps", type=int, default=30, help="global steps of the end-to-end run")
     e = sub.add_parser("exactness", help="the hypergradient against autograd through the unrolled steps, "
                                          "per optimizer / precision / schedule / unroll")
     e.add_argument("--seeds", type=int, default=5)
@@ -149,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.command == "gpu":
         from bench import gpu
 
-        return gpu.run(_device(args.device), args.out, args.repeats, args.warmup, args.workers)
+        return gpu.run(_device(args.device), args.out, args.repeats, args.warmup, args.workers,
+                       args.bbbp or gpu.BBBP, args.study_steps, args.run_steps)
     if args.command == "estimators":
         from bench import estimators
 
@@ -160,8 +174,10 @@ def main(argv: list[str] | None = None) -> dict:
         if args.reuse:
             result = json.loads(args.reuse.read_text())
         else:
+            names = tuple(n.strip() for n in args.estimators.split(",") if n.strip()) or estimators.STUDY
             result = {"command": "estimators", **estimators.run(args.domain, args.task, args.data, args.steps,
-                                                                 args.val_batches, args.sets, _device(args.device))}
+                                                                 args.val_batches, args.sets, _device(args.device),
+                                                                 names)}
         results = [*(json.loads(p.read_text()) for p in args.also), result]
         if args.costs:
             costs = estimators.step_costs(json.loads(args.costs.read_text()))
@@ -212,6 +228,13 @@ def main(argv: list[str] | None = None) -> dict:
             raise TapweightError(f"--repeats {args.repeats}: give at least 1")
         result = {"command": "startup", **startup.run(args.repeats, args.run)}
         print(startup.table(result))
+    elif args.command == "avenues":
+        from bench import avenues
+
+        if args.repeats < 1:
+            raise TapweightError(f"--repeats {args.repeats}: give at least 1")
+        result = {"command": "avenues", **avenues.run(_workload(args), args.repeats, args.compile)}
+        print(avenues.table(result))
     elif args.command == "data":
         result = {"command": "data", **data.run(args.smiles, args.n, args.size, args.batch, args.workers)}
         print(report.data_table(result))
@@ -242,7 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = {"command": "step", "shape": vars(shape), "device": str(workload.device),
                   "models": workload.source, "amp": args.amp, "accumulate": args.accumulate,
                   "warmup": args.warmup, "repeats": args.repeats, **result}
-        result["targets"] = report.targets(result["variants"])
+        result["targets"] = report.targets(result["variants"], str(workload.device))
         print(report.step_table(result))
     result["machine"] = report.machine(_device(getattr(args, "device", "cpu")))
     result["argv"] = sys.argv[1:] if argv is None else list(argv)

@@ -1,7 +1,8 @@
 """How exact the hypergradient is in each setting the config accepts (``python -m bench exactness``).
 
-For every optimizer / precision / schedule / unroll, over several seeds of the small
-non-quadratic problem of tests/unrolled.py (tanh network with batch norm and dropout, three
+For every optimizer / precision / schedule / unroll and every registered estimator (and
+``auto``), over several seeds of the small
+non-quadratic problem of bench/problems/unrolled.py (tanh network with batch norm and dropout, three
 objectives), the engine's ∂L_val/∂α is compared with autograd through the unrolled optimizer
 steps (the tests' independent reference): worst relative error and worst cosine over seeds.
 The tests assert the tolerances; this prints the measured values for docs/method.md.
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from tests import unrolled
-from tests.quadratic import Problem
+from bench.problems import unrolled
+from bench.problems.quadratic import Problem
+from tapweight.method.estimators import ESTIMATORS
 
 #: name -> (inner optimizer, reweight keys, other config changes)
 SETTINGS = {
@@ -29,9 +31,8 @@ SETTINGS = {
 
 
 def _config(optimizer, reweight, other, method):
-    """``method``: a ``reweight.hypergrad`` value, or ``fd-forward`` (fd with ``fd_scheme=forward``)."""
-    scheme = {"fd_scheme": "forward"} if method == "fd-forward" else {}
-    cfg = unrolled.config(optimizer, hypergrad=method.removesuffix("-forward"), **scheme, **reweight)
+    """``method``: a ``reweight.hypergrad`` value."""
+    cfg = unrolled.config(optimizer, hypergrad=method, **reweight)
     if "scheduler" in other:
         for level in (cfg.pretrain, cfg.finetune):
             level.scheduler, level.step_size, level.decay, level.warmup_steps = other["scheduler"], 2, 0.5, 4
@@ -47,12 +48,7 @@ def _compare(got: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
 
 
 def _errors(cfg, seed: int, dtype) -> tuple[float, float]:
-    engine = unrolled.engine(cfg, dtype, seed=seed)
-    for _ in range(3):
-        engine.step()
-    expected = unrolled.alpha_grad(unrolled.snapshot(engine))
-    engine.step()
-    return _compare(engine.alpha.grad, expected)
+    return _compare(*unrolled.hypergradients(cfg, 3, dtype, seed))
 
 
 def _implicit(method: str) -> tuple[float, float]:
@@ -73,15 +69,13 @@ def run(seeds: int = 5) -> list[dict]:
         amp = other.get("amp", "no") != "no"
         # float64 where autocast is off; bf16 runs in float32 against a float32 reference
         dtype = torch.float32 if amp else torch.float64
-        if amp or reweight.get("unroll", 1) > 1:
-            methods = ("fd", "jvp", "auto")
-        else:  # the one-sided difference too, where the optimizer is all that changes
-            methods = ("fd", "jvp") if "scheduler" in other else ("fd", "fd-forward", "jvp")
-        for method in methods:
+        cfg = _config(optimizer, reweight, other, "auto")
+        methods = [m for m, cls in ESTIMATORS.items() if not cls.needs_hessians and not cls.refuses(cfg)]
+        for method in [*methods, "auto"]:
             errors = [_errors(_config(optimizer, reweight, other, method), seed, dtype) for seed in range(seeds)]
             rows.append({"setting": name, "method": method, "seeds": seeds,
                          "max_rel_error": max(e for e, _ in errors), "min_cosine": min(c for _, c in errors)})
-    for method in ("neumann", "cg"):
+    for method in (m for m, cls in ESTIMATORS.items() if cls.needs_hessians):
         error, cos = _implicit(method)
         rows.append({"setting": "quadratic at its optimum (implicit, defaults)", "method": method, "seeds": 1,
                      "max_rel_error": error, "min_cosine": cos})

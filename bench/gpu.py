@@ -1,27 +1,36 @@
 """One prepared GPU check (``python -m bench gpu``): everything the performance questions need,
-in one run of a few minutes on one H100/H200, each part saved as soon as it is done.
+in one run of ≤ 8 minutes on one H100/H200, writing one JSON (``gpu.json``), each part saved
+as soon as it is done (a failing part records its error and the others go on).
 
-1. The machine: GPU, driver-visible memory, torch, CPU cores.
-2. Step time and peak memory at the paper shape (224 px, batch 1024/64/64) under bf16
-   autocast: plain continued pretraining, the shipped default, the full central difference,
-   the cheaper estimators and jvp (``bench step``).
-3. The data pipeline at 224 px: molecules drawn into the image cache by N DataLoader workers and
-   loaded from it by N DataLoader workers (``bench data``), and whether that keeps up with
-   level I's images per second of the default.
-4. Betty beside plain and the default, at the same shape (a part of its own).
-5. Plain and the default at float32 (TF32 as torch sets it), so the bf16 gain is measured.
-6. The hypergradient's precision on this GPU: on one global step at a small shape, the
-   central difference with TF32 allowed (torch's default for convolutions) and in full
-   float32 (what ``fd`` does), against forward-mode ``jvp``: relative error and cosine.
+1. ``machine``: GPU, memory, TF32 flags, torch, CPU cores.
+2. ``step_bf16``: step time and peak memory at the paper shape (224 px, batch 1024/64/64) under
+   bf16 autocast, per variant (``bench step``): plain, the default, each registered directional
+   estimator, the jvp slices; ``--profile``'s time per level.
+3. ``data``: molecules drawn into the image cache and loaded from it at 224 px by N DataLoader
+   workers (``bench data``), and whether that keeps up with level I of the default.
+4. ``betty_bf16``: Betty beside plain and the default (a part of its own: a failing Betty loses
+   nothing else).
+5. ``step_fp32``: the same in float32 (TF32 as torch sets it).
+6. ``precision``: on one global step, the central difference with TF32 allowed and in full
+   float32 against forward-mode jvp (relative error, cosine).
+7. ``estimators``: the estimator study (``bench estimators``) on real BBBP images at the paper
+   batch under bf16: each estimator's deviation from the exact one over the validation-batch
+   variance, and what ``auto`` picks.
+8. ``end_to_end``: ``tapweight run mol bbbp --preset paper --amp bf16 --steps 30`` with
+   ``final.epochs=1``, then ``predict`` and ``export`` on its folder, then the run again
+   under a 1-process ``torchrun`` (NCCL): exit codes, seconds, the last lines of failures.
 
-``--device cpu`` runs the same parts at a tiny shape with the toy models and without peak
-memory (the tests do, so the script cannot rot); the figures are then meaningless.
+``--device cpu`` runs every part at a tiny shape with the toy models and tiny run settings
+(give ``--bbbp`` a slice of the file), gloo for torchrun (the tests do, so the script cannot
+rot); the figures are then meaningless.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -30,12 +39,21 @@ import torch
 
 from bench import data, report, step
 from bench.workload import SHAPES, Workload
+from tapweight.method.estimators import ESTIMATORS
 from tapweight.method.hypergrad import directional_fd, directional_jvp, softmax_vjp
 
+ROOT = Path(__file__).resolve().parents[1]
+BBBP = ROOT / ".." / "shared" / "data" / "moleculenet" / "bbbp.csv"
 PROFILE = Path("/tmp/tapweight-gpu-profiles")  # per-level times go to gpu.json; the tables stay here
-BF16_VARIANTS = ["plain", "default", "fd", "fd-1/8", "jvp", "jvp-1/4", "jvp-1/8", "jvp-1/16"]
-BETTY_VARIANTS = ["plain", "default", "betty"]  # a part of its own: a failing Betty loses nothing else
-FP32_VARIANTS = ["plain", "default"]
+DIRECTIONAL = [name for name, cls in ESTIMATORS.items() if not cls.needs_hessians]
+BF16_VARIANTS = ["plain", "default", *DIRECTIONAL, "jvp-1/8", "jvp-1/16"]
+BETTY_VARIANTS = ["plain", "default", "betty"]
+FP32_VARIANTS = ["plain", "default", *DIRECTIONAL]
+#: tapweight run's settings on the CPU (tiny, the tests'); on CUDA the paper preset as it is
+TINY_RUN = ["pretrain.batch_size=8", "finetune.batch_size=8", "reweight.batch_size=8", "final.batch_size=16",
+            "mol.image_size=32", "mol.mir_size=16", "mol.render_workers=1", "split=random"]
+PAPER_STUDY = ["pretrain.batch_size=1024", "finetune.batch_size=64", "reweight.batch_size=64",
+               "mol.image_size=224", "amp=bf16"]
 
 
 def nci_smiles() -> Path:
@@ -56,7 +74,11 @@ def machine(device: torch.device) -> dict:
 
 
 def precision(device: torch.device, models: str, shape) -> dict:
-    """fd with TF32 allowed, fd in full float32, against jvp, on one global step."""
+    """fd with TF32 allowed, fd in full float32, against jvp, on one global step.
+
+    On the H200 this part failed with "Expected all tensors to be on the same device": λ
+    (``engine.lam``, on the GPU) met the hypergradient moved to the CPU in ``softmax_vjp``.
+    Everything compared here is moved to the CPU explicitly."""
     workload = Workload(shape, device, "no", 1, models)
     engine = workload.build("fd")
     captured = {}
@@ -73,24 +95,72 @@ def precision(device: torch.device, models: str, shape) -> dict:
     (inner,) = problem.steps
     nb = problem.n_backbone
     direction = list(problem.u[:nb]) + [None] * (len(inner.theta) - nb)
-    lam = engine.lam
+    lam = engine.lam.cpu()
 
     def alpha(g):
         return softmax_vjp(lam, g.cpu().double())
 
     batches, radius = inner.losses.args[0], engine.cfg.reweight.fd_radius
-    exact = alpha(directional_jvp(lambda ps: engine.losses(batches, ps, True), inner.theta, direction))
+    exact = alpha(directional_jvp(lambda ps: engine.losses(batches, ps, "float32"), inner.theta, direction))
     out = {}
-    # exact=False under amp "no" is float32 with torch's TF32 defaults (convolutions: on)
-    for name, exact_digits in (("fd, TF32 allowed", False), ("fd, full float32", True)):
-        got = alpha(directional_fd(lambda ps, e=exact_digits: engine.losses(batches, ps, e), inner.theta,
+    for name, arithmetic in (("fd, TF32 allowed", "tf32"), ("fd, full float32", "float32")):
+        got = alpha(directional_fd(lambda ps, a=arithmetic: engine.losses(batches, ps, a), inner.theta,
                                    direction, radius))
         out[name] = {"relative_error": float((got - exact).norm() / exact.norm()),
                      "cosine": float(torch.nn.functional.cosine_similarity(got, exact, 0))}
     return out
 
 
-def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, workers: int = 0) -> dict:
+def _command(args: list[str], timeout: float, cwd: Path) -> dict:
+    """Run one command line; its exit code, seconds and, when it failed, its last output lines."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+        code, output = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as err:
+        code, output = None, f"timed out after {timeout:.0f} s\n{err.stdout or ''}{err.stderr or ''}"
+    row = {"command": " ".join(args[2:] if args[:2] == [sys.executable, "-m"] else args), "exit_code": code,
+           "seconds": time.perf_counter() - start}
+    if code != 0:
+        row["output_tail"] = str(output)[-3000:]
+    print(f"   {row['command'][:100]}: exit {code}, {row['seconds']:.1f} s", flush=True)
+    return row
+
+
+def end_to_end(device: torch.device, out: Path, bbbp: Path, steps: int) -> dict:
+    """A user's CUDA pass: run, predict, export, then the run under a 1-process torchrun."""
+    cuda = device.type == "cuda"
+    run_args = (["--preset", "paper", "--set", "amp=bf16"] if cuda
+                else ["--preset", "cpu", *(a for s in TINY_RUN for a in ("--set", s))])
+    common = ["run", "mol", "bbbp", "--data", str(bbbp), "--steps", str(steps), "--device", str(device),
+              "--set", "final.epochs=1", *run_args, "--quiet"]
+    tapweight = [sys.executable, "-m", "tapweight"]
+    folder, launched = out / "e2e-run", out / "e2e-torchrun"
+    rows = [_command([*tapweight, *common, "--out", str(folder)], 300, out)]
+    if rows[0]["exit_code"] == 0:
+        rows.append(_command([*tapweight, "predict", str(folder), "--data", str(bbbp), "--device", str(device),
+                              "--out", str(out / "e2e-preds.csv")], 120, out))
+        rows.append(_command([*tapweight, "export", str(folder), "--format", "torchvision"], 120, out))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
+    rows.append(_command([*torchrun, "-m", "tapweight", *common, "--steps", "5" if cuda else str(steps),
+                          "--out", str(launched)], 300, out))
+    backend = "nccl" if cuda else "gloo"
+    return {"rows": rows, "backend": backend, "passed": all(r["exit_code"] == 0 for r in rows)}
+
+
+def estimator_study(device: torch.device, bbbp: Path, steps: int, val_batches: int) -> dict:
+    """``bench estimators`` on real BBBP images: at the paper batch under bf16 on CUDA; on the
+    CPU at the tests' tiny settings."""
+    from bench import estimators
+
+    sets = PAPER_STUDY if device.type == "cuda" else TINY_RUN
+    names = (*DIRECTIONAL, "fd-forward@0.001", "jvp-1/16")
+    return estimators.run("mol", "bbbp", str(bbbp), steps, val_batches, sets, device, names)
+
+
+def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, workers: int = 0,
+        bbbp: Path = BBBP, study_steps: int = 12, run_steps: int = 30) -> dict:
     cpu = device.type != "cuda"
     shape, models = (SHAPES["tiny"], "toy") if cpu else (SHAPES["paper"], "mol")
     workers = workers or (1 if cpu else max(1, min(16, (os.cpu_count() or 2) - 2)))
@@ -116,7 +186,7 @@ def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, work
                  "--models", models, "--threads", "0"]
         # peak memory on CUDA only: on the CPU each variant would need a subprocess of its own
         measured = step.run(workload, variants, warmup, repeats, not cpu, child, PROFILE, 2)
-        measured["targets"] = report.targets(measured["variants"])
+        measured["targets"] = report.targets(measured["variants"], str(device))
         print(report.step_table({"variants": measured["variants"], "targets": measured["targets"],
                                  "load_average": measured["load_average"]}), flush=True)
         return {"shape": vars(shape), "amp": amp, "models": workload.source, **measured}
@@ -136,10 +206,19 @@ def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, work
         print("  ", json.dumps(measured), flush=True)
         return measured
 
+    def study() -> dict:
+        from bench import estimators
+
+        measured = estimator_study(device, bbbp, study_steps, 2 if cpu else 3)
+        print(estimators.table(measured), flush=True)
+        return measured
+
     # the most wanted figures first: a run cut short keeps them
     part("step_bf16", lambda: steps("bf16", BF16_VARIANTS))
+    part("precision", accuracy)
+    part("estimators", study)
+    part("end_to_end", lambda: end_to_end(device, out, bbbp, run_steps))
     part("data", pipeline)
     part("betty_bf16", lambda: steps("bf16", BETTY_VARIANTS))
     part("step_fp32", lambda: steps("no", FP32_VARIANTS))
-    part("precision", accuracy)
     return result

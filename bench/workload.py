@@ -25,26 +25,23 @@ from tapweight.errors import TapweightError
 from tapweight.method import weightings
 from tapweight.method.batches import BatchStream
 from tapweight.method.engine import Engine
+from tapweight.method.estimators import ESTIMATORS
 from tapweight.method.models import PretrainModel, TaskModel
 from tapweight.plugin.manager import build_registry
 from tapweight.plugin.specs import DomainData
 
 #: variant -> the reweight keys of its TapWeight step (RunConfig's defaults for the rest):
-#: ``default`` is the shipped setting; ``fd`` the full central difference on the whole level I
-#: batch (Betty's darts estimator, at its radius); ``jvp`` the exact directional derivative on
-#: it; ``fd-forward`` the one-sided difference reusing level I's losses; ``fd-1/N`` and
-#: ``jvp-1/N`` the same on the first 1/N of each level I batch. ``plain`` (level I only,
-#: uniform λ) is the baseline and ``betty`` the reference code's engine.
-FULL = {"hypergrad": "fd", "fd_scheme": "central", "hyper_fraction": 1.0}
+#: ``default`` is the shipped setting (``auto``); one variant per registered estimator
+#: (tapweight/method/estimators.py: ``fd`` the central difference, Betty's darts estimator at
+#: its radius, ``fd-forward`` the one-sided difference reusing level I's losses, ``jvp`` the
+#: exact directional derivative, ``neumann``, ``cg``); ``fd-1/N`` and ``jvp-1/N`` take theirs on
+#: the first 1/N of each level I batch. ``plain`` (level I only, uniform λ) is the baseline and
+#: ``betty`` the reference code's engine. A new variant is one more entry.
 SETTINGS = {
     "default": {},
-    "fd": FULL,
-    "fd-forward": {**FULL, "fd_scheme": "forward"},
-    **{f"fd-1/{n}": {**FULL, "hyper_fraction": 1 / n} for n in (2, 4, 8)},
-    "jvp": {**FULL, "hypergrad": "jvp"},
-    **{f"jvp-1/{n}": {**FULL, "hypergrad": "jvp", "hyper_fraction": 1 / n} for n in (2, 4, 8, 16)},
-    "neumann": {**FULL, "hypergrad": "neumann"},
-    "cg": {**FULL, "hypergrad": "cg"},
+    **{name: {"hypergrad": name} for name in ESTIMATORS},
+    **{f"fd-1/{n}": {"hypergrad": "fd", "hyper_fraction": 1 / n} for n in (2, 4, 8)},
+    **{f"jvp-1/{n}": {"hypergrad": "jvp", "hyper_fraction": 1 / n} for n in (2, 4, 8, 16)},
 }
 #: variant -> a weighting method other than TapWeight (``method:<name>``), run with the shipped
 #: hypergradient settings when it reads one: what each rule costs (docs/weightings.md)

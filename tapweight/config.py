@@ -60,10 +60,11 @@ class ReweightConfig(LevelConfig):
     lr: float = 200.0  # the reference code's α learning rate (Betty darts scale)
     momentum: float = 0.0
     weight_decay: float = 0.0
-    hypergrad: str = "auto"  # auto (fd; jvp under amp or unroll > 1) | fd | jvp | neumann | cg
+    # auto (the cheapest that meets the default's accuracy criterion) | fd-forward | fd | jvp | neumann | cg:
+    # tapweight/method/estimators.py, where each is registered
+    hypergrad: str = "auto"
     scale: str = "reference"  # reference (Betty darts, no η₁η₂) | exact (× η₁η₂)
     fd_radius: float = 0.01  # ‖ε·direction‖ of the finite difference, as Betty's darts
-    fd_scheme: str = "central"  # central (two forwards) | forward (one, reusing level I's losses)
     preconditioner: str = "exact"  # exact (Adam's step differentiated) | identity (every step as SGD)
     # plain | offset_free: L_val with each label's offset refitted on the validation batch
     # (bce tasks; under torchrun on each rank's shard), so that a label prior that differs
@@ -122,7 +123,6 @@ class RunConfig:
 
 #: the levels' sections of a RunConfig and their dataclasses
 LEVELS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "reweight": ReweightConfig, "final": FinalConfig}
-HYPERGRADS = ("auto", "fd", "jvp", "neumann", "cg")
 
 
 def _one_line(err: OmegaConfBaseException) -> str:
@@ -293,12 +293,12 @@ def _satisfies(value: float, rule: str) -> bool:
 
 
 def validate_hypergradient(cfg: RunConfig) -> None:
-    """The hypergradient's settings, and the combinations it cannot compute correctly."""
+    """The hypergradient's settings; the estimator's name and what it cannot compute are the
+    registry's to say (tapweight/method/estimators.py, imported here: it needs torch)."""
+    from tapweight.method import estimators
+
     r = cfg.reweight
-    _check(r.hypergrad in HYPERGRADS,
-           f"reweight.hypergrad must be one of {', '.join(HYPERGRADS)}, got '{r.hypergrad}'")
     _check(r.scale in ("reference", "exact"), f"reweight.scale must be reference or exact, got '{r.scale}'")
-    _check(r.fd_scheme in ("central", "forward"), f"reweight.fd_scheme must be central or forward, got '{r.fd_scheme}'")
     _check(r.preconditioner in ("exact", "identity"),
            f"reweight.preconditioner must be exact or identity, got '{r.preconditioner}'")
     _check(r.val_loss in ("plain", "offset_free"),
@@ -310,14 +310,7 @@ def validate_hypergradient(cfg: RunConfig) -> None:
     _check(r.neumann_alpha >= 0, f"reweight.neumann_alpha must be >= 0 (0: from a power iteration), "
                                  f"got {r.neumann_alpha}")
     _check(r.cg_tol > 0, f"reweight.cg_tol must be > 0, got {r.cg_tol}")
-    _check(r.fd_scheme == "central" or (r.hyper_fraction == 1 and cfg.amp == "no" and r.hypergrad in ("auto", "fd")),
-           "reweight.fd_scheme=forward reuses level I's own float32 loss values: it needs "
-           "reweight.hypergrad=fd, reweight.hyper_fraction=1 and amp=no")
-    adam = [name for name in ("pretrain", "finetune") if getattr(cfg, name).optimizer != "sgd"]
-    _check(r.unroll == 1 or not adam or r.hypergrad in ("neumann", "cg"),
-           f"reweight.unroll={r.unroll} is differentiated exactly through SGD steps only, and "
-           f"{' and '.join(adam)} use {getattr(cfg, adam[0]).optimizer if adam else ''}: set "
-           "reweight.unroll=1 (exact for Adam too) or the optimizers to sgd")
+    estimators.check(cfg)
 
 
 def field_help(cls: type) -> dict[str, str]:

@@ -13,6 +13,7 @@ from tapweight.errors import TapweightError
 # one torch thread: on a loaded 2-core machine two threads spin against each other
 TINY = ["step", "--shape", "tiny", "--models", "toy", "--repeats", "2", "--warmup", "1", "--threads", "1"]
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "imagemol" / "pretrain_toy.csv"
+BBBP = DATA.parents[1] / "moleculenet" / "bbbp.csv"
 
 
 @pytest.fixture(autouse=True)
@@ -89,6 +90,14 @@ def test_betty_variant_runs_when_installed():
     assert result["targets"]["betty_speedup"]["value"] > 0
 
 
+def test_avenues_time_each_way_of_taking_the_extra_forward():
+    result = main(["avenues", "--shape", "tiny", "--models", "toy", "--threads", "1", "--repeats", "1"])
+    rows = result["rows"]
+    assert list(rows)[0] == "level I step (forward + backward)" and rows[list(rows)[0]]["x_level_one"] == 1.0
+    assert {"engine", "3 passes", "1 batched pass", "inference_mode", "bf16 autocast"} <= set(rows)
+    assert all(r["median_s"] > 0 for r in rows.values()) and "compiled" in result["notes"]
+
+
 def test_unknown_variant_is_a_one_line_error():
     with pytest.raises(TapweightError, match="unknown variant"):
         main([*TINY, "--variants", "plain,darts"])
@@ -130,16 +139,28 @@ def test_startup_times_every_quick_command():
 
 
 def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
-    """The prepared GPU check (bench/gpu.py) end to end, so that it cannot rot between GPU loans."""
+    """The prepared GPU check (bench/gpu.py) end to end, so that it cannot rot between GPU loans:
+    every part on the CPU at tiny settings, the end-to-end pass on 120 rows of BBBP."""
     pytest.importorskip("rdkit")
-    main(["gpu", "--device", "cpu", "--out", str(tmp_path), "--repeats", "1", "--warmup", "0"])
-    saved = json.loads((tmp_path / "gpu.json").read_text())
+    if not BBBP.is_file():
+        pytest.skip(f"no {BBBP}")
+    rows = tmp_path / "bbbp.csv"
+    rows.write_text("\n".join(BBBP.read_text().splitlines()[:121]) + "\n")
+    main(["gpu", "--device", "cpu", "--out", str(tmp_path / "gpu"), "--repeats", "1", "--warmup", "0",
+          "--bbbp", str(rows), "--study-steps", "2", "--run-steps", "2"])
+    saved = json.loads((tmp_path / "gpu" / "gpu.json").read_text())
     assert saved["errors"] == {}
-    assert {"plain", "default", "jvp-1/8"} <= set(saved["step_bf16"]["variants"])
+    assert {"plain", "default", "fd-forward", "jvp-1/16"} <= set(saved["step_bf16"]["variants"])
     assert "median_s" in saved["betty_bf16"]["variants"]["betty"]
     assert saved["step_fp32"]["variants"]["plain"]["ratio"] == pytest.approx(1.0)
     assert set(saved["precision"]) == {"fd, TF32 allowed", "fd, full float32"}
     assert saved["data"]["keeps_up"]["keeps_up"] in (True, False)
+    study = saved["estimators"]
+    assert study["estimators"]["jvp"]["mean_cosine"] == pytest.approx(1.0) and study["default"] in study["estimators"]
+    e2e = saved["end_to_end"]
+    assert [r["command"].split()[1] for r in e2e["rows"]] == ["run", "predict", "export", "--standalone"]
+    assert e2e["passed"], e2e["rows"]
+    assert (tmp_path / "gpu" / "e2e-preds.csv").stat().st_size > 0
 
 
 @pytest.mark.slow
@@ -163,28 +184,37 @@ def test_corpus_scale_stages(tmp_path):
 
 
 def test_estimators_study_on_tabular_and_its_costs_from_a_step_run(tmp_path, capsys):
-    """``bench estimators`` end to end on a small task: the exact estimator agrees with itself,
-    the central difference with it on a smooth MLP, and ``--costs`` takes the step costs of a
-    ``bench step`` file (dropping estimators it did not time)."""
+    """``bench estimators`` end to end on a small task: the exact estimator agrees with the
+    reference, the differences with it on a smooth MLP; ``auto``'s pick is named; ``--costs``
+    takes the step costs of a ``bench step`` file (a radius variant takes its estimator's)."""
     pytest.importorskip("tapweight_tabular")
     study = tmp_path / "study.json"
     main(["estimators", "tabular", "breast-cancer", "--steps", "3", "--val-batches", "2", "--threads", "1",
-          "--json", str(study)])
+          "--estimators", "fd-forward,fd-forward@0.001,fd,jvp,jvp-1/8", "--json", str(study)])
     result = json.loads(study.read_text())
     rows = result["estimators"]
-    assert rows["jvp"]["mean_cosine_exact"] == pytest.approx(1.0)
-    assert rows["fd"]["mean_cosine_exact"] > 0.999 and rows["fd-forward"]["mean_cosine"] > 0.99
-    assert result["val_spread"] is None  # breast-cancer's validation split is one batch of 64
-    assert all(len(e["final_lambda"]) == len(result["objectives"]) for e in rows.values())
+    assert list(rows) == ["fd-forward", "fd-forward@0.001", "fd", "jvp", "jvp-1/8"]
+    assert rows["jvp"]["mean_cosine"] == pytest.approx(1.0) and rows["jvp"]["sq_deviation"] < 1e-12
+    assert rows["fd"]["mean_cosine"] > 0.999 and rows["fd-forward"]["mean_cosine"] > 0.99
+    assert rows["jvp-1/8"]["sq_deviation"] > rows["fd"]["sq_deviation"]  # an eighth of the batch: noisier
+    assert result["val_variance"] is None  # breast-cancer's validation split is one batch of 64
+    assert result["default"] == "fd-forward"
     costs = tmp_path / "step.json"
-    costs.write_text(json.dumps({"variants": {"plain": {"ratio": 1.0}, "fd": {"ratio": 1.9},
+    costs.write_text(json.dumps({"variants": {"plain": {"ratio": 1.0}, "fd-forward": {"ratio": 1.35},
                                               "jvp-1/8": {"ratio": 1.2}}}))
     capsys.readouterr()
     main(["estimators", "tabular", "breast-cancer", "--reuse", str(study), "--costs", str(costs),
           "--plot", str(tmp_path / "cost.png")])
     printed = capsys.readouterr().out
-    assert "| fd | 1.90 |" in printed and "| jvp-1/8 | 1.20 |" in printed and "| jvp |" not in printed
+    assert "| fd-forward (auto) | 1.35 |" in printed and "| fd-forward@0.001 | 1.35 |" in printed
+    assert "| jvp-1/8 | 1.20 |" in printed and "| jvp | - |" in printed
     assert (tmp_path / "cost.png").stat().st_size > 0
+
+
+def test_estimators_study_refuses_what_is_not_a_directional_estimator():
+    for name, message in (("cg", "not a directional estimator"), ("fd@x", "must be a number")):
+        with pytest.raises(TapweightError, match=message):
+            main(["estimators", "tabular", "breast-cancer", "--steps", "2", "--estimators", name])
 
 
 def test_a_user_error_from_python_m_bench_is_one_line_and_exit_2():

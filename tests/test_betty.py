@@ -26,6 +26,7 @@ pytest.importorskip("betty", reason="betty-ml is not installed: "
 import torch  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
+from bench.problems.quadratic import Problem  # noqa: E402
 from tapweight.config import RunConfig  # noqa: E402
 from tapweight.errors import TapweightError  # noqa: E402
 from tapweight.method.batches import BatchStream  # noqa: E402
@@ -33,7 +34,6 @@ from tapweight.method.betty import BettyEngine  # noqa: E402
 from tapweight.method.engine import Engine  # noqa: E402
 from tapweight.method.models import PretrainModel, TaskModel  # noqa: E402
 from tests import toy_plugin  # noqa: E402
-from tests.quadratic import Problem  # noqa: E402
 
 CPU = torch.device("cpu")
 LAM0 = [0.4, 0.3, 0.2, 0.1]  # K = 4: α's gradient lives in a 3-d subspace, cosine means something
@@ -55,7 +55,7 @@ def at_theta_after(engine: Engine) -> None:
     engine.reweight_step()
 
 
-# -- the quadratic problem of tests/quadratic.py ----------------------------------------------
+# -- the quadratic problem of bench/problems/quadratic.py ----------------------------------------------
 
 def quadratic_pair(pretrain_lr):
     problem = Problem(k=4)
@@ -114,9 +114,9 @@ def toy_parts():
     return theta, w, corpus, train, val
 
 
-def toy_pair(pretrain_lr=0.02):
+def toy_pair(pretrain_lr=0.02, hypergrad="auto"):
     cfg = RunConfig(steps=10)  # the paper's ImageMol settings: SGD, γ = 1e-3, α lr 200
-    cfg.pretrain.lr = pretrain_lr
+    cfg.pretrain.lr, cfg.reweight.hypergrad = pretrain_lr, hypergrad
     return (Engine(*toy_parts(), cfg, "bce", CPU),
             BettyEngine(*toy_parts(), cfg, "bce", CPU))
 
@@ -129,7 +129,9 @@ def test_toy_network_default_method_agrees_with_betty():
 
 
 def test_toy_network_same_point_agrees_to_rounding():
-    ours, betty = toy_pair()
+    """Our central difference (Betty's darts estimator) at darts's point θ': the same number.
+    (The default one-sided difference subtracts level I's losses at θ, so it cannot move.)"""
+    ours, betty = toy_pair(hypergrad="fd")
     at_theta_after(ours)
     betty.step()
     assert rel_err(ours.alpha.grad, betty.alpha_grad) < 1e-3  # float32 network

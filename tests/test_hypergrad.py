@@ -13,8 +13,9 @@ import math
 import pytest
 import torch
 
-from tapweight.method.hypergrad import conjugate_gradient, neumann, softmax_vjp
-from tests.quadratic import Problem
+from bench.problems.quadratic import Problem
+from tapweight.method.hypergrad import softmax_vjp
+from tapweight.method.inverse import conjugate_gradient, neumann
 
 
 def rel_err(a, b):

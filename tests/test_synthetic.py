@@ -8,7 +8,7 @@ loss rewards weight on the helpful objective; the learned λ must move most mass
 
 import torch
 
-from tests.quadratic import Problem
+from bench.problems.quadratic import Problem
 
 
 def helpful_problem(seed=0):

@@ -9,8 +9,9 @@ level II (``finetune_step``), then level III (``reweight_step``):
 
 The step of α is the run's weighting method's (method/weightings/; TapWeight's is above). Only
 what it declares it reads is computed: levels II and III (``uniform``, ``fixed``, ``gradnorm``...
-run level I alone), the hypergradient, each objective's own gradient. Every random draw of a step comes from a seed
-derived from (run seed, step, level), so a run is reproducible and resumes exactly.
+run level I alone), the hypergradient (method/estimators.py), each objective's own gradient.
+Every random draw of a step comes from a seed derived from (run seed, step, level), so a run is
+reproducible and resumes exactly.
 
 Each level I/II step records what the hypergradient needs (:class:`~tapweight.method.hypergrad.InnerStep`:
 θ before the step, its batches, the rates the optimizers used and, for Adam, their
@@ -34,8 +35,9 @@ from torch.profiler import record_function
 from tapweight import distributed
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
+from tapweight.method import estimators
 from tapweight.method.batches import BatchStream, head_of_batch, to_device
-from tapweight.method.hypergrad import Hypergradient, InnerStep, Problem, Vector, hessian_vector_product
+from tapweight.method.hypergrad import InnerStep, Precision, Problem, Vector, hessian_vector_product
 from tapweight.method.metrics import best_offset, overconfidence, task_loss
 from tapweight.method.models import PretrainModel, TaskModel, backbone_params, float32, frozen_running_stats, replay_rng
 from tapweight.method.optim import build_optimizer, build_scheduler, current_lr, preconditioner
@@ -109,15 +111,7 @@ class Engine:
         self.sched_reweight = build_scheduler(self.opt_reweight, cfg.reweight, steps)
 
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        r = cfg.reweight
-        # auto: a finite difference in float32, unless half-precision autocast is on (its
-        # forwards would be float32, slow) or unroll > 1 (T directional derivatives add up
-        # their O(ε²) errors, and the Hessian products dwarf jvp's extra cost): then jvp
-        method = r.hypergrad
-        if method == "auto":
-            method = "jvp" if self.amp_dtype or r.unroll > 1 else "fd"
-        self.hypergrad = Hypergradient(method, r.scale, r.fd_radius, r.fd_scheme, r.iterations,
-                                       r.neumann_alpha, r.curvature_iterations, r.cg_tol)
+        self.hypergrad = estimators.build(cfg, device)  # reweight.hypergrad, auto resolved (estimators.py)
         self.scaler_pretrain = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.scaler_finetune = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
 
@@ -184,14 +178,17 @@ class Engine:
             return None
         return preconditioner(optimizer, params)
 
-    def losses(self, batches: list, params: Vector, exact: bool = True) -> torch.Tensor:
+    def losses(self, batches: list, params: Vector, precision: Precision = "float32") -> torch.Tensor:
         """L(θ) ∈ R^K on level I ``batches`` ((batch, seed) pairs, their random draws replayed),
-        θ's parameters replaced by ``params``, batch-norm statistics untouched, in float32
-        whatever the run's autocast: ``exact`` without TF32 (a finite difference needs every
-        digit), else with TF32 as torch allows it (jvp, which differentiates directly)."""
+        θ's parameters replaced by ``params``, batch-norm statistics untouched, in ``precision``:
+        float32 without TF32 (a central difference needs every digit), with TF32 as torch allows
+        it (jvp, which differentiates directly), or exactly as level I ran (``level_one``: the
+        run's autocast, for a difference against level I's own losses)."""
         replaced = dict(zip(self.theta_names, params))
+        arithmetic = (self._autocast() if precision == "level_one"
+                      else float32(self.device, tf32=precision == "tf32"))
         total = 0.0
-        with frozen_running_stats(self.theta), float32(self.device, tf32=not exact):
+        with frozen_running_stats(self.theta), arithmetic:
             for batch, seed in batches:
                 with replay_rng(seed, self.device):
                     total = total + torch.func.functional_call(self.theta, replaced, (batch,))
@@ -235,7 +232,7 @@ class Engine:
             self._level_one = dict(
                 theta=theta_before, losses=functools.partial(self.losses, hyper), eta_pretrain=eta,
                 precondition_pretrain=precondition,
-                losses_at_theta=local if r.fd_scheme == "forward" else None,
+                losses_at_theta=local,
                 momentum_pretrain=group.get("momentum", 0.0), decay_pretrain=group["weight_decay"])
         self._losses = total.detach()
         return total
@@ -320,7 +317,7 @@ class Engine:
         """H_pt = ∇²_θ Σλ_k L_k at ``at`` on ``step``'s level I batches, averaged over ranks."""
         lam = self.lam.float().to(self.device)
         params = [p.detach().requires_grad_(True) for p in at]
-        hvp = hessian_vector_product(lambda: (lam * step.losses(params, True)).sum(), params)
+        hvp = hessian_vector_product(lambda: (lam * step.losses(params, "float32")).sum(), params)
         return lambda v: distributed.mean_(hvp(v))
 
     def _unrolled_hessians(self, steps: list[InnerStep], t: int):

@@ -19,16 +19,20 @@ With u = ∇_w L_val(w') and the chain rule through h's only θ-term, −2γ θ'
 η₁, η₂ are the rates the two steps used (read before their schedulers stepped). The K dot
 products are one directional derivative of the loss vector L(θ) ∈ R^K along the
 preconditioned u_b: a central difference of two no-grad forwards (``fd``), a one-sided
-difference that reuses level I's own L(θ) (``fd_scheme="forward"``: one forward), or one
+difference that reuses level I's own L(θ) (``fd-forward``: one forward), or one
 forward-mode JVP (``jvp``). No Hessian is needed: level II's mixed derivative is the
 proximal term's 2γ·I. ``hyper_fraction < 1`` takes it on the first part of each level I
 batch (an unbiased estimate for objectives that are means over examples, at a fraction of
 the cost).
 
-**Precision.** Whatever the run's ``amp``, the hypergradient's forwards run in float32:
-``fd`` subtracts two loss vectors, so without TF32 either; ``jvp`` differentiates directly, so
-TF32 (on CUDA, where torch allows it) costs it nothing in accuracy. ``auto`` (the default) is
-``fd``, or ``jvp`` under AMP (whose float32 forwards TF32 makes fast) or with unroll > 1.
+**Precision and estimators.** Each estimator (estimators.py, registered by name for
+``reweight.hypergrad``) says in which precision it evaluates L: ``"float32"`` (autocast off,
+no TF32: the central ``fd`` subtracts two loss vectors), ``"tf32"`` (autocast off, TF32 as
+torch allows it: ``jvp`` differentiates directly) or ``"level_one"`` (exactly as level I ran,
+the run's autocast included: ``fd-forward`` subtracts level I's own losses, so its one
+forward must round like theirs). ``auto`` (the default) is the cheapest estimator whose
+error is measured at ≤ 5 % of the hypergradient's validation-batch variance for the run's
+settings (docs/benchmarks.md).
 
 **Unroll T > 1** (SGD only; Adam's state makes later steps depend on earlier gradients in a
 way we do not differentiate): reverse mode through the T steps of both levels, momentum
@@ -40,8 +44,9 @@ factors; the paper's α learning rate of 200 (SGD, γ = 1e-3) is tuned for that.
 ``scale="reference"`` (default) is the exact value divided by η₁η₂ of the last inner step;
 ``scale="exact"`` is the true derivative.
 
-**Implicit (IFT) methods** replace the unrolled steps by the optimality conditions, as
-Betty's ``neumann`` and ``cg`` do: with H_ft = ∇²_w (L_ft + γ‖w_b − θ_b‖²), H_pt = ∇²_θ Σλ_k L_k,
+**Implicit (IFT) methods** (estimators.py) replace the unrolled steps by the optimality
+conditions, as Betty's ``neumann`` and ``cg`` do: with H_ft = ∇²_w (L_ft + γ‖w_b − θ_b‖²),
+H_pt = ∇²_θ Σλ_k L_k,
 
     v = H_ft⁻¹ u,   z = H_pt⁻¹ [2γ v_b ; 0],   dL_val/dλ_k = −⟨∇_θ L_k(θ), z⟩           (2)
 
@@ -54,23 +59,16 @@ Chain rule to α = softmax⁻¹(λ): ∂/∂α = λ ⊙ (g − ⟨λ, g⟩).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
-log = logging.getLogger(__name__)
-
 Vector = list  # a list of tensors shaped like a parameter list; None entries are zero
 HVP = Callable[[Vector], Vector]
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning(message)
+#: how L(θ) is evaluated: float32 without TF32, float32 with TF32 (on CUDA), or as level I ran
+Precision = Literal["float32", "tf32", "level_one"]
 
 
 def dot(a: Vector, b: Vector) -> torch.Tensor:
@@ -164,89 +162,15 @@ def directional_jvp(losses: Callable[[Vector], torch.Tensor], point: Vector,
     return out.double() * size
 
 
-# -- inverse Hessian-vector products -----------------------------------------------------------
-
-def largest_eigenvalue(hvp: HVP, like: Vector, iterations: int, seed: int = 0) -> float:
-    """|λ_max| of H by power iteration from a seeded random start (a lower bound on ‖H‖)."""
-    gen = torch.Generator().manual_seed(seed)
-    v = [torch.randn(t.shape, generator=gen, dtype=torch.float32).to(t) for t in like]
-    estimate = 0.0
-    for _ in range(iterations):
-        size = float(norm(v))
-        if size == 0.0 or size != size:
-            break
-        v = [t / size for t in v]
-        hv = hvp(v)
-        estimate = float(norm(hv))
-        v = hv
-    return estimate
-
-
-def neumann(hvp: HVP, v: Vector, iterations: int, alpha: float) -> Vector:
-    """H⁻¹v ≈ α Σ_{i=0..n} (I − αH)^i v (Betty's form).
-
-    The error is exactly H⁻¹(I − αH)^{n+1} v: relative error ≤ (1 − α·μ)^{n+1} for
-    eigenvalues of H in [μ, 1/α]. Stops early (with a warning) if the terms grow, i.e.
-    α ≥ 2/‖H‖ or H has negative curvature.
-    """
-    term, total = list(v), list(v)
-    start = float(norm(v))
-    for _ in range(iterations):
-        hv = hvp(term)
-        term = [t - alpha * h for t, h in zip(term, hv)]
-        size = float(norm(term))
-        if not size < 10 * start:  # diverging or NaN
-            _warn_once(f"Neumann series diverges (alpha={alpha:.3g}: too large, or the Hessian has "
-                       "negative curvature); truncating it. Lower reweight.neumann_alpha or use "
-                       "reweight.hypergrad=fd.")
-            break
-        total = [s + t for s, t in zip(total, term)]
-    return [alpha * s for s in total]
-
-
-def conjugate_gradient(hvp: HVP, b: Vector, iterations: int, tol: float) -> Vector:
-    """Solve Hx = b by conjugate gradients from x = 0.
-
-    Guard: if H shows non-positive curvature along a search direction (pᵀHp ≤ 0) CG is
-    stopped and the iterate so far is returned, or b itself (the identity inverse, as
-    ``darts``) if there is none; failing to reach ``tol`` in ``iterations`` is reported.
-    """
-    x = [torch.zeros_like(t) for t in b]
-    r, p = list(b), list(b)
-    rr = dot(r, r)
-    b_norm = float(rr.sqrt())
-    if b_norm == 0.0:
-        return x
-    for i in range(iterations):
-        hp = hvp(p)
-        curvature = dot(p, hp)
-        if not curvature > 0:
-            _warn_once("CG met non-positive curvature (the Hessian is not positive definite here); "
-                       "using the iterate so far (identity inverse on the first iteration). "
-                       "Use reweight.hypergrad=fd for the exact one-step derivative.")
-            return list(b) if i == 0 else x
-        step = rr / curvature
-        x = [xi + step.to(xi.dtype) * pi for xi, pi in zip(x, p)]
-        r = [ri - step.to(ri.dtype) * hi for ri, hi in zip(r, hp)]
-        rr_new = dot(r, r)
-        if float(rr_new.sqrt()) <= tol * b_norm:
-            return x
-        p = [ri + (rr_new / rr).to(ri.dtype) * pi for ri, pi in zip(r, p)]
-        rr = rr_new
-    _warn_once(f"CG did not reach relative residual {tol} in {iterations} iterations "
-               f"(now {float(rr.sqrt()) / b_norm:.2e}); raise reweight.iterations.")
-    return x
-
-
 # -- what the engine hands over ----------------------------------------------------------------
 
 @dataclass
 class InnerStep:
     """One level I + level II step, as the hypergradient needs it.
 
-    ``losses(params, exact)`` is L(θ) ∈ R^K on this step's level I batches (their random
-    draws replayed) with θ's parameters replaced by ``params`` (θ_b first), in float32
-    (``exact``: without TF32);
+    ``losses(params, precision)`` is L(θ) ∈ R^K on this step's level I batches (their random
+    draws replayed) with θ's parameters replaced by ``params`` (θ_b first), in ``precision``
+    (:data:`Precision`);
     ``theta`` is θ before the level I step. The rates are those the steps used; the
     preconditioners (None: 1) are P of eq. (1) on θ_b and w_b. Unroll > 1 also needs w
     before the level II step, ``finetune_loss(params)`` = L_ft on its batch, and the SGD
@@ -254,7 +178,7 @@ class InnerStep:
     """
 
     theta: Vector
-    losses: Callable[[Vector, bool], torch.Tensor]
+    losses: Callable[[Vector, Precision], torch.Tensor]
     eta_pretrain: float
     eta_finetune: float
     precondition_pretrain: Vector | None = None
@@ -306,67 +230,34 @@ def hessian_vector_product(loss_fn: Callable[[], torch.Tensor], params: Vector,
     return hvp
 
 
-@dataclass
 class Hypergradient:
-    """∂L_val/∂λ ∈ R^K by ``fd``/``jvp`` (eq. 1, or reverse mode for unroll > 1) or
-    ``neumann``/``cg`` (eq. 2). The engine resolves ``auto`` (fd; jvp under AMP or unroll > 1)."""
+    """∂L_val/∂λ ∈ R^K by one registered estimator (tapweight/method/estimators.py): eq. (1),
+    or reverse mode for unroll > 1, from the estimator's directional derivatives; eq. (2)
+    from an implicit one (``needs_hessians``). ``scale`` as in the module docstring."""
 
-    method: str = "fd"
-    scale: str = "reference"
-    fd_radius: float = 0.01
-    fd_scheme: str = "central"
-    iterations: int = 5
-    neumann_alpha: float = 0.0  # 0: 1/‖H‖ from power iteration
-    curvature_iterations: int = 10
-    cg_tol: float = 1e-4
+    def __init__(self, estimator, scale: str = "reference"):
+        self.estimator, self.scale = estimator, scale
+
+    @property
+    def method(self) -> str:
+        return self.estimator.name
 
     @property
     def needs_hessians(self) -> bool:
-        return self.method in ("neumann", "cg")
+        return self.estimator.needs_hessians
 
     def __call__(self, problem: Problem, hvps: Callable[[int], tuple[HVP, HVP]] | None = None) -> torch.Tensor:
         """``hvps(t)`` gives (H_pt at θ_{t-1}, H_ft at w_{t-1}) of inner step t (unroll > 1)."""
         if self.needs_hessians:
-            return self._implicit(problem)
+            return self.estimator.implicit(problem)
         last = problem.steps[-1]
         if len(problem.steps) == 1:
-            g = one_step(problem, self._directional)
+            g = one_step(problem, self.estimator.directional)
         else:
-            g = unrolled(problem, self._directional, hvps)
+            g = unrolled(problem, self.estimator.directional, hvps)
         if self.scale == "reference":
             g = g / (last.eta_pretrain * last.eta_finetune)
         return g
-
-    def _directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
-        if self.method == "jvp":
-            return directional_jvp(lambda ps: step.losses(ps, False), step.theta, direction)
-        at_point = step.losses_at_theta if self.fd_scheme == "forward" else None
-        return directional_fd(lambda ps: step.losses(ps, True), step.theta, direction, self.fd_radius,
-                              at_point)
-
-    def _implicit(self, problem: Problem) -> torch.Tensor:
-        nb = problem.n_backbone
-        v = self._inverse(problem.hvp_finetune, problem.u, "H_ft")
-        g_theta = [2 * problem.gamma * t for t in v[:nb]]
-        g_theta += [torch.zeros_like(p) for p in problem.theta_after[nb:]]
-        z = self._inverse(problem.hvp_pretrain, g_theta, "H_pt")
-        last = problem.steps[-1]
-        return -directional_fd(lambda ps: last.losses(ps, True), problem.theta_after, z, self.fd_radius)
-
-    def _inverse(self, hvp: HVP, v: Vector, name: str) -> Vector:
-        if self.method == "cg":
-            return conjugate_gradient(hvp, v, self.iterations, self.cg_tol)
-        alpha = self.neumann_alpha
-        if alpha <= 0:
-            top = largest_eigenvalue(hvp, v, self.curvature_iterations)
-            alpha = 1.0 / top if top > 0 else 1.0
-        x = neumann(hvp, v, self.iterations, alpha)
-        residual = float(norm([a - b for a, b in zip(hvp(x), v)]) / max(float(norm(v)), 1e-30))
-        if residual > 0.5:
-            _warn_once(f"Neumann series for {name}⁻¹ far from converged (relative residual "
-                       f"{residual:.2f} after {self.iterations} terms, alpha={alpha:.3g}); raise "
-                       "reweight.iterations, or use reweight.hypergrad=cg or fd.")
-        return x
 
 
 def one_step(problem: Problem, directional: Callable[[InnerStep, Vector], torch.Tensor]) -> torch.Tensor:

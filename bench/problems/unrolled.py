@@ -214,3 +214,14 @@ def config(optimizer: str = "sgd", **reweight) -> RunConfig:
     for key, value in reweight.items():
         setattr(cfg.reweight, key, value)
     return cfg
+
+
+def hypergradients(cfg: RunConfig, warmup: int = 3, dtype=torch.float64, seed: int = 0):
+    """(the engine's ∂L_val/∂α, autograd's through the unrolled steps) for the global step after
+    ``warmup`` steps; the reference runs without autocast."""
+    under_test = engine(cfg, dtype, seed)
+    for _ in range(warmup):
+        under_test.step()
+    expected = alpha_grad(snapshot(under_test))
+    under_test.step()
+    return under_test.alpha.grad, expected

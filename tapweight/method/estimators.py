@@ -1,0 +1,243 @@
+"""The hypergradient's estimators, registered by name: what ``reweight.hypergrad`` selects.
+
+An estimator takes the K directional derivatives ⟨∇L_k(θ), d⟩ of eq. (1) of hypergrad.py
+(``directional``), or the whole implicit hypergradient of eq. (2) (``implicit``, with
+``needs_hessians``). A new one is one registered class (and its tests), e.g. a backward
+difference (θ − εd) against level I's own losses::
+
+    @ESTIMATORS.register("fd-backward")
+    class BackwardDifference(Estimator):
+        cost, precision = 1.0, "level_one"
+
+        def directional(self, step, direction):
+            flipped = [None if d is None else -d for d in direction]
+            return -directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, flipped,
+                                   self.settings.fd_radius, step.losses_at_theta)
+
+The config check (:func:`check`), ``auto`` (:func:`resolve`), the engine (:func:`build`) and
+the benchmarks (bench/workload.py, bench/estimators.py) read this table and nothing else.
+
+**``auto``** is the cheapest estimator (``cost``: extra forwards of the level I batch) that
+is ``default``-grade for the run's settings: its error, measured on real batches by
+``python -m bench estimators``, is at most 5 % of the hypergradient's validation-batch variance,
+the noise it has anyway (docs/benchmarks.md, "The default estimator"). Exactness stays
+selectable: ``jvp`` (forward mode) and ``fd`` (a central difference in float32).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+
+from tapweight.errors import TapweightError
+from tapweight.method.hypergrad import (
+    Hypergradient,
+    InnerStep,
+    Precision,
+    Problem,
+    Vector,
+    directional_fd,
+    directional_jvp,
+    norm,
+)
+from tapweight.method.inverse import conjugate_gradient, largest_eigenvalue, neumann, warn_once
+
+
+class Registry(dict):
+    """Name → class, filled by the ``register(name)`` decorator (which sets ``cls.name``)."""
+
+    def register(self, name: str) -> Callable[[type], type]:
+        def add(cls: type) -> type:
+            if name in self:
+                raise ValueError(f"estimator '{name}' is registered twice")
+            cls.name = name
+            self[name] = cls
+            return cls
+
+        return add
+
+
+ESTIMATORS: Registry = Registry()
+
+
+class Estimator:
+    """One way of computing the hypergradient; ``settings`` is the run's ``cfg.reweight``."""
+
+    name: ClassVar[str] = ""
+    #: extra no-grad forwards of the level I batch per inner step, as ``bench step`` measures them
+    cost: ClassVar[float] = float("inf")
+    #: the error is rounding only (the exactness tests hold it to 1e-6)
+    exact: ClassVar[bool] = False
+    #: within the default's accuracy criterion (module docstring) wherever ``default_for`` says
+    default: ClassVar[bool] = False
+    needs_hessians: ClassVar[bool] = False
+    #: in which precision ``step.losses`` is evaluated (hypergrad.Precision)
+    precision: Precision = "float32"
+
+    def __init__(self, cfg):
+        self.settings, self.amp = cfg.reweight, cfg.amp
+
+    @classmethod
+    def refuses(cls, cfg) -> str | None:
+        """Why this estimator cannot compute ``cfg``'s hypergradient (a config error), or None."""
+        adam = [name for name in ("pretrain", "finetune") if getattr(cfg, name).optimizer != "sgd"]
+        if cfg.reweight.unroll > 1 and adam:
+            return (f"reweight.unroll={cfg.reweight.unroll} is differentiated exactly through SGD steps only, "
+                    f"and {' and '.join(adam)} use {getattr(cfg, adam[0]).optimizer}: set reweight.unroll=1 "
+                    "(exact for Adam too), the optimizers to sgd, or reweight.hypergrad=neumann or cg")
+        return None
+
+    @classmethod
+    def default_for(cls, cfg, device: torch.device | None) -> bool:
+        """Whether ``auto`` may pick this estimator for ``cfg`` on ``device`` (None: the CPU):
+        where it is measured to meet the criterion."""
+        return cls.default
+
+    def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
+        raise NotImplementedError
+
+    def implicit(self, problem: Problem) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@ESTIMATORS.register("fd")
+class CentralDifference(Estimator):
+    """Two no-grad float32 forwards (no TF32) at θ ± εd: O(ε²), Betty's ``darts`` at its radius.
+    ``auto`` picks it at unroll 1 where ``fd-forward`` cannot run (``hyper_fraction < 1``)."""
+
+    cost, default = 2.0, True
+
+    @classmethod
+    def default_for(cls, cfg, device: torch.device | None) -> bool:
+        return cfg.reweight.unroll == 1  # T differences add up their errors: jvp then
+
+    def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
+        return directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, direction,
+                              self.settings.fd_radius)
+
+
+@ESTIMATORS.register("fd-forward")
+class ForwardDifference(Estimator):
+    """One no-grad forward at θ + εd, less level I's own L(θ): O(ε), at the floor of a full-batch
+    estimate (plain + one forward). The forward runs exactly as level I did (its autocast and
+    TF32), so that the two loss vectors round alike."""
+
+    cost, default = 1.0, True
+    precision: Precision = "level_one"
+
+    @classmethod
+    def refuses(cls, cfg) -> str | None:
+        if cfg.reweight.hyper_fraction != 1:
+            return ("reweight.hypergrad=fd-forward reuses level I's losses on its whole batch: it needs "
+                    "reweight.hyper_fraction=1 (or use reweight.hypergrad=fd or jvp)")
+        return super().refuses(cfg)
+
+    @classmethod
+    def default_for(cls, cfg, device: torch.device | None) -> bool:
+        """Only where level I rounds as float32 does: under bf16 autocast its deviation is 10× the
+        criterion (docs/benchmarks.md), and TF32 (CUDA's default for convolutions) keeps 10 bits."""
+        tf32 = device is not None and device.type == "cuda" and (
+            torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        return cfg.reweight.unroll == 1 and cfg.amp == "no" and not tf32
+
+    def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
+        return directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, direction,
+                              self.settings.fd_radius, step.losses_at_theta)
+
+
+@ESTIMATORS.register("jvp")
+class ForwardMode(Estimator):
+    """One forward-mode JVP (torch.func.jvp) in float32, TF32 allowed: exact; the default for
+    unroll > 1, where the differences' errors would add up over the T inner steps."""
+
+    cost, exact, default = 2.6, True, True
+    precision: Precision = "tf32"
+
+    def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
+        return directional_jvp(lambda ps: step.losses(ps, self.precision), step.theta, direction)
+
+
+class Implicit(Estimator):
+    """Eq. (2): v = H_ft⁻¹ u, z = H_pt⁻¹ [2γ v_b; 0], dL_val/dλ_k = −⟨∇L_k(θ), z⟩ (a central
+    difference at θ after the step); ``inverse(hvp, v, name)`` solves Hx = v."""
+
+    needs_hessians = True
+
+    @classmethod
+    def refuses(cls, cfg) -> str | None:
+        return None  # the optimality conditions hold whatever the optimizers and unroll
+
+    def implicit(self, problem: Problem) -> torch.Tensor:
+        nb = problem.n_backbone
+        v = self.inverse(problem.hvp_finetune, problem.u, "H_ft")
+        g_theta = [2 * problem.gamma * t for t in v[:nb]]
+        g_theta += [torch.zeros_like(p) for p in problem.theta_after[nb:]]
+        z = self.inverse(problem.hvp_pretrain, g_theta, "H_pt")
+        last = problem.steps[-1]
+        return -directional_fd(lambda ps: last.losses(ps, "float32"), problem.theta_after, z,
+                               self.settings.fd_radius)
+
+    def inverse(self, hvp, v: Vector, name: str) -> Vector:
+        raise NotImplementedError
+
+
+@ESTIMATORS.register("neumann")
+class NeumannSeries(Implicit):
+    """H⁻¹ by ``iterations`` Neumann terms, the step 1/‖H‖ by power iteration unless set."""
+
+    def inverse(self, hvp, v: Vector, name: str) -> Vector:
+        r = self.settings
+        alpha = r.neumann_alpha
+        if alpha <= 0:
+            top = largest_eigenvalue(hvp, v, r.curvature_iterations)
+            alpha = 1.0 / top if top > 0 else 1.0
+        x = neumann(hvp, v, r.iterations, alpha)
+        residual = float(norm([a - b for a, b in zip(hvp(x), v)]) / max(float(norm(v)), 1e-30))
+        if residual > 0.5:
+            warn_once(f"Neumann series for {name}⁻¹ far from converged (relative residual "
+                      f"{residual:.2f} after {r.iterations} terms, alpha={alpha:.3g}); raise "
+                      "reweight.iterations, or use reweight.hypergrad=cg or fd.")
+        return x
+
+
+@ESTIMATORS.register("cg")
+class ConjugateGradient(Implicit):
+    """H⁻¹ by ``iterations`` conjugate-gradient steps, stopping at relative residual ``cg_tol``."""
+
+    def inverse(self, hvp, v: Vector, name: str) -> Vector:
+        return conjugate_gradient(hvp, v, self.settings.iterations, self.settings.cg_tol)
+
+
+def names() -> list[str]:
+    """What ``reweight.hypergrad`` accepts."""
+    return ["auto", *ESTIMATORS]
+
+
+def resolve(cfg, device: torch.device | None = None) -> str:
+    """The estimator's name: ``cfg.reweight.hypergrad``, or for ``auto`` the cheapest
+    ``default``-grade one that can run ``cfg`` on ``device`` (None: the CPU; the cheapest exact
+    one if none can: its refusal is then the config error)."""
+    chosen = cfg.reweight.hypergrad
+    if chosen != "auto":
+        return chosen
+    fits = [(cls.cost, name) for name, cls in ESTIMATORS.items()
+            if cls.default_for(cfg, device) and not cls.refuses(cfg)]
+    exact = [(cls.cost, name) for name, cls in ESTIMATORS.items() if cls.exact]
+    return min(fits or exact)[1]
+
+
+def check(cfg) -> None:
+    """One line naming the problem if ``cfg.reweight.hypergrad`` is unknown or cannot run ``cfg``."""
+    chosen = cfg.reweight.hypergrad
+    if chosen not in names():
+        raise TapweightError(f"reweight.hypergrad must be one of {', '.join(names())}, got '{chosen}'")
+    reason = ESTIMATORS[resolve(cfg)].refuses(cfg)
+    if reason:
+        raise TapweightError(reason)
+
+
+def build(cfg, device: torch.device | None = None) -> Hypergradient:
+    """The run's hypergradient on ``device``: its estimator (``auto`` resolved) and ``reweight.scale``."""
+    return Hypergradient(ESTIMATORS[resolve(cfg, device)](cfg), cfg.reweight.scale)

@@ -1,0 +1,143 @@
+"""The estimator registry (tapweight/method/estimators.py): every registered directional
+estimator against autograd through the unrolled steps (bench/problems/unrolled.py), what
+``auto`` picks, and that a new estimator is one registered class.
+
+Tolerances (relative error of ∂L_val/∂α, worst over SGD, Adam and AdamW): ``jvp`` is exact
+up to rounding (1e-6); ``fd``, a central difference, carries O(ε²) (1e-3); ``fd-forward``, a
+one-sided one, O(ε) (5e-2, cosine ≥ 0.999). A new estimator needs an entry here.
+"""
+
+import dataclasses
+
+import pytest
+import torch
+
+from bench.problems import unrolled
+from tapweight.errors import TapweightError
+from tapweight.job.runner import resolve
+from tapweight.method import estimators
+from tapweight.method.estimators import ESTIMATORS, Estimator
+from tapweight.method.hypergrad import directional_fd
+
+TOL = {"fd": 1e-3, "jvp": 1e-6, "fd-forward": 5e-2}
+DIRECTIONAL = [name for name, cls in ESTIMATORS.items() if not cls.needs_hessians]
+
+
+def rel_err(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def cosine(a, b):
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), 0))
+
+
+check = unrolled.hypergradients
+
+
+def test_every_directional_estimator_has_a_tolerance():
+    assert sorted(TOL) == sorted(DIRECTIONAL)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+@pytest.mark.parametrize("method", DIRECTIONAL)
+def test_every_directional_estimator_against_the_unrolled_reference(method, optimizer):
+    got, expected = check(unrolled.config(optimizer, hypergrad=method))
+    assert rel_err(got, expected) < TOL[method] and cosine(got, expected) > 0.999, (got, expected)
+
+
+def test_the_one_sided_difference_is_first_order_in_the_radius():
+    """Halving the radius halves fd-forward's error (O(ε)); the check can fail: a bug that
+    reused the wrong losses would leave an error that does not shrink."""
+    errors = []
+    for radius in (0.04, 0.02):
+        got, expected = check(unrolled.config("sgd", hypergrad="fd-forward", fd_radius=radius))
+        errors.append(rel_err(got, expected))
+    assert 1.6 < errors[0] / errors[1] < 2.4, errors
+
+
+@pytest.mark.parametrize("amp", ["no", "bf16"])
+def test_fd_forward_repeats_level_ones_arithmetic(amp):
+    """``level_one`` evaluates L(θ) as level I did, its autocast included, so that the one-sided
+    difference subtracts losses rounded alike: at θ itself it gives level I's own values."""
+    cfg = unrolled.config("sgd", hypergrad="fd-forward")
+    cfg.amp = amp
+    engine = unrolled.engine(cfg, torch.float32)
+    engine.pretrain_step()
+    (batch,) = engine._level_one["losses"].args[0]
+    again = engine.losses([batch], engine._level_one["theta"], "level_one")
+    assert torch.allclose(again, engine._level_one["losses_at_theta"], rtol=1e-6, atol=0)
+    if amp != "no":  # the float32 evaluation differs by bf16's rounding: the difference would see it
+        exact = engine.losses([batch], engine._level_one["theta"], "float32")
+        assert (exact - again).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("changes, chosen", [
+    ({}, "fd-forward"),  # float32, unroll 1: the floor, one forward
+    ({"reweight.hyper_fraction": 0.5}, "fd"),  # fd-forward needs level I's losses on the whole batch
+    ({"reweight.unroll": 2}, "jvp"),  # T differences add up their errors
+    ({"amp": "bf16"}, "fd"),  # a difference of bf16 losses is not measured to meet the criterion
+])
+def test_auto_is_the_cheapest_estimator_that_meets_the_criterion(changes, chosen):
+    cfg = unrolled.config("sgd")
+    for key, value in changes.items():
+        section, _, name = key.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, name, value)
+    assert estimators.resolve(cfg) == chosen
+    assert unrolled.engine(cfg).hypergrad.method == chosen
+
+
+def test_auto_on_cuda_with_tf32_is_the_central_difference():
+    """Level I in float32 on CUDA runs its convolutions in TF32 (torch's default): 10 bits, too
+    few for a one-sided difference against its losses; without TF32 fd-forward is fine again."""
+    cfg, cuda = unrolled.config("sgd"), torch.device("cuda")
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert estimators.resolve(cfg, cuda) == "fd"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        assert estimators.resolve(cfg, cuda) == "fd-forward"
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["reweight.hypergrad=darts"], "reweight.hypergrad must be one of auto, fd, fd-forward, jvp, neumann, cg"),
+    (["reweight.hypergrad=fd-forward", "reweight.hyper_fraction=0.5"], "fd-forward reuses level I's losses"),
+    (["reweight.unroll=2", "pretrain.optimizer=adam"], "unroll=2 .* SGD steps only"),
+])
+def test_what_an_estimator_cannot_compute_is_a_one_line_error(toy, sets, message):
+    with pytest.raises(TapweightError, match=message):
+        resolve("toy", "blobs", "cpu", sets=sets)
+
+
+def test_registering_a_name_twice_fails():
+    with pytest.raises(ValueError, match="registered twice"):
+        ESTIMATORS.register("fd")(type("Again", (Estimator,), {}))
+
+
+@pytest.fixture
+def backward_difference():
+    """A new estimator, as a plugin author writes one: θ − εd against level I's L(θ)."""
+
+    @ESTIMATORS.register("test-backward")
+    class BackwardDifference(Estimator):
+        cost, precision = 1.0, "level_one"
+
+        def directional(self, step, direction):
+            flipped = [None if d is None else -d for d in direction]
+            return -directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, flipped,
+                                   self.settings.fd_radius, step.losses_at_theta)
+
+    yield "test-backward"
+    del ESTIMATORS["test-backward"]
+
+
+def test_a_new_estimator_is_one_registered_class(toy, backward_difference):
+    """The config check, ``auto`` and the engine read the registry: the new name is accepted,
+    runs, and is not picked by ``auto`` (it does not claim to meet the criterion)."""
+    job = resolve("toy", "blobs", "cpu", sets=[f"reweight.hypergrad={backward_difference}"])
+    assert job.cfg.reweight.hypergrad == backward_difference
+    assert estimators.resolve(dataclasses.replace(job.cfg, reweight=dataclasses.replace(
+        job.cfg.reweight, hypergrad="auto"))) == "fd-forward"
+    got, expected = check(unrolled.config("sgd", hypergrad=backward_difference))
+    assert rel_err(got, expected) < TOL["fd-forward"]

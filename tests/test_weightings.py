@@ -272,3 +272,24 @@ def test_list_methods_shows_each_with_its_plugin_and_description(toy, capsys, mo
     report = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(report["core"]["provides"]["methods"]) == {m.split(":")[0] for m in core}
     assert report["toy"]["provides"]["methods"] == ["toy-trend"]
+
+
+def test_compare_takes_every_kind_of_method_with_its_options(toy, tmp_path):
+    """Static, hypergradient, cosine and task-agnostic rules side by side, each reading only
+    its own options (weighting.<method>.<option>), and a plugin's rule among them."""
+    import pandas as pd
+
+    from tests.test_cli import cli
+
+    out = tmp_path / "cmp"
+    methods = ["uniform", "tapweight-normalized", "cosine", "gradnorm", "toy-trend"]
+    assert cli("compare", "toy", "blobs", "--methods", ",".join(methods), "--seeds", "0,1", "--quiet",
+               "--out", str(out), "--set", "weighting.cosine.lr=5", "--set", "weighting.gradnorm.lr=0.5") == 0
+    table = pd.read_csv(out / "comparison.csv").set_index("method")
+    assert list(table.index) == methods
+    assert table.loc["uniform", "lambda_denoise"] == 0.5
+    for m in methods[1:]:  # every rule moved λ
+        assert abs(table.loc[m, "lambda_denoise"] - 0.5) > 1e-3, m
+    cosines = pd.read_csv(out / "blobs-cosine" / "seed0" / "losses.csv")
+    assert {"cosine_denoise", "grad_norm_spread"} <= set(cosines.columns)
+    assert "val_loss" not in pd.read_csv(out / "blobs-gradnorm" / "seed0" / "losses.csv").columns

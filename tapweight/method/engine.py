@@ -7,11 +7,10 @@ level II (``finetune_step``), then level III (``reweight_step``):
     II   w ← w − η₂ ∇_w [L_ft(w; D_train) + γ‖w_b − θ_b‖²]
     III  α ← α − η₃ ∂L_val(w; D_val)/∂α                      (hypergradient: hypergrad.py)
 
-The step of α is the run's weighting method's (method/weightings/; TapWeight's is above). Only
-what it declares it reads is computed: levels II and III (``uniform``, ``fixed``, ``gradnorm``...
-run level I alone), the hypergradient (method/estimators.py), each objective's own gradient.
-Every random draw of a step comes from a seed derived from (run seed, step, level), so a run is
-reproducible and resumes exactly.
+The step of α is the run's weighting method's (method/weightings/; TapWeight's is above), and
+only what it declares it reads is computed: levels II and III (not for ``uniform``, ``gradnorm``),
+the hypergradient (method/estimators.py), each objective's own gradient. Every random draw of a
+step comes from a seed derived from (run seed, step, level), so a run is reproducible and resumes exactly.
 
 Each level I/II step records what the hypergradient needs (:class:`~tapweight.method.hypergrad.InnerStep`:
 θ before the step, its batches, the rates the optimizers used and, for Adam, their

@@ -81,6 +81,16 @@ def test_a_resumed_pretraining_run_ends_where_an_uninterrupted_one_does(toy, cor
     assert "resumed seed 0 at step 3" in (tmp_path / "cut" / "log.txt").read_text()
 
 
+def test_gradnorm_needs_no_task_so_it_pretrains_a_base(toy, corpus, tmp_path):
+    """A weighting that reads no validation gradient runs in base pretraining and moves λ."""
+    out = tmp_path / "pre"
+    assert cli("pretrain", "toy", "--corpus", str(corpus), "--method", "gradnorm", "--steps", "4", "--quiet",
+               "--out", str(out)) == 0
+    weights = pd.read_csv(out / "weights.csv")
+    assert weights["denoise"].iloc[0] == 0.5 and weights["denoise"].iloc[-1] != 0.5
+    assert "grad_norm_denoise" in pd.read_csv(out / "losses.csv").columns
+
+
 def test_presets_and_defaults(toy, corpus):
     cfg = pretrain.resolve("toy", "cpu", options={"corpus": str(corpus)}).cfg
     assert cfg.method == "uniform" and cfg.task == ""

@@ -177,8 +177,10 @@ def _first_line(err: Exception) -> str:
     return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def build_config(options: type | None, layers: list[tuple[str, DictConfig]]) -> RunConfig:
-    """Merge named layers, lowest precedence first, over the defaults; validate the result.
+def build_config(options: type | None, layers: list[tuple[str, DictConfig]], check: bool = True) -> RunConfig:
+    """Merge named layers, lowest precedence first, over the defaults; validate the result
+    (``check``; ``tapweight show`` reads a config its run already validated, and the check
+    would import torch for the estimator registry).
 
     A wrong key or type names the layer it came from.
     """
@@ -189,7 +191,8 @@ def build_config(options: type | None, layers: list[tuple[str, DictConfig]]) -> 
         except OmegaConfBaseException as err:
             raise TapweightError(f"bad config ({name}): {_one_line(err)}") from None
     cfg = OmegaConf.to_object(merged)
-    validate(cfg)
+    if check:
+        validate(cfg)
     return cfg
 
 

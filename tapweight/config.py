@@ -64,7 +64,7 @@ class ReweightConfig(LevelConfig):
     # tapweight/method/estimators.py, where each is registered
     hypergrad: str = "auto"
     scale: str = "reference"  # reference (Betty darts, no η₁η₂) | exact (× η₁η₂)
-    fd_radius: float = 0.01  # ‖ε·direction‖ of the finite difference, as Betty's darts
+    fd_radius: float = 0.001  # ‖ε·direction‖ of the finite differences: docs/benchmarks.md, "The default estimator"
     preconditioner: str = "exact"  # exact (Adam's step differentiated) | identity (every step as SGD)
     # plain | offset_free: L_val with each label's offset refitted on the validation batch
     # (bce tasks; under torchrun on each rank's shard), so that a label prior that differs

@@ -61,6 +61,7 @@ def quadratic_pair(pretrain_lr):
     problem = Problem(k=4)
     cfg = problem.config(hypergrad="fd")
     cfg.pretrain.lr = pretrain_lr
+    cfg.reweight.fd_radius = 0.01  # Betty's darts_alpha default: the two round alike at it
     ours, twin = problem.engine(cfg, LAM0), problem.engine(cfg, LAM0)
     betty = BettyEngine(twin.theta, twin.w, twin.corpus, twin.train, twin.val, cfg, "mse", CPU, LAM0)
     return ours, betty

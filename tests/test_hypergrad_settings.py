@@ -3,7 +3,8 @@ optimizer steps in float64 (bench/problems/unrolled.py): SGD with momentum and w
 AdamW, learning-rate schedules, unroll > 1, bf16 autocast, a step skipped by fp16's GradScaler.
 
 Tolerances (relative error of ∂L_val/∂α): ``jvp`` is exact up to rounding (1e-6, α is
-stored in float32); ``fd`` carries the O(ε²) error of a central difference (1e-3). Every
+stored in float32); ``fd`` carries the O(ε²) error of a central difference (1e-4 at the
+default radius 0.001; measured ≤ 3.2e-5 by ``python -m bench exactness``). Every
 registered estimator under SGD, Adam and AdamW: tests/test_hypergrad_estimators.py.
 """
 
@@ -17,7 +18,7 @@ from tapweight.job.runner import resolve
 from tapweight.method.engine import Engine
 from tapweight.method.optim import build_optimizer
 
-TOL = {"fd": 1e-3, "jvp": 1e-6}
+TOL = {"fd": 1e-4, "jvp": 1e-6}
 
 
 def rel_err(a, b):

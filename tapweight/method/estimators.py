@@ -104,7 +104,7 @@ class Estimator:
 
 @ESTIMATORS.register("fd")
 class CentralDifference(Estimator):
-    """Two no-grad float32 forwards (no TF32) at θ ± εd: O(ε²), Betty's ``darts`` at its radius.
+    """Two no-grad float32 forwards (no TF32) at θ ± εd: O(ε²), Betty's ``darts`` scheme (at 0.01).
     ``auto`` picks it at unroll 1 where ``fd-forward`` cannot run (``hyper_fraction < 1``)."""
 
     cost, default = 2.0, True

@@ -200,7 +200,8 @@ def test_two_runs_into_one_folder_exactly_one_proceeds(tmp_path):
     results = sorted((proc.wait(timeout=PATIENCE), proc.stderr.read()) for proc in procs)
     assert [code for code, _ in results] == [0, 2]
     refused = results[1][1].strip().splitlines()
-    assert len(refused) == 1 and ("is in use by pid" in refused[0] or "already exists" in refused[0])
+    # "in use by pid N", or "by another process" when the owner holds the lock but has not yet written its pid
+    assert len(refused) == 1 and ("is in use by" in refused[0] or "already exists" in refused[0])
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["task"] == "blobs" and not (out / LOCK).exists()
 
@@ -287,7 +288,9 @@ def test_a_full_disk_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    """torchrun, gloo, 2 CPU processes: λ agrees with one process to 1e-6 (float32 α)."""
+    """torchrun, gloo, 2 CPU processes: λ agrees with one process to 1e-5. The two sum the
+    losses in another order; the default one-sided difference divides that float32 rounding by
+    its radius (0.001): measured 2.3e-6 after 6 steps (1e-6 held at the earlier radius 0.01)."""
     single = toy(*SHARDABLE, out=tmp_path / "one")
     assert single.returncode == 0, single.stderr
     ddp = subprocess.run([*TWO, *LAUNCH[1:], "run", "toy", "blobs", "--quiet", "--out",
@@ -296,7 +299,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     one = pd.read_csv(tmp_path / "one" / "seed0" / "weights.csv")
     two = pd.read_csv(tmp_path / "two" / "seed0" / "weights.csv")
     assert len(one) == len(two) == 6
-    assert (one - two).abs().to_numpy().max() < 1e-6
+    assert (one - two).abs().to_numpy().max() < 1e-5
     assert one["denoise"].iloc[-1] != 0.5  # λ moved, so the comparison means something
 
 

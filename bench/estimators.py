@@ -41,7 +41,7 @@ from tapweight.method.metrics import task_loss
 from tapweight.method.models import frozen_running_stats
 
 #: what is studied unless --estimators says otherwise
-STUDY = ("fd-forward", "fd", "jvp", "fd-forward@0.001", "fd-forward@0.1", "fd-1/4", "jvp-1/4", "jvp-1/8")
+STUDY = ("fd-forward", "fd", "jvp", "fd-forward@0.01", "fd-forward@0.1", "fd-1/4", "jvp-1/4", "jvp-1/8")
 CRITERION = 0.05  # the default's largest deviation / validation-batch variance
 
 

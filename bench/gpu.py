@@ -155,7 +155,7 @@ def estimator_study(device: torch.device, bbbp: Path, steps: int, val_batches: i
     from bench import estimators
 
     sets = PAPER_STUDY if device.type == "cuda" else TINY_RUN
-    names = (*DIRECTIONAL, "fd-forward@0.001", "jvp-1/16")
+    names = (*DIRECTIONAL, "fd-forward@0.01", "jvp-1/16")
     return estimators.run("mol", "bbbp", str(bbbp), steps, val_batches, sets, device, names)
 
 

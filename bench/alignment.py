@@ -39,8 +39,8 @@ class Recorder:
         step, nb = problem.steps[-1], problem.n_backbone
         u_b = [u.double() for u in problem.u[:nb]]
         u_norm = _norm(u_b)
-        params = [p.detach().requires_grad_(True) for p in step.theta]
-        losses = step.losses(params, True)
+        params = [p.detach().requires_grad_(True) for p in step.pretrain.theta]
+        losses = step.pretrain.evaluate(params, True)
         norms, cosines = [], []
         for k in range(len(losses)):
             grads = torch.autograd.grad(losses[k], params[:nb], retain_graph=True, allow_unused=True)

@@ -68,9 +68,11 @@ def exact(cfg) -> Hypergradient:
 
 def _with_fraction(engine, problem, fraction: float):
     """``problem`` with each step's directional derivative on the head of its level I batches."""
-    steps = [dataclasses.replace(s, losses=functools.partial(
-        engine.losses, [(head_of_batch(b, fraction), seed) for b, seed in s.losses.args[0]]))
-        for s in problem.steps]
+    def cut(one):
+        batches = [(head_of_batch(b, fraction), seed) for b, seed in one.batches]
+        return dataclasses.replace(one, batches=batches, evaluate=functools.partial(engine.losses, batches))
+
+    steps = [dataclasses.replace(s, pretrain=cut(s.pretrain)) for s in problem.steps]
     return dataclasses.replace(problem, steps=steps)
 
 

@@ -94,13 +94,14 @@ def precision(device: torch.device, models: str, shape) -> dict:
     problem = captured["problem"]
     (inner,) = problem.steps
     nb = problem.n_backbone
+    inner = inner.pretrain
     direction = list(problem.u[:nb]) + [None] * (len(inner.theta) - nb)
     lam = engine.lam.cpu()
 
     def alpha(g):
         return softmax_vjp(lam, g.cpu().double())
 
-    batches, radius = inner.losses.args[0], engine.cfg.reweight.fd_radius
+    batches, radius = inner.batches, engine.cfg.reweight.fd_radius
     exact = alpha(directional_jvp(lambda ps: engine.losses(batches, ps, "float32"), inner.theta, direction))
     out = {}
     for name, arithmetic in (("fd, TF32 allowed", "tf32"), ("fd, full float32", "float32")):

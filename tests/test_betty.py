@@ -17,6 +17,7 @@ engine freezes them in its darts forwards anyway, which the last test checks.
 """
 
 import copy
+import dataclasses
 
 import pytest
 
@@ -32,6 +33,7 @@ from tapweight.errors import TapweightError  # noqa: E402
 from tapweight.method.batches import BatchStream  # noqa: E402
 from tapweight.method.betty import BettyEngine  # noqa: E402
 from tapweight.method.engine import Engine  # noqa: E402
+from tapweight.method.levels import InnerStep  # noqa: E402
 from tapweight.method.models import PretrainModel, TaskModel  # noqa: E402
 from tests import toy_plugin  # noqa: E402
 
@@ -49,10 +51,9 @@ def rel_err(a, b):
 
 def at_theta_after(engine: Engine) -> None:
     """One global step of ``engine`` with its hypergradient evaluated at θ' (darts's point)."""
-    engine.pretrain_step()
-    engine._level_one["theta"] = [p.detach().clone() for p in engine.theta_params]
-    engine.finetune_step()
-    engine.reweight_step()
+    one = dataclasses.replace(engine.pretrain_step(), theta=[p.detach().clone() for p in engine.theta_params])
+    three = engine.reweight_step([InnerStep(one, engine.finetune_step())])
+    engine.weighting.update(engine.signal(one, three))  # α's step: alpha.grad is the hypergradient's
 
 
 # -- the quadratic problem of bench/problems/quadratic.py ----------------------------------------------

@@ -9,6 +9,7 @@ from torch.utils.data import TensorDataset
 from tapweight.config import LevelConfig, RunConfig
 from tapweight.method.batches import BatchStream
 from tapweight.method.engine import Engine, NonFiniteLoss
+from tapweight.method.levels import InnerStep
 from tapweight.method.models import PretrainModel, TaskModel, computed_once
 from tapweight.method.optim import build_optimizer, lr_factor
 from tests import toy_plugin
@@ -70,13 +71,13 @@ def test_fixed_weights_stay_fixed_and_levels_two_three_are_skipped():
 
 def test_hypergradient_forwards_leave_running_stats_alone():
     engine = make_engine(config())
-    engine.pretrain_step()
-    engine.finetune_step()
+    one = engine.pretrain_step()
+    two = engine.finetune_step()
     norms = [(m, m.running_mean.clone(), m.num_batches_tracked.clone())
              for model in (engine.theta, engine.w) for m in model.modules() if hasattr(m, "running_mean")]
     assert len(norms) == 2
-    engine._steps[-1].losses([p.detach() for p in engine.theta_params], True)
-    engine.reweight_step()  # the validation forward of w, and the hypergradient's of θ
+    one.evaluate([p.detach() for p in engine.theta_params], True)
+    engine.reweight_step([InnerStep(one, two)])  # w's validation forward, θ's for the hypergradient
     for m, mean, count in norms:
         assert torch.equal(m.running_mean, mean) and torch.equal(m.num_batches_tracked, count)
 
@@ -85,10 +86,8 @@ def test_random_objectives_are_replayed():
     """The hypergradient's forwards see the level I step's noise: L(θ_before) is reproduced."""
     engine = make_engine(config())
     engine.theta.backbone.net[1] = torch.nn.Identity()  # the loss depends on θ and the noise only
-    losses = engine.pretrain_step()
-    engine.finetune_step()
-    step = engine._steps[-1]
-    assert torch.allclose(step.losses(step.theta, True), losses, atol=1e-6)
+    step = engine.pretrain_step()
+    assert torch.allclose(step.evaluate(step.theta, True), step.losses, atol=1e-6)
 
 
 def test_non_finite_loss_names_step_and_objective():
@@ -123,11 +122,8 @@ def test_each_unrolled_step_draws_its_own_randomness():
     cfg = config()
     cfg.reweight.unroll = 2
     engine = make_engine(cfg)
-    for inner in (0, 1):
-        engine._inner = inner
-        engine.pretrain_step()
-        engine.finetune_step()
-    seeds = [step.losses.args[0][0][1] for step in engine._steps]  # (batch, seed) of each level I
+    steps = [engine.pretrain_step(inner) for inner in (0, 1)]
+    seeds = [step.batches[0][1] for step in steps]  # (batch, seed) of each level I
     assert seeds[0] != seeds[1]
 
 

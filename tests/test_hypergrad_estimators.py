@@ -63,12 +63,12 @@ def test_fd_forward_repeats_level_ones_arithmetic(amp):
     cfg = unrolled.config("sgd", hypergrad="fd-forward")
     cfg.amp = amp
     engine = unrolled.engine(cfg, torch.float32)
-    engine.pretrain_step()
-    (batch,) = engine._level_one["losses"].args[0]
-    again = engine.losses([batch], engine._level_one["theta"], "level_one")
-    assert torch.allclose(again, engine._level_one["losses_at_theta"], rtol=1e-6, atol=0)
+    one = engine.pretrain_step()
+    (batch,) = one.batches
+    again = engine.losses([batch], one.theta, "level_one")
+    assert torch.allclose(again, one.local_losses, rtol=1e-6, atol=0)
     if amp != "no":  # the float32 evaluation differs by bf16's rounding: the difference would see it
-        exact = engine.losses([batch], engine._level_one["theta"], "float32")
+        exact = engine.losses([batch], one.theta, "float32")
         assert (exact - again).abs().max() > 1e-4
 
 
@@ -126,8 +126,9 @@ def backward_difference():
 
         def directional(self, step, direction):
             flipped = [None if d is None else -d for d in direction]
-            return -directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, flipped,
-                                   self.settings.fd_radius, step.losses_at_theta)
+            one = step.pretrain
+            return -directional_fd(lambda ps: one.evaluate(ps, self.precision), one.theta, flipped,
+                                   self.settings.fd_radius, one.local_losses)
 
     yield "test-backward"
     del ESTIMATORS["test-backward"]

@@ -70,7 +70,7 @@ def test_reference_scale_is_exact_over_the_rates_used():
     engine = unrolled.engine(cfg)
     engine.step()
     exact = unrolled.alpha_grad(unrolled.snapshot(engine))
-    eta = engine.opt_pretrain.param_groups[0]["lr"] * engine.opt_finetune.param_groups[0]["lr"]
+    eta = engine.state.opt_pretrain.param_groups[0]["lr"] * engine.state.opt_finetune.param_groups[0]["lr"]
     engine.step()
     assert rel_err(engine.alpha.grad * eta, exact) < 1e-6
 
@@ -94,10 +94,9 @@ def test_truncating_unroll_would_be_wrong():
     steps = []
     original = engine.reweight_step
 
-    def last_only():
-        steps.extend(engine._steps[:-1])
-        del engine._steps[:-1]
-        return original()
+    def last_only(inner):
+        steps.extend(inner[:-1])
+        return original(inner[-1:])
 
     engine.reweight_step = last_only
     engine.step()
@@ -126,12 +125,12 @@ def test_a_step_skipped_by_the_grad_scaler_skips_level_three():
     cfg = unrolled.config("sgd")
     cfg.amp = "fp16"
     engine = unrolled.engine(cfg, torch.float32)
-    engine.scaler_pretrain = torch.amp.GradScaler("cpu", init_scale=2.0 ** 60)  # overflows in fp16
+    engine.state.scaler_pretrain = torch.amp.GradScaler("cpu", init_scale=2.0 ** 60)  # overflows in fp16
     alpha = engine.alpha.detach().clone()
     record = engine.step()
     assert torch.equal(engine.alpha.detach(), alpha)
     assert all(record[f"hypergrad_{n}"] == 0.0 for n in engine.names)
-    engine.scaler_pretrain.update(2.0 ** 8)  # a scale that fits: the next step is taken, λ moves
+    engine.state.scaler_pretrain.update(2.0 ** 8)  # a scale that fits: the next step is taken, λ moves
     record = engine.step()
     assert not torch.equal(engine.alpha.detach(), alpha)
     assert any(record[f"hypergrad_{n}"] != 0.0 for n in engine.names)
@@ -197,9 +196,10 @@ def test_identity_preconditioner_takes_adam_steps_as_sgd_steps():
     problem = seen["problem"]
     (step,) = problem.steps
     nb = problem.n_backbone
-    direction = list(problem.u[:nb]) + [None] * (len(step.theta) - nb)
-    g = -2 * problem.gamma * step.eta_pretrain * step.eta_finetune * directional_jvp(
-        lambda ps: step.losses(ps, "float32"), step.theta, direction)
-    assert step.precondition_pretrain is None and step.precondition_finetune is None
+    one, two = step.pretrain, step.finetune
+    direction = list(problem.u[:nb]) + [None] * (len(one.theta) - nb)
+    g = -2 * problem.gamma * one.eta * two.eta * directional_jvp(
+        lambda ps: one.evaluate(ps, "float32"), one.theta, direction)
+    assert one.precondition is None and two.precondition is None
     assert rel_err(engine.alpha.grad, softmax_vjp(lam, g)) < 1e-6
     assert rel_err(engine.alpha.grad, exact) > 0.1

@@ -15,7 +15,7 @@ from tapweight.method import weightings
 from tapweight.method.engine import Engine
 from tapweight.method.metrics import task_loss
 from tapweight.method.models import PretrainModel, TaskModel, frozen_running_stats
-from tapweight.method.weightings import Signal
+from tapweight.method.weightings import AlphaOptimizer, Signal
 from tapweight.method.weightings.cosine import Cosine, Gating
 from tapweight.method.weightings.doge import DoGE
 from tapweight.method.weightings.gradnorm import GradNorm
@@ -48,10 +48,14 @@ class Level3:
         lam = torch.softmax(self.alpha.detach().double(), 0)
         fields = {k: torch.tensor(v, dtype=torch.float64) if isinstance(v, list) else v for k, v in fields.items()}
         return Signal(step=step, lam=lam, losses=fields.pop("losses", torch.ones(3, dtype=torch.float64)),
-                      alpha=self.alpha, optimizer=self.opt, scheduler=self.sched, **fields)
+                      alpha=self.alpha.detach().double(), reweight=AlphaOptimizer(self.alpha, self.opt, self.sched),
+                      **fields)
 
     def step(self, rule, **fields):
-        rule.apply(self.signal(**fields))
+        """The rule's update, its logits copied into α as the engine does."""
+        alpha = rule.update(self.signal(**fields))
+        with torch.no_grad():
+            self.alpha.copy_(alpha.to(self.alpha))
         return self.alpha.detach().double().numpy()
 
 

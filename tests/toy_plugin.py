@@ -238,7 +238,7 @@ class Trend(Weighting):
         now = signal.hypergrad + 1e-3 * fall
         self.mean = now if self.mean is None else o.decay * self.mean + (1 - o.decay) * now
         self.last = signal.losses
-        return signal.alpha.detach().double() - o.rate * self.mean
+        return signal.alpha - o.rate * self.mean
 
     def state_dict(self):
         return {"mean": self.mean, "last": self.last}

@@ -88,10 +88,10 @@ def alpha_grad(twin: Engine) -> torch.Tensor:
     lam = torch.softmax(alpha, 0)
     theta = [p.detach().clone().requires_grad_(True) for p in twin.theta_params]
     w = [p.detach().clone().requires_grad_(True) for p in twin.w_params]
-    s1, g1 = states(twin.opt_pretrain, twin.theta_params), groups(twin.opt_pretrain, twin.theta_params)
-    s2, g2 = states(twin.opt_finetune, twin.w_params), groups(twin.opt_finetune, twin.w_params)
-    eta1 = rates(cfg.pretrain, twin.sched_pretrain, cfg.steps * unroll, unroll)
-    eta2 = rates(cfg.finetune, twin.sched_finetune, cfg.steps * unroll, unroll)
+    s1, g1 = states(twin.state.opt_pretrain, twin.theta_params), groups(twin.state.opt_pretrain, twin.theta_params)
+    s2, g2 = states(twin.state.opt_finetune, twin.w_params), groups(twin.state.opt_finetune, twin.w_params)
+    eta1 = rates(cfg.pretrain, twin.state.sched_pretrain, cfg.steps * unroll, unroll)
+    eta2 = rates(cfg.finetune, twin.state.sched_finetune, cfg.steps * unroll, unroll)
     nb = twin.n_backbone
     for inner in range(unroll):
         total = 0.0
@@ -101,7 +101,8 @@ def alpha_grad(twin: Engine) -> torch.Tensor:
                 losses = torch.func.functional_call(twin.theta, dict(zip(twin.theta_names, theta)), (batch,))
             total = total + (lam * losses).sum() / accumulate
         grads = torch.autograd.grad(total, theta, create_graph=True)
-        stepped = [update(twin.opt_pretrain)(p, g, s, grp, eta1[inner]) for p, g, s, grp in zip(theta, grads, s1, g1)]
+        step1 = update(twin.state.opt_pretrain)
+        stepped = [step1(p, g, s, grp, eta1[inner]) for p, g, s, grp in zip(theta, grads, s1, g1)]
         theta, s1 = [p for p, _ in stepped], [s for _, s in stepped]
 
         x, y = next(twin.train)
@@ -109,7 +110,7 @@ def alpha_grad(twin: Engine) -> torch.Tensor:
             loss = task_loss(kind, torch.func.functional_call(twin.w, dict(zip(twin.w_names, w)), (x,)), y)
         loss = loss + gamma * sum(((a - b) ** 2).sum() for a, b in zip(w[:nb], theta[:nb]))
         grads = torch.autograd.grad(loss, w, create_graph=True)
-        stepped = [update(twin.opt_finetune)(p, g, s, grp, eta2[inner]) for p, g, s, grp in zip(w, grads, s2, g2)]
+        stepped = [update(twin.state.opt_finetune)(p, g, s, grp, eta2[inner]) for p, g, s, grp in zip(w, grads, s2, g2)]
         w, s2 = [p for p, _ in stepped], [s for _, s in stepped]
     x, y = next(twin.val)
     with frozen_running_stats(twin.w), replay_rng(twin._seed(3), dev):

@@ -12,9 +12,13 @@ only what it declares it reads is computed: levels II and III (not for ``uniform
 the hypergradient (method/estimators.py), each objective's own gradient. Every random draw of a
 step comes from a seed derived from (run seed, step, level), so a run is reproducible and resumes exactly.
 
-Each level I/II step records what the hypergradient needs (:class:`~tapweight.method.hypergrad.InnerStep`:
-θ before the step, its batches, the rates the optimizers used and, for Adam, their
-preconditioners); level III consumes the records of its ``unroll`` steps. A step that AMP's
+Each level returns a frozen record (method/levels.py): level I's :class:`LevelOne` (θ before
+the step, the objectives' losses, its batches, the rate and, for Adam, the preconditioner it
+used), level II's :class:`LevelTwo`, and level III's :class:`LevelThree` (u = ∇_w L_val(w'),
+the hypergradient), which reads the ``unroll`` (level I, level II) pairs of its global step.
+The weighting reads a :class:`Signal` made of the records. What survives a step (α, the
+optimizers and schedulers, the GradScalers, the weighting's own state) is the engine's
+:class:`State`, the checkpoint's content with θ, w and the batch streams. A step that AMP's
 GradScaler skips (inf/NaN gradients) leaves θ' = θ or w' = w, so its level III is skipped too.
 """
 
@@ -26,6 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,11 +41,12 @@ from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
 from tapweight.method import estimators
 from tapweight.method.batches import BatchStream, head_of_batch, to_device
-from tapweight.method.hypergrad import InnerStep, Precision, Problem, Vector, hessian_vector_product
+from tapweight.method.hypergrad import Names, Problem, hessian_vector_product
+from tapweight.method.levels import InnerStep, LevelOne, LevelThree, LevelTwo, Precision, Vector
 from tapweight.method.metrics import best_offset, overconfidence, task_loss
 from tapweight.method.models import PretrainModel, TaskModel, backbone_params, float32, frozen_running_stats, replay_rng
 from tapweight.method.optim import build_optimizer, build_scheduler, current_lr, preconditioner
-from tapweight.method.weightings import Signal, Weighting, default_weighting
+from tapweight.method.weightings import AlphaOptimizer, Signal, Weighting, default_weighting
 from tapweight.method.weightings.gradients import ObjectiveGradients
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,38 @@ class NonFiniteLoss(TapweightError):
         self.step = step
 
 
+@dataclass
+class State:
+    """What survives a global step: the steps taken and their records (``history``), the
+    logits α, each level's optimizer and scheduler, fp16's GradScalers of levels I and II, and
+    the weighting (whose ``state_dict`` holds what its rule keeps). The checkpoint saves it
+    (with θ, w and the batch streams: :meth:`Engine.state_dict`)."""
+
+    alpha: torch.nn.Parameter
+    weighting: Weighting
+    opt_pretrain: torch.optim.Optimizer
+    opt_finetune: torch.optim.Optimizer
+    opt_reweight: torch.optim.Optimizer
+    sched_pretrain: torch.optim.lr_scheduler.LRScheduler
+    sched_finetune: torch.optim.lr_scheduler.LRScheduler
+    sched_reweight: torch.optim.lr_scheduler.LRScheduler
+    scaler_pretrain: torch.amp.GradScaler
+    scaler_finetune: torch.amp.GradScaler
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def checkpointed(self) -> tuple:
+        """(key, objects) of the optimizers, schedulers and scalers a checkpoint holds."""
+        return (("optimizers", (self.opt_pretrain, self.opt_finetune, self.opt_reweight)),
+                ("schedulers", (self.sched_pretrain, self.sched_finetune, self.sched_reweight)),
+                ("scalers", (self.scaler_pretrain, self.scaler_finetune)))
+
+    @property
+    def reweight(self) -> AlphaOptimizer:
+        """α with level III's optimizer and scheduler, as a weighting steps it."""
+        return AlphaOptimizer(self.alpha, self.opt_reweight, self.sched_reweight)
+
+
 class Engine:
     """Levels I–III over a θ model, a w model, and three batch streams, λ set by ``weighting``
     (default: ``tapweight`` if ``learn_weights``, else fixed ``initial_weights``, uniform when None)."""
@@ -79,13 +117,13 @@ class Engine:
         self.w_ddp = distributed.wrap(self.w, device)
         self.corpus, self.train, self.val = corpus, train, val
         self.cfg, self.loss_kind, self.device = cfg, loss_kind, device
-        self.weighting = weighting or default_weighting(cfg, learn_weights, initial_weights)
-        self.learn_weights = learn_weights = self.weighting.learns
+        weighting = weighting or default_weighting(cfg, learn_weights, initial_weights)
+        self.learn_weights = learn_weights = weighting.learns
         if learn_weights and cfg.reweight.val_loss == "offset_free" and loss_kind != "bce":
             raise TapweightError(f"reweight.val_loss=offset_free refits the offset of binary labels: this task's "
                                  f"loss is {loss_kind}; use reweight.val_loss=plain")
         self.names = [n.split(".", 1)[-1] for n in pretrain_model.names]
-        self.alpha = torch.nn.Parameter(self.weighting.start_logits(pretrain_model.names).float().to(device))
+        alpha = torch.nn.Parameter(weighting.start_logits(pretrain_model.names).float().to(device))
 
         named = [(n, p) for n, p in self.theta.named_parameters() if p.requires_grad]
         self.theta_names = [n for n, _ in named]
@@ -98,31 +136,46 @@ class Engine:
         self.w_params = self.w_backbone + [p for p in self.w.head.parameters() if p.requires_grad]
         if self.n_backbone != len(self.w_backbone):
             raise ValueError("θ and w backbones differ: the proximal term needs the same parameters")
-        self.gradients = ObjectiveGradients.of(self.weighting, self.theta_names, self.theta_params, self.n_backbone)
+        self.parameter_names = Names.matched(self.theta_names, self.w_names)
+        self.gradients = ObjectiveGradients.of(weighting, self.theta_names, self.theta_params, self.n_backbone)
 
         steps, unroll = cfg.steps, cfg.reweight.unroll
-        self.opt_pretrain = build_optimizer(self.theta_params, cfg.pretrain)
-        self.opt_finetune = build_optimizer(
+        opt_pretrain = build_optimizer(self.theta_params, cfg.pretrain)
+        opt_finetune = build_optimizer(
             [{"params": self.w_backbone}, {"params": self.w_params[self.n_backbone:]}], cfg.finetune)
-        self.opt_reweight = build_optimizer([self.alpha], cfg.reweight)
-        self.sched_pretrain = build_scheduler(self.opt_pretrain, cfg.pretrain, steps * unroll)
-        self.sched_finetune = build_scheduler(self.opt_finetune, cfg.finetune, steps * unroll)
-        self.sched_reweight = build_scheduler(self.opt_reweight, cfg.reweight, steps)
+        opt_reweight = build_optimizer([alpha], cfg.reweight)
+        self.state = State(
+            alpha, weighting, opt_pretrain, opt_finetune, opt_reweight,
+            build_scheduler(opt_pretrain, cfg.pretrain, steps * unroll),
+            build_scheduler(opt_finetune, cfg.finetune, steps * unroll),
+            build_scheduler(opt_reweight, cfg.reweight, steps),
+            torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"),
+            torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16"))
 
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         self.hypergrad = estimators.build(cfg, device)  # reweight.hypergrad, auto resolved (estimators.py)
-        self.scaler_pretrain = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        self.scaler_finetune = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-
-        self.step_count, self._losses, self._eta_pretrain = 0, torch.zeros(len(self.names)), 0.0  # for Signal.of
-        self.history: list[dict[str, float]] = []
-        self._steps: list[InnerStep] = []  # this global step's level I/II records, for level III
-        self._level_one: dict = {}  # the current level I step's part of its record
-        self._skipped = False  # GradScaler skipped a level I/II step of this global step
-        self._inner = 0  # which of the step's `unroll` level I/II steps is running (for seeds)
         self.phase_times: dict[str, float] | None = None  # set to {} to time each level (_phase)
 
     # -- helpers -----------------------------------------------------------------------------
+    @property
+    def alpha(self) -> torch.nn.Parameter:
+        """The logits α (the state's)."""
+        return self.state.alpha
+
+    @property
+    def weighting(self) -> Weighting:
+        return self.state.weighting
+
+    @property
+    def step_count(self) -> int:
+        """Global steps taken."""
+        return self.state.step
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """The record of every global step taken."""
+        return self.state.history
+
     @property
     def lam(self) -> torch.Tensor:
         """λ = softmax(α), the objective weights."""
@@ -194,82 +247,76 @@ class Engine:
         return total / len(batches)
 
     # -- level I -----------------------------------------------------------------------------
-    def pretrain_step(self) -> torch.Tensor:
-        """One step of θ on Σ_k λ_k L_k, accumulated over ``pretrain.accumulate`` batches."""
-        accumulate, r = self.cfg.pretrain.accumulate, self.cfg.reweight
+    def pretrain_step(self, inner: int = 0) -> LevelOne:
+        """One step of θ on Σ_k λ_k L_k, accumulated over ``pretrain.accumulate`` batches;
+        ``inner`` is which of the global step's ``unroll`` steps it is (for its seeds)."""
+        accumulate, r, state = self.cfg.pretrain.accumulate, self.cfg.reweight, self.state
         self.theta.train()
         theta_before = [p.detach().clone() for p in self.theta_params] if self.learn_weights else []
         lam = self.lam.float().to(self.device)
         batches, total = [], torch.zeros(len(self.names), device=self.device)
         for i in range(accumulate):
             batch = to_device(next(self.corpus), self.device)
-            seed = self._seed(1, self._inner * accumulate + i)
+            seed = self._seed(1, inner * accumulate + i)
             sync = i == accumulate - 1 or self.theta_ddp is self.theta  # all-reduce once, at the end
             with (contextlib.nullcontext() if sync else self.theta_ddp.no_sync()):
                 with replay_rng(seed, self.device), self._autocast():
                     losses = self.theta_ddp(batch)  # [K], unweighted
                 if self.gradients:  # each ∇L_k apart, through the graph the backward then uses
                     self.gradients.add(losses, i, accumulate)
-                self.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
+                state.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
             total += losses.detach() / accumulate
             batches.append((batch, seed))
         local = total.clone()  # this process's L(θ), before the all-reduce
         distributed.mean_([total])
-        eta = self._eta_pretrain = current_lr(self.opt_pretrain)
+        eta = current_lr(state.opt_pretrain)
         self._check_finite(total, [f"objective {n}" for n in self.names],
                            f"lower pretrain.lr (now {eta:g}) or check the data")
         precondition = None
         if self.learn_weights:
-            self.scaler_pretrain.unscale_(self.opt_pretrain)
-            precondition = self._precondition(self.opt_pretrain, self.theta_params[:self.n_backbone])
-        if not self._optimizer_step(self.scaler_pretrain, self.opt_pretrain):
-            self._skipped = True
-        self.sched_pretrain.step()
-        if self.learn_weights:
-            hyper = [(head_of_batch(b, r.hyper_fraction), s) for b, s in batches]
-            group = self.opt_pretrain.param_groups[0]
-            self._level_one = dict(
-                theta=theta_before, losses=functools.partial(self.losses, hyper), eta_pretrain=eta,
-                precondition_pretrain=precondition,
-                losses_at_theta=local,
-                momentum_pretrain=group.get("momentum", 0.0), decay_pretrain=group["weight_decay"])
-        self._losses = total.detach()
-        return total
+            state.scaler_pretrain.unscale_(state.opt_pretrain)
+            precondition = self._precondition(state.opt_pretrain, self.theta_params[:self.n_backbone])
+        skipped = not self._optimizer_step(state.scaler_pretrain, state.opt_pretrain)
+        state.sched_pretrain.step()
+        if not self.learn_weights:
+            return LevelOne(losses=total.detach(), local_losses=local, eta=eta, skipped=skipped)
+        hyper = [(head_of_batch(b, r.hyper_fraction), s) for b, s in batches]
+        group = state.opt_pretrain.param_groups[0]
+        return LevelOne(losses=total.detach(), local_losses=local, eta=eta, skipped=skipped, theta=theta_before,
+                        batches=hyper, evaluate=functools.partial(self.losses, hyper), precondition=precondition,
+                        momentum=group.get("momentum", 0.0), decay=group["weight_decay"])
 
     # -- level II ----------------------------------------------------------------------------
     def finetune_loss(self, x, y, seed: int, model=None) -> torch.Tensor:
         with replay_rng(seed, self.device), self._autocast():
             return task_loss(self.loss_kind, (model or self.w)(x), y)
 
-    def finetune_step(self) -> float:
+    def finetune_step(self, inner: int = 0) -> LevelTwo:
         """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form."""
-        gamma, unrolled = self.cfg.finetune.gamma, self.cfg.reweight.unroll > 1
+        gamma, unrolled, state = self.cfg.finetune.gamma, self.cfg.reweight.unroll > 1, self.state
         self.w.train()
         w_before = [p.detach().clone() for p in self.w_params] if unrolled else None
         x, y = to_device(next(self.train), self.device)
-        seed = self._seed(2, self._inner)
+        seed = self._seed(2, inner)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)
         self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"],
-                           f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or check the labels")
-        self.scaler_finetune.scale(loss).backward()
-        self.scaler_finetune.unscale_(self.opt_finetune)
+                           f"lower finetune.lr (now {current_lr(state.opt_finetune):g}) or check the labels")
+        state.scaler_finetune.scale(loss).backward()
+        state.scaler_finetune.unscale_(state.opt_finetune)
         with torch.no_grad():
             diff = torch._foreach_sub([p.detach() for p in self.w_backbone],
                                       [p.detach() for p in self.theta_params[:self.n_backbone]])
             for p, d in zip(self.w_backbone, diff):  # ∇ γ‖w_b − θ_b‖² = 2γ (w_b − θ_b)
                 p.grad = 2 * gamma * d if p.grad is None else p.grad.add_(d, alpha=2 * gamma)
             proximal = gamma * float(torch.stack(torch._foreach_norm(diff)).double().pow(2).sum())
-        eta = current_lr(self.opt_finetune)
-        precondition = self._precondition(self.opt_finetune, self.w_backbone)
-        if not self._optimizer_step(self.scaler_finetune, self.opt_finetune):
-            self._skipped = True
-        self.sched_finetune.step()
-        group = self.opt_finetune.param_groups[0]
-        self._steps.append(InnerStep(
-            **self._level_one, eta_finetune=eta, precondition_finetune=precondition, w=w_before,
-            finetune_loss=functools.partial(self._finetune_loss_at, x, y, seed),
-            momentum_finetune=group.get("momentum", 0.0), decay_finetune=group["weight_decay"]))
-        return float(loss.detach()) + proximal
+        eta = current_lr(state.opt_finetune)
+        precondition = self._precondition(state.opt_finetune, self.w_backbone)
+        skipped = not self._optimizer_step(state.scaler_finetune, state.opt_finetune)
+        state.sched_finetune.step()
+        group = state.opt_finetune.param_groups[0]
+        return LevelTwo(loss=float(loss.detach()) + proximal, eta=eta, skipped=skipped, precondition=precondition,
+                        w=w_before, finetune_loss=functools.partial(self._finetune_loss_at, x, y, seed),
+                        momentum=group.get("momentum", 0.0), decay=group["weight_decay"])
 
     def _finetune_loss_at(self, x, y, seed: int, params: Vector) -> torch.Tensor:
         """L_ft at w's parameters replaced by ``params``, in float32, statistics untouched."""
@@ -278,11 +325,11 @@ class Engine:
             return task_loss(self.loss_kind, torch.func.functional_call(self.w, replaced, (x,)), y)
 
     # -- level III ---------------------------------------------------------------------------
-    def reweight_step(self) -> tuple[dict[str, float], Signal]:
-        """Level III: u = ∇_w L_val(w'), the Signal the weighting reads from it (the hypergradient,
-        cosines), its step of α. Returns ``val_loss``, ``val_overconfidence`` and the Signal."""
-        steps, self._steps = self._steps, []
-        skipped, self._skipped = self._skipped, False
+    def reweight_step(self, steps: Sequence[InnerStep]) -> LevelThree:
+        """Level III on the global step's ``steps`` (oldest first): w's validation loss, u =
+        ∇_w L_val(w') and, for a weighting that reads it, the hypergradient dL_val/dλ. A step
+        that GradScaler skipped leaves L_val independent of this step's λ: no u, hypergradient 0."""
+        state = self.state
         x, y = to_device(next(self.val), self.device)
         with frozen_running_stats(self.w), replay_rng(self._seed(3), self.device), self._autocast():
             outputs = self.w(x)
@@ -292,101 +339,113 @@ class Engine:
         mean_loss, mean_overconfidence = distributed.mean_(
             [val_loss.detach().float(), overconfidence(self.loss_kind, outputs, y)])
         values = {"val_loss": float(mean_loss), "val_overconfidence": float(mean_overconfidence)}
-        if skipped:  # θ' = θ or w' = w: L_val(w') does not depend on λ through this step (hypergrad: 0)
+        if any(s.pretrain.skipped or s.finetune.skipped for s in steps):  # θ' = θ or w' = w
             log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients): λ stays", self.step_count + 1)
-            return values, Signal.of(self, skipped=True)
+            zero = torch.zeros(len(self.names), dtype=torch.float64) if self.weighting.hypergradient else None
+            return LevelThree(values, hypergrad=zero, skipped=True)
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
         u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
-        signal = Signal.of(self, u=u)
-        if self.weighting.hypergradient:
-            problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
-                              theta_after=[p.detach() for p in self.theta_params])
-            with self._phase("hypergradient"):
-                if self.hypergrad.needs_hessians:
-                    problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])
-                g_lam = self.hypergrad(problem, functools.partial(self._unrolled_hessians, steps))
-                g_lam = distributed.mean_([g_lam])[0]  # this rank's shard -> global mean
-            self._check_finite(g_lam.float(), ["the hypergradient"],  # w diverged, or α's steps are too large
-                               f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or reweight.lr "
-                               f"(now {current_lr(self.opt_reweight):g})")
-            signal.hypergrad = g_lam.detach().double().cpu()
-        return values, self.weighting.apply(signal)
+        if not self.weighting.hypergradient:
+            return LevelThree(values, u=u)
+        problem = Problem(steps=list(steps), u=u, gamma=self.cfg.finetune.gamma, names=self.parameter_names,
+                          theta_after=[p.detach() for p in self.theta_params])
+        with self._phase("hypergradient"):
+            if self.hypergrad.needs_hessians:
+                problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])
+            g_lam = self.hypergrad(problem, functools.partial(self._unrolled_hessians, steps))
+            g_lam = distributed.mean_([g_lam])[0]  # this rank's shard -> global mean
+        self._check_finite(g_lam.float(), ["the hypergradient"],  # w diverged, or α's steps are too large
+                           f"lower finetune.lr (now {current_lr(state.opt_finetune):g}) or reweight.lr "
+                           f"(now {current_lr(state.opt_reweight):g})")
+        return LevelThree(values, u=u, hypergrad=g_lam.detach().double().cpu())
 
-    def _level_one_hessian(self, step: InnerStep, at: Vector):
-        """H_pt = ∇²_θ Σλ_k L_k at ``at`` on ``step``'s level I batches, averaged over ranks."""
+    def signal(self, one: LevelOne, three: LevelThree | None = None) -> Signal:
+        """What the weighting reads of a global step: its last level I record (λ, losses, rate,
+        the objectives' gradients) and level III's (the hypergradient, the dots with u_b)."""
+        gradients, skipped = self.gradients, three is not None and three.skipped
+        signal = Signal(step=self.step_count, lam=self.lam.cpu(), losses=one.losses.double().cpu(),
+                        alpha=self.alpha.detach().double().cpu(), reweight=self.state.reweight,
+                        eta_pretrain=one.eta, skipped=skipped,
+                        grad_norms=gradients.norms() if gradients else None,
+                        hypergrad=None if three is None else three.hypergrad)
+        if gradients and three is not None and not three.skipped:
+            signal.dots, signal.u_norm = gradients.dots(three.u)
+        return signal
+
+    def _pretrain_hessian(self, one: LevelOne, at: Vector):
+        """H_pt = ∇²_θ Σλ_k L_k at ``at`` on level I's batches of ``one``, averaged over ranks."""
         lam = self.lam.float().to(self.device)
         params = [p.detach().requires_grad_(True) for p in at]
-        hvp = hessian_vector_product(lambda: (lam * step.losses(params, "float32")).sum(), params)
+        hvp = hessian_vector_product(lambda: (lam * one.evaluate(params, "float32")).sum(), params)
         return lambda v: distributed.mean_(hvp(v))
 
-    def _unrolled_hessians(self, steps: list[InnerStep], t: int):
+    def _unrolled_hessians(self, steps: Sequence[InnerStep], t: int):
         """(H_pt at θ_{t-1}, ∇²L_ft at w_{t-1}) of inner step t, for reverse mode (unroll > 1)."""
-        step = steps[t]
-        params = [p.detach().requires_grad_(True) for p in step.w]
-        hvp_ft = hessian_vector_product(lambda: step.finetune_loss(params), params)
-        return self._level_one_hessian(step, step.theta), lambda v: distributed.mean_(hvp_ft(v))
+        one, two = steps[t].pretrain, steps[t].finetune
+        params = [p.detach().requires_grad_(True) for p in two.w]
+        hvp_ft = hessian_vector_product(lambda: two.finetune_loss(params), params)
+        return self._pretrain_hessian(one, one.theta), lambda v: distributed.mean_(hvp_ft(v))
 
     def _implicit_hessians(self, step: InnerStep):
         """HVP closures for H_ft (with the proximal 2γ·I on w_b) and H_pt after the last step."""
         gamma, nb = self.cfg.finetune.gamma, self.n_backbone
         params = [p.detach().requires_grad_(True) for p in self.w_params]
         hvp_ft = hessian_vector_product(
-            lambda: step.finetune_loss(params), params,
+            lambda: step.finetune.finetune_loss(params), params,
             extra=lambda v: [2 * gamma * t for t in v[:nb]] + [torch.zeros_like(t) for t in v[nb:]])
         return (lambda v: distributed.mean_(hvp_ft(v)),
-                self._level_one_hessian(step, [p.detach() for p in self.theta_params]))
+                self._pretrain_hessian(step.pretrain, [p.detach() for p in self.theta_params]))
 
     # -- one global step ---------------------------------------------------------------------
     def step(self) -> dict[str, float]:
-        """``unroll`` × (level I, level II), then level III; returns the step's record.
+        """``unroll`` × (level I, level II), then level III; the weighting's step of α from
+        the Signal of the three; returns the step's record.
 
         Each level runs inside a profiler range (``_phase``): ``tapweight.level_I`` / ``_II`` /
         ``_III``, and ``tapweight.hypergradient`` within level III.
         """
         record: dict[str, float] = {"step": self.step_count + 1}  # λ as level I used it
-        lam = self.lam
+        lam, steps, three = self.lam, [], None
         for inner in range(self.cfg.reweight.unroll if self.learn_weights else 1):
-            self._inner = inner
             with self._phase("level_I"):
-                losses = self.pretrain_step()
+                one = self.pretrain_step(inner)
             if self.learn_weights:
                 with self._phase("level_II"):
-                    record["finetune_loss"] = self.finetune_step()
+                    two = self.finetune_step(inner)
+                steps.append(InnerStep(one, two))
+                record["finetune_loss"] = two.loss
         if self.learn_weights:
             with self._phase("level_III"):
-                values, signal = self.reweight_step()
-            record.update(values)
-        else:
-            signal = self.weighting.apply(Signal.of(self))
+                three = self.reweight_step(steps)
+            record.update(three.values)
+        signal = self.signal(one, three)
+        if not signal.skipped:
+            alpha = self.weighting.update(signal)
+            with torch.no_grad():
+                self.alpha.copy_(alpha.to(self.alpha))
         record.update(signal.record(self.names))
-        record.update({f"loss_{n}": float(v) for n, v in zip(self.names, losses)})
+        record.update({f"loss_{n}": float(v) for n, v in zip(self.names, one.losses)})
         record.update({f"lambda_{n}": float(v) for n, v in zip(self.names, lam)})
-        self.step_count += 1
+        self.state.step += 1
         self.history.append(record)
         return record
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _checkpointed(self) -> tuple:
-        """(key, objects) of the optimizers, schedulers and scalers a checkpoint holds."""
-        return (("optimizers", (self.opt_pretrain, self.opt_finetune, self.opt_reweight)),
-                ("schedulers", (self.sched_pretrain, self.sched_finetune, self.sched_reweight)),
-                ("scalers", (self.scaler_pretrain, self.scaler_finetune)))
-
     def state_dict(self) -> dict:
         streams = {"corpus": self.corpus, "train": self.train, "val": self.val}
         return {"step": self.step_count, "history": self.history, "alpha": self.alpha.detach().cpu(),
                 "theta": self.theta.state_dict(), "w": self.w.state_dict(),
-                **{key: [o.state_dict() for o in objects] for key, objects in self._checkpointed()},
+                **{key: [o.state_dict() for o in objects] for key, objects in self.state.checkpointed()},
                 "streams": {k: s.state_dict() for k, s in streams.items() if s is not None},
                 "weighting": self.weighting.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.step_count, self.history = state["step"], list(state["history"])
+        self.state.step, self.state.history = state["step"], list(state["history"])
         with torch.no_grad():
             self.alpha.copy_(state["alpha"].to(self.device))
         self.theta.load_state_dict(state["theta"])
         self.w.load_state_dict(state["w"])
-        for key, objects in self._checkpointed():
+        for key, objects in self.state.checkpointed():
             for obj, s in zip(objects, state[key]):
                 obj.load_state_dict(s)
         streams = {"corpus": self.corpus, "train": self.train, "val": self.val}

@@ -11,8 +11,8 @@ difference (θ − εd) against level I's own losses::
 
         def directional(self, step, direction):
             flipped = [None if d is None else -d for d in direction]
-            return -directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, flipped,
-                                   self.settings.fd_radius, step.losses_at_theta)
+            return -directional_fd(lambda ps: step.pretrain.evaluate(ps, self.precision), step.pretrain.theta, flipped,
+                                   self.settings.fd_radius, step.pretrain.local_losses)
 
 The config check (:func:`check`), ``auto`` (:func:`resolve`), the engine (:func:`build`) and
 the benchmarks (bench/workload.py, bench/estimators.py) read this table and nothing else.
@@ -34,15 +34,14 @@ import torch
 from tapweight.errors import TapweightError
 from tapweight.method.hypergrad import (
     Hypergradient,
-    InnerStep,
-    Precision,
     Problem,
-    Vector,
     directional_fd,
     directional_jvp,
+    named,
     norm,
 )
 from tapweight.method.inverse import conjugate_gradient, largest_eigenvalue, neumann, warn_once
+from tapweight.method.levels import InnerStep, Precision, Vector
 
 
 class Registry(dict):
@@ -114,7 +113,7 @@ class CentralDifference(Estimator):
         return cfg.reweight.unroll == 1  # T differences add up their errors: jvp then
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
-        return directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, direction,
+        return directional_fd(lambda ps: step.pretrain.evaluate(ps, self.precision), step.pretrain.theta, direction,
                               self.settings.fd_radius)
 
 
@@ -145,8 +144,8 @@ class ForwardDifference(Estimator):
         return cfg.reweight.unroll == 1 and cfg.amp == "no" and not tf32
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
-        return directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, direction,
-                              self.settings.fd_radius, step.losses_at_theta)
+        return directional_fd(lambda ps: step.pretrain.evaluate(ps, self.precision), step.pretrain.theta, direction,
+                              self.settings.fd_radius, step.pretrain.local_losses)
 
 
 @ESTIMATORS.register("jvp")
@@ -158,7 +157,7 @@ class ForwardMode(Estimator):
     precision: Precision = "tf32"
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
-        return directional_jvp(lambda ps: step.losses(ps, self.precision), step.theta, direction)
+        return directional_jvp(lambda ps: step.pretrain.evaluate(ps, self.precision), step.pretrain.theta, direction)
 
 
 class Implicit(Estimator):
@@ -172,13 +171,13 @@ class Implicit(Estimator):
         return None  # the optimality conditions hold whatever the optimizers and unroll
 
     def implicit(self, problem: Problem) -> torch.Tensor:
-        nb = problem.n_backbone
-        v = self.inverse(problem.hvp_finetune, problem.u, "H_ft")
-        g_theta = [2 * problem.gamma * t for t in v[:nb]]
-        g_theta += [torch.zeros_like(p) for p in problem.theta_after[nb:]]
+        names = problem.names
+        v = named(names.w, self.inverse(problem.hvp_finetune, problem.u, "H_ft"))
+        g_theta = {t: 2 * problem.gamma * x for t, x in names.on_theta(v).items()}  # [2γ v_b; 0]
+        g_theta = [g_theta.get(n, torch.zeros_like(p)) for n, p in zip(names.theta, problem.theta_after)]
         z = self.inverse(problem.hvp_pretrain, g_theta, "H_pt")
-        last = problem.steps[-1]
-        return -directional_fd(lambda ps: last.losses(ps, "float32"), problem.theta_after, z,
+        last = problem.steps[-1].pretrain
+        return -directional_fd(lambda ps: last.evaluate(ps, "float32"), problem.theta_after, z,
                                self.settings.fd_radius)
 
     def inverse(self, hvp, v: Vector, name: str) -> Vector:

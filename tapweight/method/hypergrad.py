@@ -59,16 +59,14 @@ Chain rule to α = softmax⁻¹(λ): ∂/∂α = λ ⊙ (g − ⟨λ, g⟩).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
-Vector = list  # a list of tensors shaped like a parameter list; None entries are zero
+from tapweight.method.levels import InnerStep, Vector
+
 HVP = Callable[[Vector], Vector]
-#: how L(θ) is evaluated: float32 without TF32, float32 with TF32 (on CUDA), or as level I ran
-Precision = Literal["float32", "tf32", "level_one"]
 
 
 def dot(a: Vector, b: Vector) -> torch.Tensor:
@@ -81,28 +79,6 @@ def norm(a: Vector) -> torch.Tensor:
     if not parts:
         return torch.zeros((), dtype=torch.float64)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(parts)).double())
-
-
-def combine(a: float, x: Vector, b: float, y: Vector) -> Vector:
-    """a·x + b·y, tensor by tensor; None is zero."""
-    out = []
-    for s, t in zip(x, y):
-        if s is None and t is None:
-            out.append(None)
-        elif t is None:
-            out.append(a * s)
-        elif s is None:
-            out.append(b * t)
-        else:
-            out.append(a * s + b * t)
-    return out
-
-
-def times(p: Vector | None, x: Vector) -> Vector:
-    """P ⊙ x on the first len(P) tensors (a diagonal preconditioner; None is the identity)."""
-    if p is None:
-        return list(x)
-    return [t if t is None else q * t for q, t in zip(p, x)] + list(x[len(p):])
 
 
 def softmax_vjp(lam: torch.Tensor, g_lam: torch.Tensor) -> torch.Tensor:
@@ -164,48 +140,89 @@ def directional_jvp(losses: Callable[[Vector], torch.Tensor], point: Vector,
 
 # -- what the engine hands over ----------------------------------------------------------------
 
-@dataclass
-class InnerStep:
-    """One level I + level II step, as the hypergradient needs it.
+Named = dict  # parameter name -> tensor; a name that is absent is zero
 
-    ``losses(params, precision)`` is L(θ) ∈ R^K on this step's level I batches (their random
-    draws replayed) with θ's parameters replaced by ``params`` (θ_b first), in ``precision``
-    (:data:`Precision`);
-    ``theta`` is θ before the level I step. The rates are those the steps used; the
-    preconditioners (None: 1) are P of eq. (1) on θ_b and w_b. Unroll > 1 also needs w
-    before the level II step, ``finetune_loss(params)`` = L_ft on its batch, and the SGD
-    momenta and weight decays.
-    """
 
-    theta: Vector
-    losses: Callable[[Vector, Precision], torch.Tensor]
-    eta_pretrain: float
-    eta_finetune: float
-    precondition_pretrain: Vector | None = None
-    precondition_finetune: Vector | None = None
-    losses_at_theta: torch.Tensor | None = None  # level I's own L(θ), for the one-sided difference
-    w: Vector | None = None
-    finetune_loss: Callable[[Vector], torch.Tensor] | None = None
-    momentum_pretrain: float = 0.0
-    momentum_finetune: float = 0.0
-    decay_pretrain: float = 0.0
-    decay_finetune: float = 0.0
+@dataclass(frozen=True)
+class Names:
+    """The parameter names of θ and of w, in the order of their vectors (θ's, w's), and the
+    pairs the proximal term γ‖w_b − θ_b‖² ties: (θ_b's name, w_b's name), in θ's order."""
+
+    theta: tuple[str, ...]
+    w: tuple[str, ...]
+    backbone: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def matched(cls, theta: Sequence[str], w: Sequence[str], prefix: str = "backbone.") -> Names:
+        """θ's and w's names, their backbones paired by name (``prefix`` starts a backbone's)."""
+        pairs = tuple((n, n) for n in theta if n.startswith(prefix))
+        if {n for n, _ in pairs} != {n for n in w if n.startswith(prefix)}:
+            raise ValueError("θ and w backbones differ: the proximal term needs the same parameters")
+        return cls(tuple(theta), tuple(w), pairs)
+
+    def on_theta(self, x: Named) -> Named:
+        """w_b's entries of ``x`` under their θ_b names (the proximal term's coupling)."""
+        return {t: x[w] for t, w in self.backbone if w in x}
+
+    def on_w(self, x: Named) -> Named:
+        """θ_b's entries of ``x`` under their w_b names."""
+        return {w: x[t] for t, w in self.backbone if t in x}
+
+    def w_backbone(self, x: Named) -> Named:
+        """The w_b part of ``x`` (over w's names)."""
+        return {w: x[w] for _, w in self.backbone if w in x}
+
+
+def named(names: Sequence[str], x: Vector | None) -> Named:
+    """A vector in the order of ``names`` (its leading part, when shorter) by name; None entries
+    (zero) and None (the identity, for a preconditioner) are left out."""
+    return {} if x is None else {n: t for n, t in zip(names, x) if t is not None}
+
+
+def ordered(names: Sequence[str], x: Named) -> Vector:
+    """``x`` as a vector in the order of ``names``, None where it has no entry."""
+    return [x.get(n) for n in names]
+
+
+def combine(a: float, x: Named, b: float, y: Named) -> Named:
+    """a·x + b·y, name by name; an absent name is zero."""
+    out = {}
+    for n in dict.fromkeys([*x, *y]):
+        s, t = x.get(n), y.get(n)
+        out[n] = a * s if t is None else b * t if s is None else a * s + b * t
+    return out
+
+
+def times(p: Named | None, x: Named) -> Named:
+    """P ⊙ x, name by name (a diagonal preconditioner; None or a missing name is the identity)."""
+    if p is None:
+        return dict(x)
+    return {n: t if n not in p else p[n] * t for n, t in x.items()}
 
 
 @dataclass
 class Problem:
     """What one global step hands to a hypergradient method: its inner steps (oldest first),
-    u = ∇_w L_val(w_T) over all of w's parameters (w_b first), γ, the size of θ_b, and θ after
-    the last step (for the implicit methods)."""
+    u = ∇_w L_val(w_T) over all of w's parameters (in w's order, ``names.w``), γ, the names of
+    θ's and w's parameters with their matched backbones, and θ after the last step (for the
+    implicit methods)."""
 
     steps: list[InnerStep]
     u: Vector
     gamma: float
-    n_backbone: int
+    names: Names
     theta_after: Vector = field(default_factory=list)
     # the implicit methods' Hessians at θ and w after the last step; built by the engine on demand
     hvp_finetune: HVP | None = None
     hvp_pretrain: HVP | None = None
+
+    @property
+    def n_backbone(self) -> int:
+        """How many tensors θ_b (and w_b) has; they lead θ's and w's vectors."""
+        return len(self.names.backbone)
+
+    def u_named(self) -> Named:
+        return named(self.names.w, self.u)
 
 
 def hessian_vector_product(loss_fn: Callable[[], torch.Tensor], params: Vector,
@@ -256,18 +273,18 @@ class Hypergradient:
         else:
             g = unrolled(problem, self.estimator.directional, hvps)
         if self.scale == "reference":
-            g = g / (last.eta_pretrain * last.eta_finetune)
+            g = g / (last.pretrain.eta * last.finetune.eta)
         return g
 
 
 def one_step(problem: Problem, directional: Callable[[InnerStep, Vector], torch.Tensor]) -> torch.Tensor:
     """Eq. (1): −2γ η₁ η₂ ⟨∇L_k(θ), P₁ ⊙ P₂ ⊙ u_b⟩ as one directional derivative."""
     (step,) = problem.steps
-    nb = problem.n_backbone
-    u_b = times(step.precondition_finetune, list(problem.u[:nb]))
-    direction = times(step.precondition_pretrain, u_b) + [None] * (len(step.theta) - nb)
-    scale = -2 * problem.gamma * step.eta_pretrain * step.eta_finetune
-    return scale * directional(step, direction)
+    one, two, names = step.pretrain, step.finetune, problem.names
+    u_b = times(named(names.w, two.precondition), names.w_backbone(problem.u_named()))
+    direction = times(named(names.theta, one.precondition), names.on_theta(u_b))
+    scale = -2 * problem.gamma * one.eta * two.eta
+    return scale * directional(step, ordered(names.theta, direction))
 
 
 def unrolled(problem: Problem, directional: Callable[[InnerStep, Vector], torch.Tensor],
@@ -282,27 +299,29 @@ def unrolled(problem: Problem, directional: Callable[[InnerStep, Vector], torch.
 
     Backward, from ā(w_T) = u: each step adds ⟨∇L_k(θ_{t-1}), ā(g_t)⟩ to dL/dλ_k and, for
     t > 1, carries the adjoints to θ_{t-1} and w_{t-1} with one Hessian-vector product per level.
+    The adjoints are keyed by parameter name (θ's or w's); the proximal term moves w_b's onto
+    θ_b's through the matched pairs (``problem.names``).
     """
-    nb, gamma, steps = problem.n_backbone, problem.gamma, problem.steps
-    n_theta = len(steps[0].theta)
-    a_w = list(problem.u)  # ā(w_t)
-    a_c: Vector = [None] * len(a_w)  # ā(c_{t+1}) → ā(c_t)
-    a_theta: Vector = [None] * n_theta  # ā(θ_t) from θ_{t+1} and g_{t+1}
-    a_b: Vector = [None] * n_theta  # ā(b_{t+1}) → ā(b_t)
+    gamma, steps, names = problem.gamma, problem.steps, problem.names
+    a_w = problem.u_named()  # ā(w_t)
+    a_c: Named = {}  # ā(c_{t+1}) → ā(c_t)
+    a_theta: Named = {}  # ā(θ_t) from θ_{t+1} and g_{t+1}
+    a_b: Named = {}  # ā(b_{t+1}) → ā(b_t)
     total = None
     for t in range(len(steps) - 1, -1, -1):
-        s = steps[t]
-        a_c = combine(s.momentum_finetune, a_c, -s.eta_finetune, a_w)
-        a_theta = combine(1.0, a_theta, -2 * gamma, a_c[:nb] + [None] * (n_theta - nb))
-        a_b = combine(s.momentum_pretrain, a_b, -s.eta_pretrain, a_theta)
-        g = directional(s, a_b)
+        one, two = steps[t].pretrain, steps[t].finetune
+        a_c = combine(two.momentum, a_c, -two.eta, a_w)
+        a_theta = combine(1.0, a_theta, -2 * gamma, names.on_theta(a_c))
+        a_b = combine(one.momentum, a_b, -one.eta, a_theta)
+        g = directional(steps[t], ordered(names.theta, a_b))
         total = g if total is None else total + g
         if t > 0:
             hvp_pt, hvp_ft = hvps(t)
-            a_g = [torch.zeros_like(p) if x is None else x for p, x in zip(s.theta, a_b)]
-            a_h = [torch.zeros_like(p) if x is None else x for p, x in zip(s.w, a_c)]
-            a_theta = combine(1.0, combine(1.0, a_theta, 1.0, hvp_pt(a_g)), s.decay_pretrain, a_g)
-            ft = combine(1.0, hvp_ft(a_h), s.decay_finetune, a_h)
-            ft = combine(1.0, ft, 2 * gamma, a_h[:nb] + [None] * (len(a_h) - nb))
+            a_g = [torch.zeros_like(p) if x is None else x for p, x in zip(one.theta, ordered(names.theta, a_b))]
+            a_h = [torch.zeros_like(p) if x is None else x for p, x in zip(two.w, ordered(names.w, a_c))]
+            a_theta = combine(1.0, combine(1.0, a_theta, 1.0, named(names.theta, hvp_pt(a_g))),
+                              one.decay, named(names.theta, a_g))
+            ft = combine(1.0, named(names.w, hvp_ft(a_h)), two.decay, named(names.w, a_h))
+            ft = combine(1.0, ft, 2 * gamma, names.w_backbone(named(names.w, a_h)))
             a_w = combine(1.0, a_w, 1.0, ft)
     return total

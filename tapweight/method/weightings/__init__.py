@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tapweight.errors import TapweightError
-from tapweight.method.weightings.base import Signal, Weighting
+from tapweight.method.weightings.base import AlphaOptimizer, Signal, Weighting
 
-__all__ = ["Signal", "Weighting", "build", "default_weighting"]
+__all__ = ["AlphaOptimizer", "Signal", "Weighting", "build", "default_weighting"]
 
 
 def build(registry: Any, cfg: Any) -> Weighting:

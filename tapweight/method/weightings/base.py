@@ -12,7 +12,9 @@ global step. It declares what it reads, so that the engine computes nothing more
   backward passes through level I's graph (method/weightings/gradients.py).
 
 At the end of each global step the engine hands a :class:`Signal` to :meth:`Weighting.update`,
-which returns the new logits α (or None to keep them). A rule that keeps state beyond α (an
+which returns the new logits α, for every rule alike (:meth:`Weighting.update` has the worked
+example); a rule that steps α with level III's optimizer gets them from
+``signal.reweight.step`` (:class:`AlphaOptimizer`). A rule that keeps state beyond α (an
 accumulator, a running scale, initial losses) returns it from ``state_dict`` and takes it back
 in ``load_state_dict``: the checkpoint holds it, so a resumed run is the uninterrupted one.
 
@@ -55,38 +57,22 @@ class Signal:
     also ``learns``, ``dots`` = ⟨∇L_k, u_b⟩ over them (u_b: u on w's backbone, at the same
     parameters) and ``u_norm`` = ‖u_b‖ there.
 
-    ``alpha``, ``optimizer``, ``scheduler``: the logits and level III's optimizer and scheduler
-    (``reweight.*``), for the rules that step α with them (TapWeight).
+    ``alpha``: the logits α now (K, float64, CPU; λ = softmax(α)); ``reweight``: α with level
+    III's optimizer and scheduler (``reweight.*``), for the rules that step α with them
+    (TapWeight, OL-AUX).
     """
 
     step: int
     lam: torch.Tensor
     losses: torch.Tensor
+    alpha: torch.Tensor
+    reweight: AlphaOptimizer | None = None
     eta_pretrain: float = 0.0
     skipped: bool = False
     hypergrad: torch.Tensor | None = None
     dots: torch.Tensor | None = None
     grad_norms: torch.Tensor | None = None
     u_norm: float | None = None
-    alpha: Any = None
-    optimizer: Any = None
-    scheduler: Any = None
-
-    @classmethod
-    def of(cls, engine: Any, skipped: bool = False, u: list | None = None) -> Signal:
-        """The signal of ``engine``'s current global step: what its level I left (λ, losses,
-        rate, the objectives' gradients), and from w's validation gradient ``u`` (level III;
-        None: the method does not learn) the dots with u_b. A skipped step's hypergradient is 0."""
-        weighting, gradients = engine.weighting, engine.gradients
-        signal = cls(step=engine.step_count, lam=engine.lam.cpu(), losses=engine._losses.double().cpu(),
-                     eta_pretrain=engine._eta_pretrain, skipped=skipped,
-                     grad_norms=gradients.norms() if gradients else None,
-                     alpha=engine.alpha, optimizer=engine.opt_reweight, scheduler=engine.sched_reweight)
-        if skipped and weighting.hypergradient:
-            signal.hypergrad = signal.lam.new_zeros(len(signal.lam))
-        if gradients and u is not None:
-            signal.dots, signal.u_norm = gradients.dots(u)
-        return signal
 
     @property
     def cosines(self) -> torch.Tensor:
@@ -107,6 +93,29 @@ class Signal:
         if self.grad_norms is not None:
             out.update({f"grad_norm_{n}": float(g) for n, g in zip(names, self.grad_norms)})
         return out
+
+
+class AlphaOptimizer:
+    """α with level III's optimizer and scheduler (``reweight.optimizer``, ``lr``, ``scheduler``),
+    for the rules whose step of α is that optimizer's (TapWeight: SGD at rate 200, StepLR(100, 0.9))."""
+
+    def __init__(self, alpha: torch.nn.Parameter, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler):
+        self.alpha, self.optimizer, self.scheduler = alpha, optimizer, scheduler
+
+    def step(self, lam: torch.Tensor, g_lam: torch.Tensor) -> torch.Tensor:
+        """One step of the optimizer on α from dL/dλ = ``g_lam`` at λ = ``lam``, through the
+        softmax (∂L/∂α = λ ⊙ (g − ⟨λ, g⟩)); returns the new logits (float64, CPU)."""
+        from tapweight.method.hypergrad import softmax_vjp
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.alpha.grad = softmax_vjp(lam, g_lam.double()).float().to(self.alpha.device)
+        self.optimizer.step()
+        return self.alpha.detach().double().cpu()
+
+    def schedule(self) -> None:
+        """Advance the rate's schedule by one global step."""
+        self.scheduler.step()
 
 
 class Weighting:
@@ -144,18 +153,6 @@ class Weighting:
         lam = torch.full((len(names),), 1.0 / len(names)) if start is None else torch.tensor(start)
         return logits(lam.double() / lam.sum())
 
-    def apply(self, signal: Signal) -> Signal:
-        """:meth:`update` from ``signal`` (not when GradScaler skipped a step), its logits
-        copied into ``signal.alpha``; returns ``signal``."""
-        import torch
-
-        if not signal.skipped:
-            alpha = self.update(signal)
-            if alpha is not None:
-                with torch.no_grad():
-                    signal.alpha.copy_(alpha.to(signal.alpha))
-        return signal
-
     def objectives(self, wanted: list[str]) -> list[str]:
         """The objectives to train on, from the run's (``objectives`` or the domain's)."""
         return wanted
@@ -164,9 +161,22 @@ class Weighting:
         """λ at step 0 for the objectives ``names`` (None: 1/K each)."""
         return self.start
 
-    def update(self, signal: Signal) -> torch.Tensor | None:
-        """The new logits α (K), or None to keep them. Static weights keep them."""
-        return None
+    def update(self, signal: Signal) -> torch.Tensor:
+        """The new logits α ∈ R^K (λ = softmax(α)) after the global step ``signal`` describes.
+
+        The same contract for every rule: read what the class declares (``signal.hypergrad``,
+        ``signal.cosines``...), return the logits; to keep them, return ``signal.alpha``. The
+        engine copies them into α; it does not call ``update`` for a step GradScaler skipped.
+        A rule whose step is level III's optimizer's takes the logits from
+        ``signal.reweight.step(signal.lam, g)``. For example, with K = 2 objectives at
+        λ = (0.5, 0.5), α = (0, 0), a rule that moves α against the hypergradient at rate 2::
+
+            def update(self, signal):
+                return signal.alpha - 2.0 * signal.hypergrad   # g = (0.1, −0.1): α = (−0.2, 0.2)
+
+        gives λ = softmax(−0.2, 0.2) = (0.40, 0.60) for the next step. Static weights keep α.
+        """
+        return signal.alpha
 
     def state_dict(self) -> dict:
         return {}

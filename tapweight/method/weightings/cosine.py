@@ -43,7 +43,7 @@ class Cosine(Weighting):
         check(self.options.lr >= 0, f"cosine needs lr >= 0, got {self.options.lr}")
 
     def update(self, signal: Signal) -> torch.Tensor:
-        return signal.alpha.detach().double().cpu() + self.options.lr * signal.cosines
+        return signal.alpha + self.options.lr * signal.cosines
 
 
 class Gating(Weighting):
@@ -66,10 +66,10 @@ class Gating(Weighting):
     class Options:
         weighted: bool = False
 
-    def update(self, signal: Signal) -> torch.Tensor | None:
+    def update(self, signal: Signal) -> torch.Tensor:
         c = signal.cosines
         if not bool((c > 0).any()):
-            return None
+            return signal.alpha
         k = len(c)
         start = torch.tensor(self.start, dtype=torch.float64) if self.start else torch.full((k,), 1.0 / k)
         gate = c.clamp_min(0) if self.options.weighted else (c > 0).double()

@@ -17,15 +17,6 @@ from tapweight.method.hypergrad import softmax_vjp
 from tapweight.method.weightings.base import Signal, Weighting, check
 
 
-def step_alpha(signal: Signal, g_lam: torch.Tensor) -> None:
-    """One step of level III's optimizer (``reweight.*``) on α from dL/dλ = ``g_lam``, through
-    the softmax: ∂L/∂α = λ ⊙ (g − ⟨λ, g⟩)."""
-    alpha = signal.alpha
-    signal.optimizer.zero_grad(set_to_none=True)
-    alpha.grad = softmax_vjp(signal.lam, g_lam.double()).float().to(alpha.device)
-    signal.optimizer.step()
-
-
 class TapWeight(Weighting):
     """TapWeight (Zhang, Somayajula, Xie, TMLR 2025): α ← α − η₃ ∂L_val/∂α, λ = softmax(α),
     with level III's optimizer and scheduler (``reweight.optimizer``, ``lr``, ``scheduler``:
@@ -34,9 +25,10 @@ class TapWeight(Weighting):
     learns = True
     hypergradient = True
 
-    def update(self, signal: Signal) -> None:
-        step_alpha(signal, signal.hypergrad)
-        signal.scheduler.step()
+    def update(self, signal: Signal) -> torch.Tensor:
+        alpha = signal.reweight.step(signal.lam, signal.hypergrad)
+        signal.reweight.schedule()
+        return alpha
 
 
 class TapWeightNormalized(TapWeight):
@@ -66,14 +58,14 @@ class TapWeightNormalized(TapWeight):
               f"tapweight-normalized needs lr >= 0 and beta in [0, 1), got lr={o.lr}, beta={o.beta}")
         self.v, self.t = 0.0, 0
 
-    def update(self, signal: Signal) -> torch.Tensor | None:
+    def update(self, signal: Signal) -> torch.Tensor:
         g, o = signal.hypergrad.double(), self.options
         self.t += 1
         self.v = o.beta * self.v + (1 - o.beta) * float(g.pow(2).mean())
         scale = math.sqrt(self.v / (1 - o.beta ** self.t))
         if scale == 0:
-            return None
-        return signal.alpha.detach().double().cpu() - o.lr * softmax_vjp(signal.lam, g / scale)
+            return signal.alpha
+        return signal.alpha - o.lr * softmax_vjp(signal.lam, g / scale)
 
     def state_dict(self) -> dict:
         return {"v": self.v, "t": self.t}
@@ -107,16 +99,17 @@ class OLAux(TapWeight):
         self.total: torch.Tensor | None = None
         self.count = 0
 
-    def update(self, signal: Signal) -> None:
-        g = signal.hypergrad.double()
+    def update(self, signal: Signal) -> torch.Tensor:
+        g, alpha = signal.hypergrad.double(), signal.alpha
         self.total = g.clone() if self.total is None else self.total + g
         self.count += 1
         if self.count == self.options.horizon:
-            step_alpha(signal, self.total)
+            alpha = signal.reweight.step(signal.lam, self.total)
             self.total, self.count = None, 0
         with warnings.catch_warnings():  # the rate follows global steps; the optimizer steps every N
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()` before")
-            signal.scheduler.step()
+            signal.reweight.schedule()
+        return alpha
 
     def state_dict(self) -> dict:
         return {"total": self.total, "count": self.count}

@@ -90,7 +90,7 @@ def run(workload: Workload, repeats: int, compile_: bool = True) -> dict:
         for name in names[shift:] + names[:shift]:
             times[name].append(_timed(candidates[name], device))
     base = statistics.median(times[names[0]])
-    rows = {name: {"median_s": statistics.median(t), "x_level_one": statistics.median(t) / base}
+    rows = {name: {"median_s": statistics.median(t), "x_level_I": statistics.median(t) / base}
             for name, t in times.items()}
     return {"batch": len(images), "image_size": images.shape[-1], "rows": rows, "notes": notes}
 
@@ -98,6 +98,6 @@ def run(workload: Workload, repeats: int, compile_: bool = True) -> dict:
 def table(result: dict) -> str:
     lines = [f"level I batch {result['batch']}, {result['image_size']} px",
              "| what | median s | × level I step |", "|---|---:|---:|"]
-    lines += [f"| {name} | {r['median_s']:.3f} | {r['x_level_one']:.3f} |" for name, r in result["rows"].items()]
+    lines += [f"| {name} | {r['median_s']:.3f} | {r['x_level_I']:.3f} |" for name, r in result["rows"].items()]
     lines += [f"note: {key}: {value}" for key, value in result["notes"].items()]
     return "\n".join(lines)

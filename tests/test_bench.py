@@ -93,7 +93,7 @@ def test_betty_variant_runs_when_installed():
 def test_avenues_time_each_way_of_taking_the_extra_forward():
     result = main(["avenues", "--shape", "tiny", "--models", "toy", "--threads", "1", "--repeats", "1"])
     rows = result["rows"]
-    assert list(rows)[0] == "level I step (forward + backward)" and rows[list(rows)[0]]["x_level_one"] == 1.0
+    assert list(rows)[0] == "level I step (forward + backward)" and rows[list(rows)[0]]["x_level_I"] == 1.0
     assert {"engine", "3 passes", "1 batched pass", "inference_mode", "bf16 autocast"} <= set(rows)
     assert all(r["median_s"] > 0 for r in rows.values()) and "compiled" in result["notes"]
 

@@ -57,7 +57,7 @@ def test_the_one_sided_difference_is_first_order_in_the_radius():
 
 
 @pytest.mark.parametrize("amp", ["no", "bf16"])
-def test_fd_forward_repeats_level_ones_arithmetic(amp):
+def test_fd_forward_repeats_the_arithmetic_of_level_I(amp):
     """``level_one`` evaluates L(θ) as level I did, its autocast included, so that the one-sided
     difference subtracts losses rounded alike: at θ itself it gives level I's own values."""
     cfg = unrolled.config("sgd", hypergrad="fd-forward")

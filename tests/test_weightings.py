@@ -243,7 +243,7 @@ def test_cosine_engine_hands_the_true_gradients_and_cosines(accumulate):
                           atol=1e-6)
 
 
-def test_gradnorm_runs_level_one_alone_on_the_last_backbone_weight():
+def test_gradnorm_runs_level_I_alone_on_the_last_backbone_weight():
     engine, batch, _ = fixed_engine("gradnorm")
     assert engine.train is None and engine.val is None and not engine.learn_weights
     params = dict(engine.theta.named_parameters())

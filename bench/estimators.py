@@ -35,7 +35,6 @@ from tapweight.job import runner
 from tapweight.job.seed import build_engine, build_task, objective_names
 from tapweight.method import estimators
 from tapweight.method.batches import BatchStream, head_of_batch, to_device
-from tapweight.method.estimators import ESTIMATORS
 from tapweight.method.hypergrad import Hypergradient, softmax_vjp
 from tapweight.method.metrics import task_loss
 from tapweight.method.models import frozen_running_stats
@@ -49,7 +48,7 @@ def settings(name: str) -> dict:
     """The reweight keys of a studied estimator: a bench variant, ``@R`` its radius."""
     variant, _, radius = name.partition("@")
     method = SETTINGS.get(variant, {}).get("hypergrad")
-    if method is None or ESTIMATORS[method].needs_hessians:
+    if method is None or estimators.classes()[method].needs_hessians:
         raise TapweightError(f"--estimators: '{name}' is not a directional estimator's variant; "
                              f"give names like {', '.join(STUDY)}")
     try:
@@ -130,7 +129,8 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     cfg = dataclasses.replace(job.cfg, method="tapweight")
     variants = {name: dataclasses.replace(cfg, reweight=dataclasses.replace(cfg.reweight, **k))
                 for name, k in keys.items()}
-    refused = {name: why for name, c in variants.items() if (why := ESTIMATORS[c.reweight.hypergrad].refuses(c))}
+    table = estimators.classes()
+    refused = {name: why for name, c in variants.items() if (why := table[c.reweight.hypergrad].refuses(c))}
     data_, engine = build(job, cfg, table, device)
     val_stream = BatchStream(data_.val, cfg.reweight.batch_size, data_.task_collate, cfg.seed + 99)
     studied = {name: estimators.build(c) for name, c in variants.items() if name not in refused}
@@ -143,7 +143,7 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     variance = None if val_stream.batch_size >= len(data_.val) else float(np.mean([r["val_variance"] for r in rows]))
     result = {"domain": domain, "task": task, "steps": steps, "val_batches": val_batches, "sets": list(sets),
               "amp": cfg.amp, "level_one_batch": cfg.pretrain.batch_size, "objectives": objective_names(job),
-              "val_variance": variance, "default": estimators.resolve(cfg, device), "criterion": CRITERION,
+              "val_variance": variance, "default": estimators.choose(cfg, device)[0], "criterion": CRITERION,
               "refused": refused, "estimators": {}}
     for name in studied:
         cosines = [r[name]["cosine"] for r in rows]

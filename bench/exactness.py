@@ -14,7 +14,7 @@ import torch
 
 from bench.problems import unrolled
 from bench.problems.quadratic import Problem
-from tapweight.method.estimators import ESTIMATORS
+from tapweight.method.estimators import classes
 
 #: name -> (inner optimizer, reweight keys, other config changes)
 SETTINGS = {
@@ -70,12 +70,12 @@ def run(seeds: int = 5) -> list[dict]:
         # float64 where autocast is off; bf16 runs in float32 against a float32 reference
         dtype = torch.float32 if amp else torch.float64
         cfg = _config(optimizer, reweight, other, "auto")
-        methods = [m for m, cls in ESTIMATORS.items() if not cls.needs_hessians and not cls.refuses(cfg)]
+        methods = [m for m, cls in classes().items() if not cls.needs_hessians and not cls.refuses(cfg)]
         for method in [*methods, "auto"]:
             errors = [_errors(_config(optimizer, reweight, other, method), seed, dtype) for seed in range(seeds)]
             rows.append({"setting": name, "method": method, "seeds": seeds,
                          "max_rel_error": max(e for e, _ in errors), "min_cosine": min(c for _, c in errors)})
-    for method in (m for m, cls in ESTIMATORS.items() if cls.needs_hessians):
+    for method in (m for m, cls in classes().items() if cls.needs_hessians):
         error, cos = _implicit(method)
         rows.append({"setting": "quadratic at its optimum (implicit, defaults)", "method": method, "seeds": 1,
                      "max_rel_error": error, "min_cosine": cos})

@@ -39,13 +39,13 @@ import torch
 
 from bench import data, report, step
 from bench.workload import SHAPES, Workload
-from tapweight.method.estimators import ESTIMATORS
+from tapweight.method.estimators import classes
 from tapweight.method.hypergrad import directional_fd, directional_jvp, softmax_vjp
 
 ROOT = Path(__file__).resolve().parents[1]
 BBBP = ROOT / ".." / "shared" / "data" / "moleculenet" / "bbbp.csv"
 PROFILE = Path("/tmp/tapweight-gpu-profiles")  # per-level times go to gpu.json; the tables stay here
-DIRECTIONAL = [name for name, cls in ESTIMATORS.items() if not cls.needs_hessians]
+DIRECTIONAL = [name for name, cls in classes().items() if not cls.needs_hessians]
 BF16_VARIANTS = ["plain", "default", *DIRECTIONAL, "jvp-1/8", "jvp-1/16"]
 BETTY_VARIANTS = ["plain", "default", "betty"]
 FP32_VARIANTS = ["plain", "default", *DIRECTIONAL]

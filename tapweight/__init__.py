@@ -29,16 +29,17 @@ from tapweight.plugin.specs import (
     DatasetSpec,
     Domain,
     DomainData,
+    EstimatorSpec,
     ExportFormat,
     HeadSpec,
     Inputs,
     LoggerSpec,
+    MethodSpec,
     ObjectiveSpec,
     Predictor,
     Split,
     Table,
     TaskSpec,
-    WeightingSpec,
 )
 
 __version__ = importlib.metadata.version("tapweight")  # pyproject.toml's, the one place it is set
@@ -50,12 +51,14 @@ _LAZY = {
     "random_split": "tapweight.method.batches", "computed_once": "tapweight.method.models",
     **dict.fromkeys(("load_into", "LoadReport", "container", "plain", "IMAGEMOL_FINETUNED"), "tapweight.job.loading"),
     "Weighting": "tapweight.method.weightings.base", "Signal": "tapweight.method.weightings.base",
+    "Estimator": "tapweight.method.estimators", "directional_fd": "tapweight.method.hypergrad",
 }
 
 __all__ = [
-    "IMAGEMOL_FINETUNED", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec",
+    "IMAGEMOL_FINETUNED", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "Estimator", "EstimatorSpec",
+    "ExportFormat", "HeadSpec", "directional_fd",
     "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Signal", "Split",
-    "Table", "TaskSpec", "TapweightError", "Weighting", "WeightingSpec", "adopt_library_handlers", "cache_dir",
+    "Table", "TaskSpec", "TapweightError", "Weighting", "MethodSpec", "adopt_library_handlers", "cache_dir",
     "check_options", "computed_once", "container", "data_dir", "deferred", "hookimpl", "load_backbone", "load_into",
     "plain", "random_split", "read_weights", "require", "run", "run_main",
 ]

@@ -53,7 +53,7 @@ def at_theta_after(engine: Engine) -> None:
     """One global step of ``engine`` with its hypergradient evaluated at θ' (darts's point)."""
     one = dataclasses.replace(engine.pretrain_step(), theta=[p.detach().clone() for p in engine.theta_params])
     three = engine.reweight_step([InnerStep(one, engine.finetune_step())])
-    engine.weighting.update(engine.signal(one, three))  # α's step: alpha.grad is the hypergradient's
+    engine.state.weighting.update(engine.signal(one, three))  # α's step: alpha.grad is the hypergradient's
 
 
 # -- the quadratic problem of bench/problems/quadratic.py ----------------------------------------------

@@ -108,6 +108,26 @@ def test_show_list_and_plugins(toy, tmp_path, capsys):
     assert "hello from toy" in capsys.readouterr().out
 
 
+def test_a_plugins_estimator_is_listed_runs_and_is_reported(toy, tmp_path, capsys):
+    """The toy plugin's estimator: in `tapweight list estimators`, chosen with
+    `--set reweight.hypergrad=NAME`; which estimator ran and why is in log.txt, metrics.json
+    and `tapweight show`, for the default `auto` too."""
+    assert cli("list", "estimators") == 0
+    listed = capsys.readouterr().out
+    assert "toy-backward" in listed and "fd-forward" in listed
+    out = run_toy(tmp_path, "--set", "reweight.hypergrad=toy-backward")
+    assert json.loads((out / "metrics.json").read_text())["estimator"] == {
+        "name": "toy-backward", "reason": "reweight.hypergrad=toy-backward"}
+    assert "hypergradient by toy-backward: reweight.hypergrad=toy-backward" in (out / "log.txt").read_text()
+    capsys.readouterr()
+    assert cli("show", str(out)) == 0
+    assert "hypergradient by toy-backward" in capsys.readouterr().out
+    chosen = json.loads((run_toy(tmp_path, name="auto") / "metrics.json").read_text())["estimator"]
+    assert chosen["name"] == "fd-forward" and chosen["reason"].startswith("auto: the cheapest estimator")
+    uniform = run_toy(tmp_path, "--method", "uniform", name="uniform")  # reads no hypergradient
+    assert "estimator" not in json.loads((uniform / "metrics.json").read_text())
+
+
 @pytest.mark.parametrize("args,message", [
     (["run", "nosuch", "x"], "unknown domain 'nosuch'"),
     (["run", "toy", "blob"], "unknown task 'blob' in domain 'toy'. Did you mean 'blobs'?"),

@@ -9,6 +9,7 @@ cosine ≥ 0.999). A new estimator needs an entry here.
 """
 
 import dataclasses
+import types
 
 import pytest
 import torch
@@ -17,11 +18,12 @@ from bench.problems import unrolled
 from tapweight.errors import TapweightError
 from tapweight.job.runner import resolve
 from tapweight.method import estimators
-from tapweight.method.estimators import ESTIMATORS, Estimator
-from tapweight.method.hypergrad import directional_fd
+from tapweight.plugin import manager as plugins
+from tapweight.plugin.hookspecs import hookimpl
+from tapweight.plugin.specs import EstimatorSpec
 
 TOL = {"fd": 1e-4, "jvp": 1e-6, "fd-forward": 2e-2}
-DIRECTIONAL = [name for name, cls in ESTIMATORS.items() if not cls.needs_hessians]
+DIRECTIONAL = [name for name, cls in estimators.classes().items() if not cls.needs_hessians]
 
 
 def rel_err(a, b):
@@ -83,8 +85,20 @@ def test_auto_is_the_cheapest_estimator_that_meets_the_criterion(changes, chosen
     for key, value in changes.items():
         section, _, name = key.rpartition(".")
         setattr(getattr(cfg, section) if section else cfg, name, value)
-    assert estimators.resolve(cfg) == chosen
-    assert unrolled.engine(cfg).hypergrad.method == chosen
+    assert estimators.choose(cfg)[0] == chosen
+    hypergrad = unrolled.engine(cfg).hypergrad
+    assert hypergrad.method == chosen and hypergrad.reason.startswith("auto: the cheapest estimator")
+
+
+def test_the_choice_says_why():
+    """``auto``'s reason names the settings and each cheaper default-grade estimator it passed
+    over, with its refusal; a named estimator is there because the config names it."""
+    cfg = unrolled.config("sgd")
+    cfg.reweight.hyper_fraction = 0.5
+    name, reason = estimators.choose(cfg)
+    assert name == "fd" and "hyper_fraction 0.5" in reason and "not fd-forward (reweight.hypergrad=fd-forward" in reason
+    cfg.reweight.hypergrad = "jvp"
+    assert estimators.choose(cfg) == ("jvp", "reweight.hypergrad=jvp")
 
 
 def test_auto_on_cuda_with_tf32_is_the_central_difference():
@@ -94,9 +108,9 @@ def test_auto_on_cuda_with_tf32_is_the_central_difference():
     flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cudnn.allow_tf32 = True
-        assert estimators.resolve(cfg, cuda) == "fd"
+        assert estimators.choose(cfg, cuda)[0] == "fd"
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        assert estimators.resolve(cfg, cuda) == "fd-forward"
+        assert estimators.choose(cfg, cuda)[0] == "fd-forward"
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
@@ -111,35 +125,27 @@ def test_what_an_estimator_cannot_compute_is_a_one_line_error(toy, sets, message
         resolve("toy", "blobs", "cpu", sets=sets)
 
 
-def test_registering_a_name_twice_fails():
-    with pytest.raises(ValueError, match="registered twice"):
-        ESTIMATORS.register("fd")(type("Again", (Estimator,), {}))
+def test_registering_a_name_twice_fails(toy):
+    """A plugin's estimator named like the core's is refused, the plugin named; the core's stays."""
+    taken = types.ModuleType("again")
+    taken.register_estimators = hookimpl(lambda register: register(EstimatorSpec("fd", estimators.Estimator)))
+    assert plugins.register_plugin(taken, "again")
+    try:
+        registry = plugins.build_registry()
+        assert any(p.plugin == "again" and "estimator 'fd' is already registered by plugin 'core'" in p.message
+                   for p in registry.problems)
+        assert estimators.classes(registry)["fd"].__name__ == "CentralDifference"
+    finally:
+        plugins.pm.unregister(name="again")
 
 
-@pytest.fixture
-def backward_difference():
-    """A new estimator, as a plugin author writes one: θ − εd against level I's L(θ)."""
-
-    @ESTIMATORS.register("test-backward")
-    class BackwardDifference(Estimator):
-        cost, precision = 1.0, "level_one"
-
-        def directional(self, step, direction):
-            flipped = [None if d is None else -d for d in direction]
-            one = step.pretrain
-            return -directional_fd(lambda ps: one.evaluate(ps, self.precision), one.theta, flipped,
-                                   self.settings.fd_radius, one.local_losses)
-
-    yield "test-backward"
-    del ESTIMATORS["test-backward"]
-
-
-def test_a_new_estimator_is_one_registered_class(toy, backward_difference):
-    """The config check, ``auto`` and the engine read the registry: the new name is accepted,
-    runs, and is not picked by ``auto`` (it does not claim to meet the criterion)."""
-    job = resolve("toy", "blobs", "cpu", sets=[f"reweight.hypergrad={backward_difference}"])
-    assert job.cfg.reweight.hypergrad == backward_difference
-    assert estimators.resolve(dataclasses.replace(job.cfg, reweight=dataclasses.replace(
-        job.cfg.reweight, hypergrad="auto"))) == "fd-forward"
-    got, expected = check(unrolled.config("sgd", hypergrad=backward_difference))
+def test_a_new_estimator_is_one_registered_class(toy):
+    """A plugin's estimator (the toy plugin's ``toy-backward``): the config check, ``auto`` and
+    the engine read the registry, so the new name is accepted, runs, and is not picked by
+    ``auto`` (it does not claim to meet the criterion)."""
+    job = resolve("toy", "blobs", "cpu", sets=["reweight.hypergrad=toy-backward"])
+    assert job.cfg.reweight.hypergrad == "toy-backward"
+    assert estimators.choose(dataclasses.replace(job.cfg, reweight=dataclasses.replace(
+        job.cfg.reweight, hypergrad="auto")))[0] == "fd-forward"
+    got, expected = check(unrolled.config("sgd", hypergrad="toy-backward"))
     assert rel_err(got, expected) < TOL["fd-forward"]

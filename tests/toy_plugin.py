@@ -21,17 +21,20 @@ from tapweight import (
     DatasetSpec,
     Domain,
     DomainData,
+    Estimator,
+    EstimatorSpec,
     ExportFormat,
     HeadSpec,
     Inputs,
     LoggerSpec,
+    MethodSpec,
     ObjectiveSpec,
     Predictor,
     Table,
     TapweightError,
     TaskSpec,
     Weighting,
-    WeightingSpec,
+    directional_fd,
     hookimpl,
     load_backbone,
 )
@@ -247,9 +250,27 @@ class Trend(Weighting):
         self.mean, self.last = state["mean"], state["last"]
 
 
+class BackwardDifference(Estimator):
+    """A hypergradient estimator as a plugin writes one: θ − εd against level I's own L(θ)
+    (one forward, O(ε), rounding like level I's); never ``auto``'s choice (``default`` unset)."""
+
+    cost, precision = 1.0, "level_one"
+
+    def directional(self, step, direction):
+        one = step.pretrain
+        flipped = [None if d is None else -d for d in direction]
+        return -directional_fd(lambda ps: one.evaluate(ps, self.precision), one.theta, flipped,
+                               self.settings.fd_radius, one.local_losses)
+
+
 @hookimpl
-def register_weightings(register):
-    register(WeightingSpec("toy-trend", Trend, "running mean of the hypergradient, with state"))
+def register_estimators(register):
+    register(EstimatorSpec("toy-backward", BackwardDifference, "θ − εd against level I's losses"))
+
+
+@hookimpl
+def register_methods(register):
+    register(MethodSpec("toy-trend", Trend, "running mean of the hypergradient, with state"))
 
 
 @hookimpl

@@ -19,7 +19,8 @@ from tapweight.config import option_rows
 from tapweight.errors import TapweightError
 from tapweight.plugin import manager as plugin_manager
 
-LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods", "options")
+LISTABLE = ("domains", "tasks", "objectives", "backbones", "heads", "datasets", "loggers", "methods", "estimators",
+            "options")
 
 
 def list_command(what: Annotated[str, typer.Argument(help=" | ".join(LISTABLE))] = "tasks",

@@ -41,7 +41,7 @@ def show(run_dir: Path, full_config: bool = False) -> None:
             if line:
                 out.print(f"{csv.parent.name}: {line}", **plain)
     out.print("used:", **plain)
-    for line in used_lines(run_dir, domain):
+    for line in used_lines(run_dir, domain) + estimator_lines(run_dir):
         out.print(f"  {line}", **plain)
     if full_config:
         out.print(f"config.yaml:\n{(run_dir / 'config.yaml').read_text().rstrip()}", **plain)
@@ -77,6 +77,17 @@ def used_lines(run_dir: Path, domain: str) -> list[str]:
         options = ", ".join(f"{k}={v}" for k, v in vars(cfg.options).items())
         lines.append(f"{domain} options: {options}")
     return lines
+
+
+def estimator_lines(run_dir: Path) -> list[str]:
+    """Which estimator computed the hypergradient and why: metrics.json's, or while the run is
+    going, the line log.txt has of it (none for a method that reads no hypergradient)."""
+    metrics, run_log = run_dir / "metrics.json", run_dir / "log.txt"
+    if metrics.is_file():
+        chosen = read_summary(metrics).get("estimator")
+        return [f"hypergradient by {chosen['name']}: {chosen['reason']}"] if chosen else []
+    lines = run_log.read_text(errors="replace").splitlines() if run_log.is_file() else []
+    return [line[line.index("hypergradient by "):] for line in lines if "hypergradient by " in line][-1:]
 
 
 def _level(name: str, cfg: RunConfig) -> str:

@@ -42,6 +42,7 @@ from tapweight.job.saved import BACKBONE_FILE, MODEL_FILE
 from tapweight.job.seed import CHECKPOINT
 from tapweight.job.session import Session
 from tapweight.job.summary import mean_pm_std
+from tapweight.method import estimators
 from tapweight.method.batches import check_batch_size
 from tapweight.plugin.manager import build_registry
 from tapweight.plugin.registry import Registry
@@ -204,6 +205,7 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
              job.preset, out)
     log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
              table.labels.shape[1], table.source or job.task.dataset)
+    chosen = estimator(job, device)
     seeds = list(cfg.seeds) or [cfg.seed]
     results = {}
     for k in seeds:
@@ -212,7 +214,7 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
                                  device, quiet)
         session.progressed()
     summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
-               "metric": job.task.metric, "seeds": results, **summarize(results)}
+               "metric": job.task.metric, "seeds": results, **summarize(results), **chosen}
     folders = [out / f"seed{s}" for s in seeds]
     if main:
         write_json(summary, out / "metrics.json")
@@ -222,6 +224,17 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
     if main:
         log.info("%s", kept_line(folders, cfg.keep_checkpoint))
     return summary
+
+
+def estimator(job: Job, device: torch.device) -> dict:
+    """``{"estimator": {"name", "reason"}}``: which estimator computes the run's hypergradient
+    on ``device`` and why (``auto``'s choice, :func:`tapweight.method.estimators.choose`), also
+    logged; ``{}`` for a method that reads no hypergradient."""
+    if not seed.weighting(job).hypergradient:
+        return {}
+    name, reason = estimators.choose(job.cfg, device, job.registry)
+    log.info("hypergradient by %s: %s", name, reason)
+    return {"estimator": {"name": name, "reason": reason}}
 
 
 #: what a finished seed folder keeps, and what each file is for

@@ -16,9 +16,8 @@ Each level returns a frozen record (method/levels.py): level I's :class:`LevelOn
 the step, the objectives' losses, its batches, the rate and, for Adam, the preconditioner it
 used), level II's :class:`LevelTwo`, and level III's :class:`LevelThree` (u = ∇_w L_val(w'),
 the hypergradient), which reads the ``unroll`` (level I, level II) pairs of its global step.
-The weighting reads a :class:`Signal` made of the records. What survives a step (α, the
-optimizers and schedulers, the GradScalers, the weighting's own state) is the engine's
-:class:`State`, the checkpoint's content with θ, w and the batch streams. A step that AMP's
+The weighting reads a :class:`Signal` made of the records. What survives a step is the
+engine's :class:`State` (method/state.py), which the checkpoint saves. A step that AMP's
 GradScaler skips (inf/NaN gradients) leaves θ' = θ or w' = w, so its level III is skipped too.
 """
 
@@ -30,7 +29,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -46,7 +44,8 @@ from tapweight.method.levels import InnerStep, LevelOne, LevelThree, LevelTwo, P
 from tapweight.method.metrics import best_offset, overconfidence, task_loss
 from tapweight.method.models import PretrainModel, TaskModel, backbone_params, float32, frozen_running_stats, replay_rng
 from tapweight.method.optim import build_optimizer, build_scheduler, current_lr, preconditioner
-from tapweight.method.weightings import AlphaOptimizer, Signal, Weighting, default_weighting
+from tapweight.method.state import State
+from tapweight.method.weightings import Signal, Weighting, default_weighting
 from tapweight.method.weightings.gradients import ObjectiveGradients
 
 log = logging.getLogger(__name__)
@@ -65,38 +64,6 @@ class NonFiniteLoss(TapweightError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
-
-
-@dataclass
-class State:
-    """What survives a global step: the steps taken and their records (``history``), the
-    logits α, each level's optimizer and scheduler, fp16's GradScalers of levels I and II, and
-    the weighting (whose ``state_dict`` holds what its rule keeps). The checkpoint saves it
-    (with θ, w and the batch streams: :meth:`Engine.state_dict`)."""
-
-    alpha: torch.nn.Parameter
-    weighting: Weighting
-    opt_pretrain: torch.optim.Optimizer
-    opt_finetune: torch.optim.Optimizer
-    opt_reweight: torch.optim.Optimizer
-    sched_pretrain: torch.optim.lr_scheduler.LRScheduler
-    sched_finetune: torch.optim.lr_scheduler.LRScheduler
-    sched_reweight: torch.optim.lr_scheduler.LRScheduler
-    scaler_pretrain: torch.amp.GradScaler
-    scaler_finetune: torch.amp.GradScaler
-    step: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def checkpointed(self) -> tuple:
-        """(key, objects) of the optimizers, schedulers and scalers a checkpoint holds."""
-        return (("optimizers", (self.opt_pretrain, self.opt_finetune, self.opt_reweight)),
-                ("schedulers", (self.sched_pretrain, self.sched_finetune, self.sched_reweight)),
-                ("scalers", (self.scaler_pretrain, self.scaler_finetune)))
-
-    @property
-    def reweight(self) -> AlphaOptimizer:
-        """α with level III's optimizer and scheduler, as a weighting steps it."""
-        return AlphaOptimizer(self.alpha, self.opt_reweight, self.sched_reweight)
 
 
 class Engine:
@@ -134,9 +101,7 @@ class Engine:
         self.w_names = ([n for n, _ in w_named if n.startswith("backbone.")]
                         + [n for n, _ in w_named if n.startswith("head.")])
         self.w_params = self.w_backbone + [p for p in self.w.head.parameters() if p.requires_grad]
-        if self.n_backbone != len(self.w_backbone):
-            raise ValueError("θ and w backbones differ: the proximal term needs the same parameters")
-        self.parameter_names = Names.matched(self.theta_names, self.w_names)
+        self.parameter_names = Names.matched(self.theta_names, self.w_names)  # θ_b and w_b, paired by name
         self.gradients = ObjectiveGradients.of(weighting, self.theta_names, self.theta_params, self.n_backbone)
 
         steps, unroll = cfg.steps, cfg.reweight.unroll
@@ -145,6 +110,7 @@ class Engine:
             [{"params": self.w_backbone}, {"params": self.w_params[self.n_backbone:]}], cfg.finetune)
         opt_reweight = build_optimizer([alpha], cfg.reweight)
         self.state = State(
+            self.theta, self.w, {"corpus": corpus, "train": train, "val": val},
             alpha, weighting, opt_pretrain, opt_finetune, opt_reweight,
             build_scheduler(opt_pretrain, cfg.pretrain, steps * unroll),
             build_scheduler(opt_finetune, cfg.finetune, steps * unroll),
@@ -161,10 +127,6 @@ class Engine:
     def alpha(self) -> torch.nn.Parameter:
         """The logits α (the state's)."""
         return self.state.alpha
-
-    @property
-    def weighting(self) -> Weighting:
-        return self.state.weighting
 
     @property
     def step_count(self) -> int:
@@ -341,11 +303,11 @@ class Engine:
         values = {"val_loss": float(mean_loss), "val_overconfidence": float(mean_overconfidence)}
         if any(s.pretrain.skipped or s.finetune.skipped for s in steps):  # θ' = θ or w' = w
             log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients): λ stays", self.step_count + 1)
-            zero = torch.zeros(len(self.names), dtype=torch.float64) if self.weighting.hypergradient else None
+            zero = torch.zeros(len(self.names), dtype=torch.float64) if self.state.weighting.hypergradient else None
             return LevelThree(values, hypergrad=zero, skipped=True)
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
         u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
-        if not self.weighting.hypergradient:
+        if not self.state.weighting.hypergradient:
             return LevelThree(values, u=u)
         problem = Problem(steps=list(steps), u=u, gamma=self.cfg.finetune.gamma, names=self.parameter_names,
                           theta_after=[p.detach() for p in self.theta_params])
@@ -420,7 +382,7 @@ class Engine:
             record.update(three.values)
         signal = self.signal(one, three)
         if not signal.skipped:
-            alpha = self.weighting.update(signal)
+            alpha = self.state.weighting.update(signal)
             with torch.no_grad():
                 self.alpha.copy_(alpha.to(self.alpha))
         record.update(signal.record(self.names))
@@ -432,23 +394,7 @@ class Engine:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        streams = {"corpus": self.corpus, "train": self.train, "val": self.val}
-        return {"step": self.step_count, "history": self.history, "alpha": self.alpha.detach().cpu(),
-                "theta": self.theta.state_dict(), "w": self.w.state_dict(),
-                **{key: [o.state_dict() for o in objects] for key, objects in self.state.checkpointed()},
-                "streams": {k: s.state_dict() for k, s in streams.items() if s is not None},
-                "weighting": self.weighting.state_dict()}
+        return self.state.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.state.step, self.state.history = state["step"], list(state["history"])
-        with torch.no_grad():
-            self.alpha.copy_(state["alpha"].to(self.device))
-        self.theta.load_state_dict(state["theta"])
-        self.w.load_state_dict(state["w"])
-        for key, objects in self.state.checkpointed():
-            for obj, s in zip(objects, state[key]):
-                obj.load_state_dict(s)
-        streams = {"corpus": self.corpus, "train": self.train, "val": self.val}
-        for key, s in state["streams"].items():
-            streams[key].load_state_dict(s)
-        self.weighting.load_state_dict(state.get("weighting", {}))  # older checkpoints: static rules
+        self.state.load_state_dict(state)

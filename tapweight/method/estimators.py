@@ -1,21 +1,26 @@
-"""The hypergradient's estimators, registered by name: what ``reweight.hypergrad`` selects.
+"""The hypergradient's estimators: what ``reweight.hypergrad`` selects, and ``auto``'s choice.
 
 An estimator takes the K directional derivatives ⟨∇L_k(θ), d⟩ of eq. (1) of hypergrad.py
 (``directional``), or the whole implicit hypergradient of eq. (2) (``implicit``, with
-``needs_hessians``). A new one is one registered class (and its tests), e.g. a backward
-difference (θ − εd) against level I's own losses::
+``needs_hessians``). Each is one :class:`Estimator` class, registered through the
+``register_estimators`` hook as an ``EstimatorSpec`` (the core's in tapweight/plugin/builtins.py,
+a plugin's in its own module), e.g. a backward difference (θ − εd) against level I's own losses::
 
-    @ESTIMATORS.register("fd-backward")
     class BackwardDifference(Estimator):
         cost, precision = 1.0, "level_one"
 
         def directional(self, step, direction):
+            one = step.pretrain
             flipped = [None if d is None else -d for d in direction]
-            return -directional_fd(lambda ps: step.pretrain.evaluate(ps, self.precision), step.pretrain.theta, flipped,
-                                   self.settings.fd_radius, step.pretrain.local_losses)
+            return -directional_fd(lambda ps: one.evaluate(ps, self.precision), one.theta, flipped,
+                                   self.settings.fd_radius, one.local_losses)
 
-The config check (:func:`check`), ``auto`` (:func:`resolve`), the engine (:func:`build`) and
-the benchmarks (bench/workload.py, bench/estimators.py) read this table and nothing else.
+    @hookimpl
+    def register_estimators(register):
+        register(EstimatorSpec("fd-backward", BackwardDifference, "θ − εd against level I's losses"))
+
+The config check (:func:`check`), ``auto`` (:func:`choose`), the engine (:func:`build`) and
+the benchmarks (bench/workload.py, bench/estimators.py) read that registry and nothing else.
 
 **``auto``** is the cheapest estimator (``cost``: extra forwards of the level I batch) that
 is ``default``-grade for the run's settings: its error, measured on real batches by
@@ -26,8 +31,7 @@ selectable: ``jvp`` (forward mode) and ``fd`` (a central difference in float32).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -42,29 +46,22 @@ from tapweight.method.hypergrad import (
 )
 from tapweight.method.inverse import conjugate_gradient, largest_eigenvalue, neumann, warn_once
 from tapweight.method.levels import InnerStep, Precision, Vector
+from tapweight.plugin.lazy import deferred
 
-
-class Registry(dict):
-    """Name → class, filled by the ``register(name)`` decorator (which sets ``cls.name``)."""
-
-    def register(self, name: str) -> Callable[[type], type]:
-        def add(cls: type) -> type:
-            if name in self:
-                raise ValueError(f"estimator '{name}' is registered twice")
-            cls.name = name
-            self[name] = cls
-            return cls
-
-        return add
-
-
-ESTIMATORS: Registry = Registry()
+if TYPE_CHECKING:
+    from tapweight.plugin.registry import Registry
+    from tapweight.plugin.specs import EstimatorSpec
 
 
 class Estimator:
-    """One way of computing the hypergradient; ``settings`` is the run's ``cfg.reweight``."""
+    """One way of computing the hypergradient; ``settings`` is the run's ``cfg.reweight``.
 
-    name: ClassVar[str] = ""
+    Its class attributes are what ``auto`` reads: ``cost``, ``exact``, ``default`` with
+    :meth:`default_for` (in which settings it meets the default's criterion), :meth:`refuses`
+    (which settings it cannot compute), and ``precision``. ``name`` is its registered name.
+    """
+
+    name: str = ""
     #: extra no-grad forwards of the level I batch per inner step, as ``bench step`` measures them
     cost: ClassVar[float] = float("inf")
     #: the error is rounding only (the exactness tests hold it to 1e-6)
@@ -101,7 +98,6 @@ class Estimator:
         raise NotImplementedError
 
 
-@ESTIMATORS.register("fd")
 class CentralDifference(Estimator):
     """Two no-grad float32 forwards (no TF32) at θ ± εd: O(ε²), Betty's ``darts`` scheme (at 0.01).
     ``auto`` picks it at unroll 1 where ``fd-forward`` cannot run (``hyper_fraction < 1``)."""
@@ -117,7 +113,6 @@ class CentralDifference(Estimator):
                               self.settings.fd_radius)
 
 
-@ESTIMATORS.register("fd-forward")
 class ForwardDifference(Estimator):
     """One no-grad forward at θ + εd, less level I's own L(θ): O(ε), at the floor of a full-batch
     estimate (plain + one forward). The forward runs exactly as level I did (its autocast and
@@ -148,7 +143,6 @@ class ForwardDifference(Estimator):
                               self.settings.fd_radius, step.pretrain.local_losses)
 
 
-@ESTIMATORS.register("jvp")
 class ForwardMode(Estimator):
     """One forward-mode JVP (torch.func.jvp) in float32, TF32 allowed: exact; the default for
     unroll > 1, where the differences' errors would add up over the T inner steps."""
@@ -184,7 +178,6 @@ class Implicit(Estimator):
         raise NotImplementedError
 
 
-@ESTIMATORS.register("neumann")
 class NeumannSeries(Implicit):
     """H⁻¹ by ``iterations`` Neumann terms, the step 1/‖H‖ by power iteration unless set."""
 
@@ -203,7 +196,6 @@ class NeumannSeries(Implicit):
         return x
 
 
-@ESTIMATORS.register("cg")
 class ConjugateGradient(Implicit):
     """H⁻¹ by ``iterations`` conjugate-gradient steps, stopping at relative residual ``cg_tol``."""
 
@@ -211,34 +203,71 @@ class ConjugateGradient(Implicit):
         return conjugate_gradient(hvp, v, self.settings.iterations, self.settings.cg_tol)
 
 
-def names() -> list[str]:
+def registered(registry: Registry | None = None) -> dict[str, EstimatorSpec]:
+    """The estimators the plugins register (``registry``: the loaded plugins' by default),
+    in registration order, the core's first."""
+    if registry is None:
+        from tapweight.plugin.manager import build_registry
+
+        registry = build_registry()
+    return registry.tables["estimators"]
+
+
+def classes(registry: Registry | None = None) -> dict[str, type[Estimator]]:
+    """Name → :class:`Estimator` subclass of every registered estimator."""
+    found = {}
+    for name, spec in registered(registry).items():
+        cls = spec.estimator.resolve() if isinstance(spec.estimator, deferred) else spec.estimator
+        if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+            raise TapweightError(f"estimator '{name}' registers a {type(cls).__name__}, not a tapweight "
+                                 "Estimator subclass")
+        found[name] = cls
+    return found
+
+
+def names(registry: Registry | None = None) -> list[str]:
     """What ``reweight.hypergrad`` accepts."""
-    return ["auto", *ESTIMATORS]
+    return ["auto", *registered(registry)]
 
 
-def resolve(cfg, device: torch.device | None = None) -> str:
-    """The estimator's name: ``cfg.reweight.hypergrad``, or for ``auto`` the cheapest
-    ``default``-grade one that can run ``cfg`` on ``device`` (None: the CPU; the cheapest exact
+def choose(cfg, device: torch.device | None = None, registry: Registry | None = None) -> tuple[str, str]:
+    """The estimator that computes ``cfg``'s hypergradient on ``device`` (None: the CPU), and
+    why, as one phrase for the run's log: ``cfg.reweight.hypergrad`` when it names one; for
+    ``auto`` the cheapest ``default``-grade estimator that can run ``cfg`` (the cheapest exact
     one if none can: its refusal is then the config error)."""
     chosen = cfg.reweight.hypergrad
     if chosen != "auto":
-        return chosen
-    fits = [(cls.cost, name) for name, cls in ESTIMATORS.items()
-            if cls.default_for(cfg, device) and not cls.refuses(cfg)]
-    exact = [(cls.cost, name) for name, cls in ESTIMATORS.items() if cls.exact]
-    return min(fits or exact)[1]
+        return chosen, f"reweight.hypergrad={chosen}"
+    table = classes(registry)
+    fits = sorted((cls.cost, name) for name, cls in table.items()
+                  if cls.default_for(cfg, device) and not cls.refuses(cfg))
+    settings = (f"unroll {cfg.reweight.unroll}, amp {cfg.amp}, hyper_fraction {cfg.reweight.hyper_fraction:g}, "
+                f"on {'the CPU' if device is None else device.type}")
+    if not fits:
+        name = min((cls.cost, name) for name, cls in table.items() if cls.exact)[1]
+        return name, f"auto: no default-grade estimator runs these settings ({settings}); the cheapest exact one"
+    cost, name = fits[0]
+    cheaper = [f"{n} ({cls.refuses(cfg) or 'not measured to meet it at these settings'})"
+               for n, cls in table.items() if cls.default and cls.cost < cost]
+    reason = (f"auto: the cheapest estimator measured to meet the default's accuracy criterion at these "
+              f"settings ({settings}), {cost:g} extra forward(s) of the level I batch")
+    return name, reason + (f"; not {', not '.join(cheaper)}" if cheaper else "")
 
 
-def check(cfg) -> None:
+def check(cfg, registry: Registry | None = None) -> None:
     """One line naming the problem if ``cfg.reweight.hypergrad`` is unknown or cannot run ``cfg``."""
-    chosen = cfg.reweight.hypergrad
-    if chosen not in names():
-        raise TapweightError(f"reweight.hypergrad must be one of {', '.join(names())}, got '{chosen}'")
-    reason = ESTIMATORS[resolve(cfg)].refuses(cfg)
+    chosen, known = cfg.reweight.hypergrad, names(registry)
+    if chosen not in known:
+        raise TapweightError(f"reweight.hypergrad must be one of {', '.join(known)}, got '{chosen}'")
+    reason = classes(registry)[choose(cfg, None, registry)[0]].refuses(cfg)
     if reason:
         raise TapweightError(reason)
 
 
-def build(cfg, device: torch.device | None = None) -> Hypergradient:
-    """The run's hypergradient on ``device``: its estimator (``auto`` resolved) and ``reweight.scale``."""
-    return Hypergradient(ESTIMATORS[resolve(cfg, device)](cfg), cfg.reweight.scale)
+def build(cfg, device: torch.device | None = None, registry: Registry | None = None) -> Hypergradient:
+    """The run's hypergradient on ``device``: its estimator (``auto`` chosen, the reason kept
+    as ``reason``) and ``reweight.scale``."""
+    name, reason = choose(cfg, device, registry)
+    estimator = classes(registry)[name](cfg)
+    estimator.name = name
+    return Hypergradient(estimator, cfg.reweight.scale, reason)

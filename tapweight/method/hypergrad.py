@@ -252,8 +252,8 @@ class Hypergradient:
     or reverse mode for unroll > 1, from the estimator's directional derivatives; eq. (2)
     from an implicit one (``needs_hessians``). ``scale`` as in the module docstring."""
 
-    def __init__(self, estimator, scale: str = "reference"):
-        self.estimator, self.scale = estimator, scale
+    def __init__(self, estimator, scale: str = "reference", reason: str = ""):
+        self.estimator, self.scale, self.reason = estimator, scale, reason  # reason: why this estimator
 
     @property
     def method(self) -> str:

@@ -1,6 +1,7 @@
 """The core's own plugin: domain-independent heads, probe objectives, the built-in
-experiment trackers (:mod:`tapweight.job.trackers`) and weighting methods
-(:mod:`tapweight.method.weightings`), registered like any plugin's.
+experiment trackers (:mod:`tapweight.job.trackers`), weighting methods
+(:mod:`tapweight.method.weightings`) and hypergradient estimators
+(:mod:`tapweight.method.estimators`), registered like any plugin's.
 
 Registration imports nothing heavy (the command line lists these without torch); the
 builders import torch when a run calls them.
@@ -8,7 +9,7 @@ builders import torch when a run calls them.
 
 from tapweight.plugin.hookspecs import hookimpl
 from tapweight.plugin.lazy import deferred
-from tapweight.plugin.specs import HeadSpec, LoggerSpec, ObjectiveSpec, WeightingSpec
+from tapweight.plugin.specs import EstimatorSpec, HeadSpec, LoggerSpec, MethodSpec, ObjectiveSpec
 
 
 def _linear(in_dim: int, n_outputs: int, cfg):
@@ -69,6 +70,23 @@ WEIGHTINGS = (
 
 
 @hookimpl
-def register_weightings(register):
+def register_methods(register):
     for name, target, description, *argument in WEIGHTINGS:
-        register(WeightingSpec(name, deferred(f"{_RULES}.{target}"), description, *argument))
+        register(MethodSpec(name, deferred(f"{_RULES}.{target}"), description, *argument))
+
+
+#: (name, class in tapweight.method.estimators, description) of the core's estimators, ``auto``
+#: aside (docs/method.md)
+ESTIMATORS = (
+    ("fd", "CentralDifference", "central difference, two float32 forwards at θ ± εd (Betty's darts)"),
+    ("fd-forward", "ForwardDifference", "one forward at θ + εd less level I's own losses"),
+    ("jvp", "ForwardMode", "one forward-mode JVP: exact"),
+    ("neumann", "NeumannSeries", "implicit (IFT): inverse Hessians by Neumann series"),
+    ("cg", "ConjugateGradient", "implicit (IFT): inverse Hessians by conjugate gradients"),
+)
+
+
+@hookimpl
+def register_estimators(register):
+    for name, cls, description in ESTIMATORS:
+        register(EstimatorSpec(name, deferred(f"tapweight.method.estimators:{cls}"), description))

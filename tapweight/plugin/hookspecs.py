@@ -80,14 +80,26 @@ def register_loggers(register):
 
 
 @hookspec
-def register_weightings(register):
-    """Register weighting methods: ``register(WeightingSpec(name, build))``.
+def register_methods(register):
+    """Register weighting methods: ``register(MethodSpec(name, build))``.
 
     ``build(cfg, argument)`` returns a fresh ``tapweight.Weighting`` for one seed: the rule
     that sets λ at every global step from what the engine exposes (a ``Signal``: the
     objectives' losses, the hypergradient dL_val/dλ, each objective's gradient norm and its
     cosine with w's validation gradient, as the rule declares it needs them). Users choose it
     with ``--method <name>`` and set its options with ``--set weighting.<name>.<option>=...``.
+    """
+
+
+@hookspec
+def register_estimators(register):
+    """Register hypergradient estimators: ``register(EstimatorSpec(name, estimator))``.
+
+    ``estimator`` is a ``tapweight.Estimator`` subclass: ``directional(step, direction)``
+    returns the K directional derivatives ⟨∇L_k(θ), d⟩ of one inner step (or, with
+    ``needs_hessians``, ``implicit(problem)`` the whole hypergradient), and its class
+    attributes say its cost, precision, exactness and the settings it suits, which ``auto``
+    weighs. Users choose it with ``--set reweight.hypergrad=<name>``.
     """
 
 

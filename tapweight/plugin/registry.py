@@ -19,11 +19,12 @@ from tapweight.plugin.specs import (
     BackboneSpec,
     DatasetSpec,
     Domain,
+    EstimatorSpec,
     HeadSpec,
     LoggerSpec,
+    MethodSpec,
     ObjectiveSpec,
     TaskSpec,
-    WeightingSpec,
 )
 
 #: registry kind -> (hook that fills it, spec type)
@@ -35,10 +36,11 @@ KINDS: dict[str, tuple[str, type]] = {
     "datasets": ("register_datasets", DatasetSpec),
     "tasks": ("register_tasks", TaskSpec),
     "loggers": ("register_loggers", LoggerSpec),
-    "methods": ("register_weightings", WeightingSpec),
+    "methods": ("register_methods", MethodSpec),
+    "estimators": ("register_estimators", EstimatorSpec),
 }
 #: kinds whose names are plain words, not namespaced by domain: they serve every domain
-PLAIN = ("domains", "loggers", "methods")
+PLAIN = ("domains", "loggers", "methods", "estimators")
 CORE = "core"
 #: first-party plugins kept in tapweight's repository, each a package of its own (not in the
 #: tapweight distribution): domain -> (module, folder in the repository)

@@ -236,7 +236,7 @@ class LoggerSpec:
 
 
 @dataclass(frozen=True)
-class WeightingSpec:
+class MethodSpec:
     """A weighting method, chosen with ``--method NAME`` (``NAME:ARG`` when ``argument`` is set).
 
     ``build(cfg, argument) -> Weighting`` returns a fresh
@@ -255,6 +255,22 @@ class WeightingSpec:
     def usage(self) -> str:
         """How ``--method`` names it: ``single:<objective>``, ``tapweight``."""
         return f"{self.name}:<{self.argument}>" if self.argument else self.name
+
+
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """A hypergradient estimator, chosen with ``--set reweight.hypergrad=NAME`` (or by ``auto``).
+
+    ``estimator`` is a subclass of ``tapweight.Estimator`` (or a ``deferred("module:Class")``
+    standing for one, so that registering imports no torch); its class attributes say what
+    ``auto`` weighs: its ``cost`` (extra forwards of the level I batch), its ``precision``,
+    whether it is ``exact``, and in which settings it meets the default's accuracy criterion
+    (``default_for``) or cannot run (``refuses``). Names are plain words (``fd``, ``jvp``).
+    """
+
+    name: str
+    estimator: Any
+    description: str = ""
 
 
 @dataclass(frozen=True)

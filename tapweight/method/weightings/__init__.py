@@ -1,7 +1,7 @@
 """Weighting methods: how λ is decided, one registered rule per ``--method`` name.
 
 Each rule is a :class:`~tapweight.method.weightings.base.Weighting` registered through the
-``register_weightings`` hook (docs/hooks.md); the core's own (plugin ``core``, registered in
+``register_methods`` hook (docs/hooks.md); the core's own (plugin ``core``, registered in
 :mod:`tapweight.plugin.builtins`) live one family per module:
 
 - static.py: ``none``, ``uniform``, ``fixed``, ``single:<objective>``;

@@ -7,16 +7,15 @@ so that the reference is read from the code and cannot drift from it (and is nev
   ``tapweight.commands.cli:app`` with its usage, arguments and options, as ``--help`` gives them;
 - ``<!-- reference: config -->`` (configuration.md): every config key of tapweight/config.py's
   dataclasses, then the built-in domains' options, with its type, default and meaning. The
-  meaning is the comment on the field's line, after the comment lines right above it; a field
-  a subclass redefines without a comment keeps its parent's. Sources are parsed, not imported.
+  meaning is the field's ``setting(default, "meaning")`` text; a field a subclass redefines
+  without one keeps its parent's. Sources are parsed, not imported (a domain's extra need not
+  be installed to build the site).
 """
 
 from __future__ import annotations
 
 import ast
-import io
 import re
-import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,18 +96,14 @@ def _fields(classes: dict, cls: str) -> list[tuple[str, str, str, str]]:
     for base in classes[cls]["bases"]:
         merged.update((f[0], f) for f in _fields(classes, base))
     for name, annotation, default, meaning in classes[cls]["fields"]:
-        inherited = merged.get(name, ("", "", "", ""))[3]  # a redefinition's comment adds to its base's
-        meaning = "; ".join(m for m in (inherited, meaning) if m)
-        merged[name] = (name, annotation, default, meaning)
+        inherited = merged.get(name, ("", "", "", ""))[3]  # a redefinition without a text keeps its base's
+        merged[name] = (name, annotation, default, meaning or inherited)
     return list(merged.values())
 
 
 def _dataclasses(path: Path) -> dict[str, dict]:
     """Each class of a module: its bases (in the module), docstring and annotated fields."""
     source = path.read_text()
-    comments = {t.start[0]: t.string.lstrip("#").strip()
-                for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
-    lines = source.splitlines()
     classes = {}
     for node in ast.parse(source).body:
         if not isinstance(node, ast.ClassDef):
@@ -116,13 +111,10 @@ def _dataclasses(path: Path) -> dict[str, dict]:
         fields = []
         for item in node.body:
             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
-                above, line = [], item.lineno - 1
-                while line >= 1 and lines[line - 1].strip().startswith("#"):
-                    above.insert(0, comments[line])
-                    line -= 1
-                after = [comments[n] for n in range(item.lineno, item.end_lineno + 1) if n in comments]
-                default = _default(source, item.value)
-                fields.append((item.target.id, ast.unparse(item.annotation), default, " ".join(above + after)))
+                value, meaning = item.value, ""
+                if isinstance(value, ast.Call) and getattr(value.func, "id", "") == "setting":
+                    value, meaning = value.args[0], ast.literal_eval(value.args[1])
+                fields.append((item.target.id, ast.unparse(item.annotation), _default(source, value), meaning))
         bases = [b.id for b in node.bases if isinstance(b, ast.Name)]
         doc = " ".join((ast.get_docstring(node) or "").split())
         classes[node.name] = {"bases": [b for b in bases if b in classes], "doc": doc, "fields": fields}

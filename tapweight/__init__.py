@@ -18,7 +18,7 @@ import os
 if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors only (commands/cli.py),
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
-from tapweight.config import RunConfig, check_options
+from tapweight.config import RunConfig, check_options, setting
 from tapweight.errors import TapweightError, run_main
 from tapweight.job.log import adopt_library_handlers
 from tapweight.paths import cache_dir, data_dir
@@ -60,7 +60,7 @@ __all__ = [
     "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Signal", "Split",
     "Table", "TaskSpec", "TapweightError", "Weighting", "MethodSpec", "adopt_library_handlers", "cache_dir",
     "check_options", "computed_once", "container", "data_dir", "deferred", "hookimpl", "load_backbone", "load_into",
-    "plain", "random_split", "read_weights", "require", "run", "run_main",
+    "plain", "random_split", "read_weights", "require", "run", "run_main", "setting",
 ]
 
 

@@ -8,6 +8,7 @@ Domain options live under ``options`` and may be written ``<domain>.<option>``.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
@@ -20,20 +21,30 @@ from omegaconf.errors import OmegaConfBaseException
 from tapweight.errors import TapweightError
 
 
+def setting(default: Any, text: str) -> Any:
+    """A config field and what it means, ``lr: float = setting(0.02, "learning rate")``: the
+    text is the field's metadata, which ``tapweight list options`` and the configuration page
+    read (:func:`field_help`). A list or dict default is copied for every instance. The domains'
+    option dataclasses document their fields the same way."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class LevelConfig:
     """Optimizer, schedule and batch size of one level."""
 
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.02  # learning rate (the scheduler's start)
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 1e-5  # weight decay (1e-5: ImageMol's SGD setting)
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam(W) only
-    scheduler: str = "step"  # constant | step | warmup | cosine
-    step_size: int = 100  # StepLR(100, 0.9), as the reference code
-    decay: float = 0.9  # the step schedule's factor every step_size steps
-    warmup_steps: int = 0  # linear warm-up for "warmup" and "cosine"
-    batch_size: int = 64  # examples per step (global: split over torchrun's processes)
+    optimizer: str = setting("sgd", "sgd | adam | adamw")
+    lr: float = setting(0.02, "learning rate (the scheduler's start)")
+    momentum: float = setting(0.9, "SGD only")
+    weight_decay: float = setting(1e-5, "weight decay (1e-5: ImageMol's SGD setting)")
+    betas: list[float] = setting([0.9, 0.999], "Adam(W) only")
+    scheduler: str = setting("step", "constant | step | warmup | cosine")
+    step_size: int = setting(100, "StepLR(100, 0.9), as the reference code")
+    decay: float = setting(0.9, "the step schedule's factor every step_size steps")
+    warmup_steps: int = setting(0, "linear warm-up for \"warmup\" and \"cosine\"")
+    batch_size: int = setting(64, "examples per step (global: split over torchrun's processes)")
 
 
 @dataclass
@@ -42,40 +53,41 @@ class PretrainConfig(LevelConfig):
 
     lr: float = 0.02
     batch_size: int = 1024
-    accumulate: int = 1  # micro-batches per level-I step (batch_size is per micro-batch)
+    accumulate: int = setting(1, "micro-batches per level-I step (batch_size is per micro-batch)")
 
 
 @dataclass
 class FinetuneConfig(LevelConfig):
     """Level II: w ← w − η₂ ∇ [L_ft(w; D_train) + γ‖w_b − θ‖²]."""
 
-    lr: float = 0.05  # the paper's level II rate for ImageMol
-    gamma: float = 1e-3  # proximal strength γ, the paper's value for ImageMol
+    lr: float = setting(0.05, "learning rate, the paper's level II rate for ImageMol")
+    gamma: float = setting(1e-3, "proximal strength γ, the paper's value for ImageMol")
 
 
 @dataclass
 class ReweightConfig(LevelConfig):
     """Level III: α ← α − η₃ ∂L_val/∂α, λ = softmax(α); the hypergradient: method/hypergrad.py."""
 
-    lr: float = 200.0  # the reference code's α learning rate (Betty darts scale)
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    # auto (the cheapest that meets the default's accuracy criterion) | fd-forward | fd | jvp | neumann | cg:
-    # tapweight/method/estimators.py, where each is registered
-    hypergrad: str = "auto"
-    scale: str = "reference"  # reference (Betty darts, no η₁η₂) | exact (× η₁η₂)
-    fd_radius: float = 0.001  # ‖ε·direction‖ of the finite differences: docs/benchmarks.md, "The default estimator"
-    preconditioner: str = "exact"  # exact (Adam's step differentiated) | identity (every step as SGD)
-    # plain | offset_free: L_val with each label's offset refitted on the validation batch
-    # (bce tasks; under torchrun on each rank's shard), so that a label prior that differs
-    # between the train and validation splits, as on a scaffold split, does not count
-    val_loss: str = "plain"
-    hyper_fraction: float = 1.0  # share of each level I batch the directional derivative reads
-    unroll: int = 1  # level I and II steps per level III step (> 1: SGD only, exact reverse mode)
-    iterations: int = 5  # Neumann terms / CG iterations, per inverse
-    neumann_alpha: float = 0.0  # step of the Neumann series, < 2/‖H‖ (0: 1/‖H‖ by power iteration)
-    curvature_iterations: int = 10  # power iterations that estimate ‖H‖ for neumann_alpha = 0
-    cg_tol: float = 1e-4  # relative residual at which CG stops
+    lr: float = setting(200.0, "learning rate of α, the reference code's (Betty darts scale)")
+    momentum: float = setting(0.0, "SGD only (none on α, as the reference code)")
+    weight_decay: float = setting(0.0, "weight decay on α (none, as the reference code)")
+    hypergrad: str = setting("auto",
+        "auto (the cheapest estimator that meets the default's accuracy criterion; the run's log says which and why) "
+        "| fd-forward | fd | jvp | neumann | cg | a plugin's (`tapweight list estimators`)")
+    scale: str = setting("reference", "reference (Betty darts, no η₁η₂) | exact (× η₁η₂)")
+    fd_radius: float = setting(0.001,
+        "‖ε·direction‖ of the finite differences: docs/benchmarks.md, \"The default estimator\"")
+    preconditioner: str = setting("exact", "exact (Adam's step differentiated) | identity (every step as SGD)")
+    val_loss: str = setting("plain",
+        "plain | offset_free: L_val with each label's offset refitted on the validation batch (bce tasks; under "
+        "torchrun on each rank's shard), so that a label prior that differs between the train and validation "
+        "splits, as on a scaffold split, does not count")
+    hyper_fraction: float = setting(1.0, "share of each level I batch the directional derivative reads")
+    unroll: int = setting(1, "level I and II steps per level III step (> 1: SGD only, exact reverse mode)")
+    iterations: int = setting(5, "Neumann terms / CG iterations, per inverse")
+    neumann_alpha: float = setting(0.0, "step of the Neumann series, < 2/‖H‖ (0: 1/‖H‖ by power iteration)")
+    curvature_iterations: int = setting(10, "power iterations that estimate ‖H‖ for neumann_alpha = 0")
+    cg_tol: float = setting(1e-4, "relative residual at which CG stops")
 
 
 @dataclass
@@ -83,42 +95,42 @@ class FinalConfig(LevelConfig):
     """The re-finetune of the final θ: train split, select on val, score on test."""
 
     lr: float = 0.01
-    epochs: int = 30  # epochs of the final fine-tune; the best validation epoch is kept
-    patience: int = 0  # stop after this many epochs without a better val score (0: never)
+    epochs: int = setting(30, "epochs of the final fine-tune; the best validation epoch is kept")
+    patience: int = setting(0, "stop after this many epochs without a better val score (0: never)")
 
 
 @dataclass
 class RunConfig:
-    domain: str = ""  # the domain (tapweight list domains); set by `tapweight run DOMAIN TASK`
-    task: str = ""  # the domain's task (tapweight list tasks)
-    method: str = "tapweight"  # a registered weighting, NAME or NAME:ARG (`tapweight list methods`)
-    objectives: list[str] = field(default_factory=list)  # empty: the domain's defaults
-    weights: list[float] = field(default_factory=list)  # λ for "fixed"
-    weighting: dict[str, Any] = field(default_factory=dict)  # method -> its options: weighting.cosine.lr=0.1
-    backbone: str = ""  # empty: the domain's default
-    head: str = ""  # empty: the domain's default
-    init: str = ""  # pretrained backbone checkpoint (domain-specific formats)
-    steps: int = 3000  # global steps (each: `unroll` level I+II steps and one level III); tasks set their own
-    seed: int = 0  # seeds the split, the initial weights and the batch order
-    seeds: list[int] = field(default_factory=list)  # several: one run each, mean ± std
-    device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps ...
-    amp: str = "no"  # no | bf16 | fp16: autocast (and a GradScaler for fp16) on any device
-    data: str = ""  # labelled data file or folder; empty: data dir or download
-    corpus: str = ""  # pretraining corpus file; empty: the task's training inputs (TAPT)
-    split: str = ""  # empty: the task's split
-    num_workers: int = 0  # DataLoader worker processes per stream (0: in the main process)
-    log_every: int = 10  # steps between log lines (--quiet) and between the bar's loss averages
-    report_to: list[str] = field(default_factory=list)  # trackers: tensorboard, mlflow, a plugin's
-    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end and on time)
-    checkpoint_minutes: float = 5.0  # also checkpoint when this long has passed (0: never on time)
-    # keep a finished seed's checkpoint.pt (the engine's full state, for an exact resume); false:
-    # it is deleted once the seed's final model and metrics.json are written (resume skips the seed)
-    keep_checkpoint: bool = False
+    domain: str = setting("", "the domain (tapweight list domains); set by `tapweight run DOMAIN TASK`")
+    task: str = setting("", "the domain's task (tapweight list tasks)")
+    method: str = setting("tapweight", "a registered weighting, NAME or NAME:ARG (`tapweight list methods`)")
+    objectives: list[str] = setting([], "empty: the domain's defaults")
+    weights: list[float] = setting([], "λ for \"fixed\"")
+    weighting: dict[str, Any] = setting({}, "method -> its options: weighting.cosine.lr=0.1")
+    backbone: str = setting("", "empty: the domain's default")
+    head: str = setting("", "empty: the domain's default")
+    init: str = setting("", "pretrained backbone checkpoint (domain-specific formats)")
+    steps: int = setting(3000, "global steps (each: `unroll` level I+II steps and one level III); tasks set their own")
+    seed: int = setting(0, "seeds the split, the initial weights and the batch order")
+    seeds: list[int] = setting([], "several: one run each, mean ± std")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:1 | mps ...")
+    amp: str = setting("no", "no | bf16 | fp16: autocast (and a GradScaler for fp16) on any device")
+    data: str = setting("", "labelled data file or folder; empty: data dir or download")
+    corpus: str = setting("", "pretraining corpus file; empty: the task's training inputs (TAPT)")
+    split: str = setting("", "empty: the task's split")
+    num_workers: int = setting(0, "DataLoader worker processes per stream (0: in the main process)")
+    log_every: int = setting(10, "steps between log lines (--quiet) and between the bar's loss averages")
+    report_to: list[str] = setting([], "trackers: tensorboard, mlflow, a plugin's")
+    checkpoint_every: int = setting(0, "steps between checkpoints (0: only at the end and on time)")
+    checkpoint_minutes: float = setting(5.0, "also checkpoint when this long has passed (0: never on time)")
+    keep_checkpoint: bool = setting(False,
+        "keep a finished seed's checkpoint.pt (the engine's full state, for an exact resume); false: it is deleted "
+        "once the seed's final model and metrics.json are written (resume skips the seed)")
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     reweight: ReweightConfig = field(default_factory=ReweightConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
-    options: Any = None  # the domain's option dataclass
+    options: Any = setting(None, "the domain's option dataclass")
 
 
 #: the levels' sections of a RunConfig and their dataclasses
@@ -317,33 +329,14 @@ def validate_hypergradient(cfg: RunConfig) -> None:
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """Each field of the dataclass ``cls`` (and of its bases) with its description: the comment
-    at the end of its line, after the comment lines just above it (how this module and the
-    domains' option dataclasses document a key; ``tapweight list options`` and the docs read it).
-    A subclass's field without one keeps its base's; a field without any maps to ``""``."""
-    import inspect
-    import io
-    import tokenize
-
-    found: dict[str, str] = {}
-    for klass in reversed(cls.__mro__[:-1]):
-        if not is_dataclass(klass):
-            continue
-        above, name, text = [], None, {}
-        for token in tokenize.generate_tokens(io.StringIO(inspect.getsource(klass)).readline):
-            if token.type == tokenize.NAME and name is None and token.start[1] == 4:
-                name = token.string
-            elif token.type == tokenize.COMMENT:
-                (above if name is None else text.setdefault(name, [])).append(token.string.lstrip("# "))
-            elif token.type == tokenize.NEWLINE:
-                if name is not None:
-                    text[name] = [*above, *text.get(name, [])]
-                above, name = [], None
-            elif token.type == tokenize.NL and name is None and not token.line.strip():
-                above = []  # a blank line: the comments above it describe no field
-        names = {f.name for f in fields(klass)}
-        found.update({k: " ".join(v) for k, v in text.items() if k in names and v})
-    return {f.name: found.get(f.name, "") for f in fields(cls)}
+    """Each field of the dataclass ``cls`` with its help text (:func:`setting`): its own, or,
+    for a field a subclass redefines without one, its base's; ``""`` for a field without any."""
+    found = {}
+    for f in fields(cls):
+        owners = [k for k in cls.__mro__ if f.name in getattr(k, "__dataclass_fields__", {})]
+        texts = (k.__dataclass_fields__[f.name].metadata.get("help", "") for k in owners)
+        found[f.name] = next((t for t in texts if t), "")
+    return found
 
 
 def option_rows(domain: str = "", options: type | None = None) -> list[tuple[str, str, str]]:

@@ -8,19 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tapweight import check_options
+from tapweight import check_options, setting
 
 
 @dataclass
 class MolOptions:
-    image_size: int = 224  # pixels per side of the RGB depiction (ImageMol: 224)
-    render_workers: int = 0  # processes canonicalizing a corpus and computing its fingerprints (0: one per core)
-    cache_dir: str = ""  # images, prepared corpora and cluster ids; empty: <tapweight cache>/mol
-    strict_load: bool = True  # --init must hold every backbone tensor (false: a partial load)
-    jigsaw_permutations: int = 100  # JPP classes besides "unshuffled": the first n of ImageMol's 100
-    jigsaw_unshuffled: float = 0.8  # probability that JPP leaves an image as is (ImageMol)
-    mcl_mask_ratio: float = 0.25  # share of the 8×8 grid cells masked for MCL
-    mir_size: int = 64  # side of the image MIR reconstructs (ImageMol: 64)
+    image_size: int = setting(224, "pixels per side of the RGB depiction (ImageMol: 224)")
+    render_workers: int = setting(0,
+        "processes canonicalizing a corpus and computing its fingerprints (0: one per core)")
+    cache_dir: str = setting("", "images, prepared corpora and cluster ids; empty: <tapweight cache>/mol")
+    strict_load: bool = setting(True, "--init must hold every backbone tensor (false: a partial load)")
+    jigsaw_permutations: int = setting(100, "JPP classes besides \"unshuffled\": the first n of ImageMol's 100")
+    jigsaw_unshuffled: float = setting(0.8, "probability that JPP leaves an image as is (ImageMol)")
+    mcl_mask_ratio: float = setting(0.25, "share of the 8×8 grid cells masked for MCL")
+    mir_size: int = setting(64, "side of the image MIR reconstructs (ImageMol: 64)")
 
     def __post_init__(self):
         check_options("mol", self, {

@@ -10,7 +10,7 @@ builders that import the domain's modules when a run calls them (:mod:`tapweight
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 from tapweight import (
@@ -25,6 +25,7 @@ from tapweight import (
     deferred,
     hookimpl,
     require,
+    setting,
 )
 from tapweight_nlp.tasks import DATASETS, task_spec
 
@@ -35,22 +36,23 @@ require("transformers", "datasets", "tokenizers")  # the [nlp] extra, found with
 class NlpOptions:
     """``--set nlp.<field>=...``; defaults are the paper's roberta-base setting."""
 
-    model: str = "roberta-base"  # hub name or local folder (from_pretrained), or "tiny"
-    strict_load: bool = True  # --model / --init must hold every encoder and MLM-head tensor
-    max_length: int = 128  # tokens per text (pair), special tokens included
-    tokenizer: str = ""  # a tokenizer folder instead of the model's own (tiny: trained on the corpus)
-    tiny_vocab_size: int = 8000  # the tiny model's BPE vocabulary, trained on the corpus
-    tiny_hidden_size: int = 128  # the tiny model's hidden size (a multiple of tiny_heads)
-    tiny_layers: int = 2  # the tiny model's transformer layers
-    tiny_heads: int = 2  # the tiny model's attention heads
-    text_column: str = ""  # empty: the data set's own column names
-    pair_column: str = ""  # second text of a sentence pair
-    label_column: str = ""  # the labels' column; empty: the data set's own
-    header: bool = True  # false: the files' first row is data; columns are 0, 1, ... (or nlp.columns)
-    columns: list[str] = field(default_factory=list)  # names for a headerless file's columns, in order
-    label_base: int = 0  # the class id the files give the first class (1: AG News's own CSVs)
-    max_train: int = 0  # keep at most this many train rows, for a short run (0: all; the cpu preset sets a budget)
-    max_val: int = 0  # keep at most this many validation rows, for a short run (0: all)
+    model: str = setting("roberta-base", "hub name or local folder (from_pretrained), or \"tiny\"")
+    strict_load: bool = setting(True, "--model / --init must hold every encoder and MLM-head tensor")
+    max_length: int = setting(128, "tokens per text (pair), special tokens included")
+    tokenizer: str = setting("", "a tokenizer folder instead of the model's own (tiny: trained on the corpus)")
+    tiny_vocab_size: int = setting(8000, "the tiny model's BPE vocabulary, trained on the corpus")
+    tiny_hidden_size: int = setting(128, "the tiny model's hidden size (a multiple of tiny_heads)")
+    tiny_layers: int = setting(2, "the tiny model's transformer layers")
+    tiny_heads: int = setting(2, "the tiny model's attention heads")
+    text_column: str = setting("", "empty: the data set's own column names")
+    pair_column: str = setting("", "second text of a sentence pair")
+    label_column: str = setting("", "the labels' column; empty: the data set's own")
+    header: bool = setting(True, "false: the files' first row is data; columns are 0, 1, ... (or nlp.columns)")
+    columns: list[str] = setting([], "names for a headerless file's columns, in order")
+    label_base: int = setting(0, "the class id the files give the first class (1: AG News's own CSVs)")
+    max_train: int = setting(0,
+        "keep at most this many train rows, for a short run (0: all; the cpu preset sets a budget)")
+    max_val: int = setting(0, "keep at most this many validation rows, for a short run (0: all)")
 
     def __post_init__(self):
         check_options("nlp", self, {

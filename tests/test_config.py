@@ -1,13 +1,13 @@
 """Config layers: precedence, domain-option aliases, saved configs that load back."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
 
 from tapweight import TapweightError, check_options
-from tapweight.config import field_help, option_rows, to_yaml
+from tapweight.config import field_help, option_rows, setting, to_yaml
 from tapweight.job.runner import resolve
 from tapweight.plugin import manager as plugins
 from tests.test_cli import cli
@@ -63,27 +63,55 @@ def test_a_malformed_range_rule_is_a_bug_not_a_user_error():
 class _Described:
     """A class whose fields say what they are as the config's do."""
 
-    plain: int = 1  # on its line
-    # above it,
-    # on two lines
-    above: str = ""  # and on its line
+    plain: int = setting(1, "one")
+    listed: list[int] = setting([1], "a list, copied for each instance")
     bare: float = 0.0
-
-    # a comment after a blank line describes the field below only when directly above it
-
-    after_blank: int = 0
 
 
 @dataclass
 class _Subclass(_Described):
-    plain: int = 2  # the subclass's own
-    bare: float = 1.0
+    plain: int = setting(2, "the subclass's own")
+    listed: list[int] = field(default_factory=lambda: [2])
 
 
-def test_field_help_reads_the_comments_on_and_just_above_each_field():
-    assert field_help(_Described) == {"plain": "on its line", "above": "above it, on two lines and on its line",
-                                      "bare": "", "after_blank": ""}
-    assert field_help(_Subclass)["plain"] == "the subclass's own" and field_help(_Subclass)["above"].startswith("above")
+def test_field_help_is_each_fields_setting_text_or_its_bases():
+    assert field_help(_Described) == {"plain": "one", "listed": "a list, copied for each instance", "bare": ""}
+    assert field_help(_Subclass) == {"plain": "the subclass's own", "listed": "a list, copied for each instance",
+                                     "bare": ""}
+    first, second = _Described(), _Described()
+    first.listed.append(2)
+    assert second.listed == [1] and _Subclass().plain == 2
+
+
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?(?![\w.])")
+
+
+def wrong_defaults(rows: list[tuple[str, str, str]]) -> list[str]:
+    """Keys whose help quotes a default the same key has at another level but not at its own
+    (the levels share help texts with their base: a base's "1e-5" under a level whose default
+    is 0.0 is wrong)."""
+    def value(text: str):
+        try:
+            return float(text)
+        except ValueError:
+            return None
+
+    wrong = []
+    for key, default, text in rows:
+        leaf = key.rpartition(".")[2]
+        others = {value(d) for k, d, _ in rows if k.rpartition(".")[2] == leaf} - {value(default), None}
+        quoted = {float(n) for n in NUMBER.findall(text)}
+        wrong += [f"{key} = {default}: '{text}'" for v in others & quoted if v != value(default)]
+    return wrong
+
+
+def test_each_help_text_agrees_with_its_default():
+    """What `tapweight list options` and the configuration page say of a key never quotes another
+    level's default as its own; the check fails on the text reweight.weight_decay once had."""
+    assert wrong_defaults(option_rows()) == []
+    bad = [("pretrain.weight_decay", "1e-05", "weight decay (1e-5: ImageMol's SGD setting)"),
+           ("reweight.weight_decay", "0.0", "weight decay (1e-5: ImageMol's SGD setting)")]
+    assert wrong_defaults(bad) == ["reweight.weight_decay = 0.0: 'weight decay (1e-5: ImageMol's SGD setting)'"]
 
 
 def test_every_config_key_and_domain_option_has_a_description():

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tapweight import check_options
+from tapweight import check_options, setting
 
 
 @dataclass
 class TabularOptions:
     """Options of the ``tabular`` domain, set as ``--set tabular.<field>=value``."""
 
-    hidden: int = 256  # hidden units per layer (SCARF: 256)
-    layers: int = 3  # hidden layers of the backbone; SCARF's encoder has 4 linear layers
-    out_dim: int = 64  # feature size the task head sees
-    dropout: float = 0.0  # dropout after each hidden layer of the backbone
-    mfr_mask_rate: float = 0.3  # fraction of features masked by tabular.mfr (VIME's p_m = 0.3)
-    denoise_sigma: float = 0.5  # std of the Gaussian noise of tabular.denoise (standardized units)
-    scarf_corruption: float = 0.6  # fraction c of features SCARF resamples (paper: 0.6)
-    scarf_temperature: float = 1.0  # InfoNCE temperature τ (paper: 1.0)
+    hidden: int = setting(256, "hidden units per layer (SCARF: 256)")
+    layers: int = setting(3, "hidden layers of the backbone; SCARF's encoder has 4 linear layers")
+    out_dim: int = setting(64, "feature size the task head sees")
+    dropout: float = setting(0.0, "dropout after each hidden layer of the backbone")
+    mfr_mask_rate: float = setting(
+        0.3, "fraction of features masked by tabular.mfr (VIME's p_m = 0.3)")
+    denoise_sigma: float = setting(
+        0.5, "std of the Gaussian noise of tabular.denoise (standardized units)")
+    scarf_corruption: float = setting(0.6, "fraction c of features SCARF resamples (paper: 0.6)")
+    scarf_temperature: float = setting(1.0, "InfoNCE temperature τ (paper: 1.0)")
 
     def __post_init__(self):
         check_options("tabular", self, {

@@ -132,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--repeats", type=int, default=5)
     u.add_argument("--run", type=Path, help="a run folder for `show` (default: a synthetic one)")
     u.add_argument("--json", type=Path)
+    i = sub.add_parser("imports", help="the core's import graph: rooms, floors, circles (bench/imports.py)")
+    i.add_argument("--png", type=Path, help="draw the rooms into this PNG")
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -155,6 +157,11 @@ def _workload(args) -> Workload:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
+    if args.command == "imports":
+        from bench import imports
+
+        imports.main(["--png", str(args.png)] if args.png else [])
+        return {}
     if args.command == "_memory":
         result = step.memory_child(_workload(args), args.variant)
         print(json.dumps(result))

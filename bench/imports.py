@@ -1,12 +1,14 @@
 """The core's import graph: modules, the rooms (subpackages) they sit in, circles, and a picture.
 
-``python -m bench.imports [--png docs/img/imports.png]`` prints the rooms, their floors and
+``python -m bench imports [--png docs/img/imports.png]`` prints the rooms, their floors and
 arrows, and any circle; with ``--png`` it draws the rooms on their floors. The layout test
 (tests/test_layout.py) asserts on the same graph: no circle among modules, and ``method/``
 importing nothing from ``job/`` or ``commands/``.
 
 Every import statement counts, also those inside functions (a lazy import still ties two
-modules together), except those under ``if TYPE_CHECKING:``, which never run.
+modules together), except those under ``if TYPE_CHECKING:``, which never run; the circles
+are also sought with those counted (``types=True``: a type a module names is a module its
+reader must follow).
 ``from pkg import name`` is an arrow to ``pkg.name`` when that is a module, else to ``pkg``.
 """
 
@@ -44,11 +46,12 @@ def _type_checking_lines(tree: ast.AST) -> set[int]:
     return lines
 
 
-def imported(file: Path, module: str) -> list[tuple[str, str | None]]:
+def imported(file: Path, module: str, types: bool = False) -> list[tuple[str, str | None]]:
     """(module, name) pairs ``file`` imports: ``import a.b`` is ``("a.b", None)``, ``from a import
-    b`` is ``("a", "b")``; relative imports resolved against ``module``."""
+    b`` is ``("a", "b")``; relative imports resolved against ``module``; those under ``if
+    TYPE_CHECKING:`` only with ``types``."""
     tree = ast.parse(file.read_text(), str(file))
-    skip = _type_checking_lines(tree)
+    skip = set() if types else _type_checking_lines(tree)
     pairs = []
     for node in ast.walk(tree):
         if getattr(node, "lineno", None) in skip:
@@ -66,12 +69,13 @@ def imported(file: Path, module: str) -> list[tuple[str, str | None]]:
     return pairs
 
 
-def module_graph(package_dirs: list[Path]) -> dict[str, set[str]]:
-    """Module -> the modules of ``package_dirs`` it imports (no self-arrows)."""
+def module_graph(package_dirs: list[Path], types: bool = False) -> dict[str, set[str]]:
+    """Module -> the modules of ``package_dirs`` it imports (no self-arrows; ``types``: the
+    imports under ``if TYPE_CHECKING:`` too)."""
     modules = _sources(package_dirs)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, file in modules.items():
-        for base, item in imported(file, name):
+        for base, item in imported(file, name, types):
             target = f"{base}.{item}" if item and f"{base}.{item}" in modules else base
             while target and target not in modules:  # import a.b.c of a module a.b's attribute
                 target = target.rpartition(".")[0]
@@ -199,7 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in sorted(rooms, key=lambda r: (-floor[r], r)):
         print(f"  floor {floor[name]}  {name:<18} -> {', '.join(sorted(rooms[name])) or '-'}")
     found = circles(graph)
+    typed = [c for c in circles(module_graph(core_dirs(), types=True)) if c not in found]
     print(f"circles: {len(found)}" + "".join(f"\n  {' <-> '.join(c)}" for c in found))
+    print(f"circles through type-only imports: {len(typed)}" + "".join(f"\n  {' <-> '.join(c)}" for c in typed))
     if args.png:
         draw(rooms, floor, args.png)
         print(f"picture -> {args.png}")

@@ -23,6 +23,11 @@ def test_no_module_imports_itself_back_through_others():
     assert circles(module_graph(core_dirs())) == []
 
 
+def test_no_module_names_a_type_of_one_that_imports_it():
+    """Not through ``if TYPE_CHECKING:`` imports either (the finder counts them with ``types``)."""
+    assert circles(module_graph(core_dirs(), types=True)) == []
+
+
 def test_the_circle_finder_finds_a_circle(tmp_path):
     package = tmp_path / "pkg"
     package.mkdir()
@@ -33,6 +38,7 @@ def test_the_circle_finder_finds_a_circle(tmp_path):
     graph = module_graph([package])
     assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.a"} and graph["pkg.c"] == set()
     assert circles(graph) == [["pkg.a", "pkg.b"]]
+    assert module_graph([package], types=True)["pkg.c"] == {"pkg.a"}
 
 
 def test_the_method_imports_nothing_from_the_run_plumbing_or_the_commands():

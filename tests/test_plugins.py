@@ -287,11 +287,14 @@ def test_builtin_domains_load_or_name_their_extra():
 def test_an_unknown_first_party_domain_names_its_pip_command(monkeypatch, tmp_path):
     """The tabular example plugin lives in the repository, not in the tapweight distribution:
     asked for and missing, the error says how to install it (from the checkout when tapweight
-    runs from one, relative to the current folder when inside it)."""
+    runs from one, relative to the current folder when inside it). The core finds it in the
+    checkout's plugins/ folder, not in a list of its own."""
     from tapweight.plugin import registry
 
     checkout = Path(registry.__file__).resolve().parents[2]
-    monkeypatch.setattr(registry, "IN_REPOSITORY", {"tabular": ("no_such_module_here", "plugins/tapweight-tabular")})
+    assert registry.in_repository() == {"tabular": ("tapweight_tabular", "plugins/tapweight-tabular")}
+    monkeypatch.setattr(registry, "in_repository", lambda: {"tabular": ("no_such_module_here",
+                                                                         "plugins/tapweight-tabular")})
     empty = registry.Registry()
     monkeypatch.chdir(checkout)
     with pytest.raises(TapweightError) as err:
@@ -301,7 +304,7 @@ def test_an_unknown_first_party_domain_names_its_pip_command(monkeypatch, tmp_pa
     monkeypatch.chdir(tmp_path)  # outside the checkout: its full path
     with pytest.raises(TapweightError, match=re.escape(f"pip install -e {checkout}/plugins/tapweight-tabular")):
         empty.require_domain("tabular")
-    monkeypatch.setattr(registry, "IN_REPOSITORY", {"tabular": ("json", "plugins/tapweight-tabular")})
+    monkeypatch.setattr(registry, "in_repository", lambda: {"tabular": ("json", "plugins/tapweight-tabular")})
     with pytest.raises(TapweightError, match="json is installed but did not load: see `tapweight plugins`"):
         empty.require_domain("tabular")
     with pytest.raises(TapweightError, match=r"^unknown domain 'ghost' \(available: none\)\. See `tapweight plugins`"):

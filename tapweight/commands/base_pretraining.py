@@ -29,9 +29,10 @@ from tapweight import distributed
 from tapweight.config import RunConfig, build_config, layer_from_dict
 from tapweight.errors import TapweightError
 from tapweight.job import resolved
+from tapweight.job.job import Job
 from tapweight.job.log import RunLog
 from tapweight.job.report import write_json
-from tapweight.job.runner import Job, in_run_folder, open_run_folder, pick_preset, user_layers
+from tapweight.job.runner import in_run_folder, open_run_folder, pick_preset, user_layers
 from tapweight.job.seed import continued_pretraining, objective_names, seed_everything, weighting
 from tapweight.job.session import Session
 from tapweight.plugin.manager import build_registry

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -35,6 +35,7 @@ from tapweight.interrupts import Interrupted
 from tapweight.job import seed
 from tapweight.job.checkpoint import read_weights, reading_once
 from tapweight.job.folder import saved_task
+from tapweight.job.job import Job
 from tapweight.job.labels import check_table
 from tapweight.job.log import RunLog
 from tapweight.job.report import plot_weights, summarize, write_json
@@ -46,21 +47,9 @@ from tapweight.method import estimators
 from tapweight.method.batches import check_batch_size
 from tapweight.plugin.manager import build_registry
 from tapweight.plugin.registry import Registry
-from tapweight.plugin.specs import Domain, TaskSpec
+from tapweight.plugin.specs import Domain
 
 log = logging.getLogger("tapweight")
-
-
-@dataclass
-class Job:
-    """A resolved run: the config and the registered pieces it names (``task`` is None for
-    ``tapweight pretrain``, which trains level I alone on a corpus)."""
-
-    cfg: RunConfig
-    registry: Registry
-    domain: Domain
-    task: TaskSpec | None
-    preset: str
 
 
 def pick_preset(dom: Domain, preset: str, more: tuple[str, ...] = ()) -> str:

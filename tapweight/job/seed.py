@@ -15,7 +15,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from tapweight.errors import TapweightError
 from tapweight.interrupts import Interrupted
 from tapweight.job import resolved
 from tapweight.job.checkpoint import load_state, save_state, save_weights
+from tapweight.job.job import Job
 from tapweight.job.labels import check_split
 from tapweight.job.progress import Progress, StepStatus
 from tapweight.job.report import Trajectory, plot_weights, write_diagnostics, write_json, write_predictions
@@ -42,9 +42,6 @@ from tapweight.method.models import PretrainModel, TaskModel
 from tapweight.method.targets import SCALER_FILE, TargetScaler, standardize_targets
 from tapweight.method.weightings import Weighting
 from tapweight.plugin.specs import DomainData, Split, Table
-
-if TYPE_CHECKING:
-    from tapweight.job.runner import Job
 
 log = logging.getLogger("tapweight")
 CHECKPOINT = "checkpoint.pt"  # the engine's full state, for an exact resume

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from tapweight.errors import TapweightError
 from tapweight.plugin.specs import (
     BackboneSpec,
@@ -42,29 +44,36 @@ KINDS: dict[str, tuple[str, type]] = {
 #: kinds whose names are plain words, not namespaced by domain: they serve every domain
 PLAIN = ("domains", "loggers", "methods", "estimators")
 CORE = "core"
-#: first-party plugins kept in tapweight's repository, each a package of its own (not in the
-#: tapweight distribution): domain -> (module, folder in the repository)
-IN_REPOSITORY = {"tabular": ("tapweight_tabular", "plugins/tapweight-tabular")}
 #: the repository's root, when tapweight runs from a checkout (an editable install)
 CHECKOUT = Path(__file__).resolve().parents[2]
 
 
+def in_repository() -> dict[str, tuple[str, str]]:
+    """The plugins kept in tapweight's repository, each a distribution of its own in a folder of
+    ``plugins/``, when tapweight runs from a checkout: entry-point name (the domain) ->
+    (top-level module, folder), read from each folder's ``pyproject.toml``."""
+    found = {}
+    for project in sorted((CHECKOUT / "plugins").glob("*/pyproject.toml")):
+        meta = tomllib.loads(project.read_text()).get("project", {})
+        for name, target in meta.get("entry-points", {}).get("tapweight", {}).items():
+            found[name] = (target.split(":")[0].split(".")[0], str(project.parent.relative_to(CHECKOUT)))
+    return found
+
+
 def install_hint(domain: str) -> str:
-    """How to get a first-party domain that is not loaded (``""`` for any other): its pip
-    command, with the folder's path when tapweight runs from a checkout."""
-    if domain not in IN_REPOSITORY:
+    """How to get a domain of a plugin kept in the repository that is not loaded (``""`` for any
+    other): its pip command, with the folder's path (relative when run inside the checkout)."""
+    known = in_repository()
+    if domain not in known:
         return ""
-    module, folder = IN_REPOSITORY[domain]
+    module, folder = known[domain]
     if importlib.util.find_spec(module) is not None:
         return (f" {module} is installed but did not load: see `tapweight plugins` "
                 "(and TAPWEIGHT_LOAD_PLUGINS, if set)")
     path = CHECKOUT / folder
-    if path.is_dir():  # from the folder it is run in when inside the checkout, else by its full path
-        relative = os.path.relpath(path)
-        folder = relative if not relative.startswith("..") else str(path)
-    where = "" if path.is_dir() else "from a checkout, "
-    return (f" It is the example plugin in tapweight's repository, installed on its own: {where}"
-            f"pip install -e {folder if folder.startswith('/') else './' + folder}")
+    relative = os.path.relpath(path)
+    folder = f"./{relative}" if not relative.startswith("..") else str(path)
+    return f" It is the example plugin in tapweight's repository, installed on its own: pip install -e {folder}"
 
 
 class RegistrationError(Exception):

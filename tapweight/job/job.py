@@ -1,0 +1,25 @@
+"""What a run is before it runs: its config and the registered pieces the config names.
+
+:func:`tapweight.job.runner.resolve` makes one from the config layers; each seed
+(:mod:`tapweight.job.seed`) builds its models and data from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tapweight.config import RunConfig
+from tapweight.plugin.registry import Registry
+from tapweight.plugin.specs import Domain, TaskSpec
+
+
+@dataclass
+class Job:
+    """A resolved run: the config and the registered pieces it names (``task`` is None for
+    ``tapweight pretrain``, which trains level I alone on a corpus)."""
+
+    cfg: RunConfig
+    registry: Registry
+    domain: Domain
+    task: TaskSpec | None
+    preset: str

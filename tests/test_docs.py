@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,26 @@ def test_tutorial_weighting_votes_as_the_page_says(iris, tmp_path):
     votes = 2.0 + np.vstack([np.zeros(len(names)), wins[:-1]])  # step t trains with the votes of steps < t
     assert np.allclose(weights[names].to_numpy(), votes / votes.sum(axis=1, keepdims=True), atol=1e-6)
     assert wins[-1].max() > wins[-1].min()  # the votes differ: λ moved
+
+
+def test_the_developer_guides_estimator_and_method_run(toy, tmp_path):
+    """docs/developing.md's two examples, each one class and one registration, as a plugin: the
+    toy task runs with both, and the run says which estimator it used."""
+    page = (Path(__file__).parents[1] / "docs" / "developing.md").read_text()
+    module = types.ModuleType("developer_guide")
+    for block in code_blocks(page):
+        exec(compile(block, "developing.md", "exec"), module.__dict__)
+    assert plugins.register_plugin(module, "developer-guide")
+    try:
+        out = tmp_path / "run"
+        assert cli("run", "toy", "blobs", "--method", "loss-scaled", "--set", "reweight.hypergrad=fd-backward",
+                   "--quiet", "--out", str(out)) == 0
+        summary = json.loads((out / "metrics.json").read_text())
+        assert summary["method"] == "loss-scaled" and summary["estimator"]["name"] == "fd-backward"
+        weights = pd.read_csv(out / "seed0" / "weights.csv").drop(columns="step")
+        assert weights.nunique().gt(1).any()  # λ moved
+    finally:
+        plugins.pm.unregister(name="developer-guide")
 
 
 def test_tutorial_explains_every_hook():

@@ -69,7 +69,7 @@ class Estimator:
     #: within the default's accuracy criterion (module docstring) wherever ``default_for`` says
     default: ClassVar[bool] = False
     needs_hessians: ClassVar[bool] = False
-    #: in which precision ``step.losses`` is evaluated (hypergrad.Precision)
+    #: in which precision ``step.pretrain.evaluate`` runs (levels.Precision)
     precision: Precision = "float32"
 
     def __init__(self, cfg):

@@ -129,8 +129,8 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     cfg = dataclasses.replace(job.cfg, method="tapweight")
     variants = {name: dataclasses.replace(cfg, reweight=dataclasses.replace(cfg.reweight, **k))
                 for name, k in keys.items()}
-    table = estimators.classes()
-    refused = {name: why for name, c in variants.items() if (why := table[c.reweight.hypergrad].refuses(c))}
+    known = estimators.classes()
+    refused = {name: why for name, c in variants.items() if (why := known[c.reweight.hypergrad].refuses(c))}
     data_, engine = build(job, cfg, table, device)
     val_stream = BatchStream(data_.val, cfg.reweight.batch_size, data_.task_collate, cfg.seed + 99)
     studied = {name: estimators.build(c) for name, c in variants.items() if name not in refused}

@@ -101,7 +101,9 @@ class RunConfig:
     steps: int = 3000  # global steps (each: `unroll` level I+II steps and one level III); tasks set their own
     seed: int = 0  # seeds the split, the initial weights and the batch order
     seeds: list[int] = field(default_factory=list)  # several: one run each, mean ± std
-    device: str = "auto"  # auto | cpu | cuda | cuda:1 | mps ...
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    # deterministic kernels (cuDNN's, torch.use_deterministic_algorithms): the same bytes on a rerun on CUDA
+    deterministic: bool = False
     amp: str = "no"  # no | bf16 | fp16: autocast (and a GradScaler for fp16) on any device
     data: str = ""  # labelled data file or folder; empty: data dir or download
     corpus: str = ""  # pretraining corpus file; empty: the task's training inputs (TAPT)

@@ -44,7 +44,7 @@ def launched() -> bool:
 
 def setup(device: torch.device) -> torch.device:
     """Join the process groups that ``torchrun`` describes (for one process too: one GPU then
-    runs the NCCL path); return this rank's device, made CUDA's current one."""
+    runs the NCCL path); return this rank's device (on CUDA, made the current one)."""
     global _host
     if launched() and not dist.is_initialized():
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -54,11 +54,10 @@ def setup(device: torch.device) -> torch.device:
                                      f"({torch.cuda.device_count()}): pass --nproc_per_node "
                                      f"{torch.cuda.device_count()}, or --device cpu")
             device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=STEP_TIMEOUT)
     if dist.is_initialized() and _host is None:
         _host = dist.new_group(backend="gloo", timeout=RANK_ZERO_WAIT)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)  # pinned memory and new tensors go to this GPU, not GPU 0
     return device
 
 

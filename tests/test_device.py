@@ -103,3 +103,14 @@ def test_mps_is_refused_in_one_line_where_it_is_available(toy, tmp_path, monkeyp
     assert lines == ["error: --device mps: MPS has no float64, which the hypergradient's bookkeeping uses; "
                      "use --device cpu (or auto)"]
     assert not (tmp_path / "run").exists()
+
+
+def test_cuda_n_becomes_the_current_device(monkeypatch):
+    """Pinned memory and new tensors then go to GPU N, not GPU 0 (no GPU here: CUDA is faked)."""
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    assert pick_device("cuda") == torch.device("cuda")
+    assert current == [torch.device("cuda", 1)]

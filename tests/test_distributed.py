@@ -140,12 +140,3 @@ def test_one_process_under_torchrun_joins_a_group(monkeypatch):
     assert fake.default.backend == "gloo"
     distributed.max_(1)
     assert [c[:2] for c in fake.calls] == [("all_reduce", "gloo")]
-
-
-def test_cuda_n_in_one_process_becomes_the_current_device(monkeypatch):
-    current = []
-    monkeypatch.setattr(torch.cuda, "set_device", current.append)
-    for name in ("WORLD_SIZE", "RANK", "MASTER_ADDR"):
-        monkeypatch.delenv(name, raising=False)
-    assert distributed.setup(torch.device("cuda", 1)) == torch.device("cuda", 1)
-    assert current == [torch.device("cuda", 1)]

@@ -123,7 +123,8 @@ def run_job(folder: Path) -> Job:
 
 def pick_device(name: str) -> torch.device:
     """The device named by ``--device`` (``auto``: CUDA when there is a GPU), checked now:
-    a device this machine lacks is a one-line error, not a failure in the first step."""
+    a device this machine lacks is a one-line error, not a failure in the first step.
+    ``cuda:N`` becomes CUDA's current device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -138,6 +139,8 @@ def pick_device(name: str) -> torch.device:
         if device.index is not None and device.index >= count:
             raise TapweightError(f"--device {name}: this machine has {count} CUDA GPU(s), "
                                  f"cuda:0..cuda:{count - 1}")
+        if device.index is not None:  # pinned memory and new tensors go to this GPU, not GPU 0
+            torch.cuda.set_device(device)
     elif device.type == "mps":
         raise TapweightError(f"--device {name}: MPS has no float64, which the hypergradient's bookkeeping "
                              "uses; use --device cpu (or auto)")

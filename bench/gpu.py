@@ -177,7 +177,7 @@ def torchrun(processes: int) -> list[str]:
 def nccl(device: torch.device, out: Path, budget: Budget) -> dict:
     """``bench/collectives.py`` under torchrun for each process count: its JSON, or the failure."""
     result = {}
-    for n in process_counts(device) if device.type == "cuda" else [1, 2]:  # gloo: two CPU processes
+    for n in process_counts(device) if device.type == "cuda" else [2]:  # gloo: two CPU processes
         saved = out / f"collectives-{n}.json"
         saved.unlink(missing_ok=True)
         row = _command([*torchrun(n), str(ROOT / "bench" / "collectives.py"), str(saved)],
@@ -218,7 +218,8 @@ def nlp_hypergradient(device: torch.device, sst2: Path, steps: int) -> dict:
                 torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
             values += [v for k, v in record.items() if k.startswith("hypergrad")]
-        result[name] = {"step_seconds": times, "finite": bool(values) and all(map(math.isfinite, values)),
+        result[name] = {"step_seconds": times, "hypergradients": values,
+                        "finite": bool(values) and all(map(math.isfinite, values)),
                         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
                         if device.type == "cuda" else None}
         del engine
@@ -351,7 +352,7 @@ def run(device: torch.device, out: Path, repeats: int = 5, warmup: int = 2, work
     # step_bf16 83 s, betty_bf16 34 s, step_fp32 20 s, data 16 s; a guess for the others): a
     # part that cannot finish in what is left is not started
     part("nccl", 20, lambda: nccl(device, out, budget))
-    part("nlp_jvp", 20, lambda: nlp_hypergradient(device, sst2, 3))
+    part("nlp_jvp", 20, lambda: nlp_hypergradient(device, sst2, 1 if cpu else 3))
     part("end_to_end", 60, lambda: end_to_end(device, out, bbbp, run_steps, budget))
     part("data", 20, pipeline)
     part("step_bf16", 90, lambda: steps("bf16", BF16_VARIANTS))

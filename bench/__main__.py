@@ -97,9 +97,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--reuse", type=Path, help="a --json result of an earlier run: table and plot it, run nothing")
     a.add_argument("--costs", type=Path, help="step costs from a `bench step --json` (or `bench gpu`) file "
                                               "on a machine to itself, instead of this run's own timings")
-    g = sub.add_parser("gpu", help="the prepared GPU check (bench/gpu.py): step times and memory at the paper "
-                                   "shape, bf16 and fp32, hypergradient precision, the estimator study, "
-                                   "an end-to-end run, data pipeline")
+    g = sub.add_parser("gpu", help="the prepared GPU check (bench/gpu.py): NCCL collectives, the NLP "
+                                   "hypergradient, an end-to-end run, the data pipeline, step times and "
+                                   "memory at the paper shape, hypergradient precision, the estimator study")
     g.add_argument("--device", default="cuda")
     g.add_argument("--out", type=Path, default=Path("bench-gpu"), help="folder for gpu.json")
     g.add_argument("--repeats", type=int, default=5)
@@ -109,6 +109,10 @@ def parser() -> argparse.ArgumentParser:
                                              "(default ../shared/data/moleculenet/bbbp.csv)")
     g.add_argument("--study-steps", type=int, default=12, help="global steps of the estimator study")
     g.add_argument("--run-steps", type=int, default=30, help="global steps of the end-to-end run")
+    g.add_argument("--budget-s", type=float, default=480, help="seconds for all parts: a part that would "
+                                                                 "not finish is stopped or not started")
+    g.add_argument("--sst2", type=Path, help="SST-2 folder for the NLP hypergradient "
+                                             "(default ../shared/data/text/sst2)")
     e = sub.add_parser("exactness", help="the hypergradient against autograd through the unrolled steps, "
                                          "per optimizer / precision / schedule / unroll")
     e.add_argument("--seeds", type=int, default=5)
@@ -170,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
         from bench import gpu
 
         return gpu.run(_device(args.device), args.out, args.repeats, args.warmup, args.workers,
-                       args.bbbp or gpu.BBBP, args.study_steps, args.run_steps)
+                       args.bbbp or gpu.BBBP, args.study_steps, args.run_steps, args.budget_s,
+                       args.sst2 or gpu.SST2)
     if args.command == "estimators":
         from bench import estimators
 

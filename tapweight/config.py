@@ -113,7 +113,9 @@ class RunConfig:
     steps: int = setting(3000, "global steps (each: `unroll` level I+II steps and one level III); tasks set their own")
     seed: int = setting(0, "seeds the split, the initial weights and the batch order")
     seeds: list[int] = setting([], "several: one run each, mean ± std")
-    device: str = setting("auto", "auto | cpu | cuda | cuda:1 | mps ...")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:1 ...")
+    deterministic: bool = setting(False, "deterministic kernels (cuDNN's, torch.use_deterministic_algorithms): "
+                                  "the same bytes on a rerun on CUDA")
     amp: str = setting("no", "no | bf16 | fp16: autocast (and a GradScaler for fp16) on any device")
     data: str = setting("", "labelled data file or folder; empty: data dir or download")
     corpus: str = setting("", "pretraining corpus file; empty: the task's training inputs (TAPT)")

@@ -77,8 +77,6 @@ class Signals:
         """The signal to stop on, agreed by every rank (so all stop after the same step)."""
         from tapweight import distributed  # torch: only a run gets here, not the command line
 
-        if distributed.world_size() == 1:
-            return self.received
         return distributed.max_(self.received or 0) or None
 
 

@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,9 +148,16 @@ def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
     rows = tmp_path / "bbbp.csv"
     rows.write_text("\n".join(BBBP.read_text().splitlines()[:121]) + "\n")
     main(["gpu", "--device", "cpu", "--out", str(tmp_path / "gpu"), "--repeats", "1", "--warmup", "0",
-          "--bbbp", str(rows), "--study-steps", "2", "--run-steps", "2"])
+          "--bbbp", str(rows), "--study-steps", "2", "--run-steps", "2", "--budget-s", "3000"])
     saved = json.loads((tmp_path / "gpu" / "gpu.json").read_text())
-    assert saved["errors"] == {}
+    assert saved["errors"] == {} and saved["skipped"] == {}
+    collectives = saved["nccl"]
+    assert collectives["passed"] and collectives["2 process(es)"]["backend"] == "gloo"
+    nlp = saved["nlp_jvp"]  # neumann's inverses do not converge at these settings: it need only run
+    assert nlp["jvp"]["finite"] and len(nlp["neumann"]["hypergradients"]) == 3
+    pipeline = saved["data"]["run"]  # the corpus stream of the cpu preset's run: no pinned memory
+    assert pipeline["pin_memory"] is False and [r["batches"] for r in pipeline["rows"]] == [
+        "first epoch (draw + cache)", "cached"] and all(r["images_per_s"] > 0 for r in pipeline["rows"])
     assert {"plain", "default", "fd-forward", "jvp-1/16"} <= set(saved["step_bf16"]["variants"])
     assert "median_s" in saved["betty_bf16"]["variants"]["betty"]
     assert saved["step_fp32"]["variants"]["plain"]["ratio"] == pytest.approx(1.0)
@@ -161,6 +169,26 @@ def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
     assert [r["command"].split()[1] for r in e2e["rows"]] == ["run", "predict", "export", "--standalone"]
     assert e2e["passed"], e2e["rows"]
     assert (tmp_path / "gpu" / "e2e-preds.csv").stat().st_size > 0
+
+
+def test_gpu_check_starts_no_part_it_cannot_finish(tmp_path):
+    main(["gpu", "--device", "cpu", "--out", str(tmp_path), "--budget-s", "2"])
+    saved = json.loads((tmp_path / "gpu.json").read_text())
+    assert saved["errors"] == {} and saved["seconds"] == {}
+    assert set(saved["skipped"]) == {"nccl", "nlp_jvp", "end_to_end", "data", "step_bf16", "precision",
+                                     "estimators", "betty_bf16", "step_fp32"}
+
+
+def test_a_part_past_the_budget_is_stopped():
+    from bench.gpu import Budget, OutOfTime
+
+    budget = Budget(0.2)
+    budget.limit()
+    try:
+        with pytest.raises(OutOfTime):
+            time.sleep(5)
+    finally:
+        budget.release()
 
 
 @pytest.mark.slow

@@ -304,6 +304,19 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_ranks_wait_for_a_slow_rank_zero_past_the_step_timeout(tmp_path):
+    """torchrun, gloo, 2 processes, the steps' collectives limited to 10 s: rank 0's final
+    fine-tune takes 25 s longer, and rank 1, waiting for its result, outlasts it (with a wait
+    as short as a step's, rank 1 times out: ``--wait-as-long``)."""
+    slow = Path(__file__).parent / "launch_slow_rank_zero.py"
+    done = subprocess.run([*TWO, str(slow), "10", "25", "run", "toy", "blobs", "--quiet", "--out",
+                           str(tmp_path / "run"), *SHARDABLE], capture_output=True, text=True, timeout=PATIENCE)
+    assert done.returncode == 0, errors(done.stderr)
+    assert "Timed out" not in done.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["seeds"]["0"]["test"] is not None
+
+
+@pytest.mark.slow
 def test_torchrun_runs_the_readme_command_with_one_summary(tmp_path):
     """The launch of docs/several-gpus.md, defaults only: breast-cancer's 57-row validation split does not
     split over 2 processes, so the stream reads 56 of its rows per batch."""

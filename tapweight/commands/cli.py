@@ -119,7 +119,8 @@ def _add_plugin_commands() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The command line; a ``torchrun`` rank ends through :func:`_end_rank`."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or {"MASTER_ADDR", "RANK"} <= os.environ.keys()
+    if not launched:  # as distributed.launched() decides, without importing torch
         return _main(argv)
     try:
         _main(argv)

@@ -34,6 +34,7 @@ from tapweight.files import atomic_write
 from tapweight.interrupts import Interrupted
 from tapweight.job import seed
 from tapweight.job.checkpoint import read_weights, reading_once
+from tapweight.job.determinism import deterministic
 from tapweight.job.folder import saved_task
 from tapweight.job.job import Job
 from tapweight.job.labels import check_table
@@ -112,7 +113,8 @@ def run_job(folder: Path) -> Job:
 
 def pick_device(name: str) -> torch.device:
     """The device named by ``--device`` (``auto``: CUDA when there is a GPU), checked now:
-    a device this machine lacks is a one-line error, not a failure in the first step."""
+    a device this machine lacks is a one-line error, not a failure in the first step.
+    ``cuda:N`` becomes CUDA's current device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -127,10 +129,13 @@ def pick_device(name: str) -> torch.device:
         if device.index is not None and device.index >= count:
             raise TapweightError(f"--device {name}: this machine has {count} CUDA GPU(s), "
                                  f"cuda:0..cuda:{count - 1}")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise TapweightError(f"--device {name}: MPS is not available here; use --device cpu (or auto)")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise TapweightError(f"--device {name}: tapweight runs on auto, cpu, cuda, cuda:N or mps")
+        if device.index is not None:  # pinned memory and new tensors go to this GPU, not GPU 0
+            torch.cuda.set_device(device)
+    elif device.type == "mps":
+        raise TapweightError(f"--device {name}: MPS has no float64, which the hypergradient's bookkeeping "
+                             "uses; use --device cpu (or auto)")
+    elif device.type not in ("cpu", "cuda"):
+        raise TapweightError(f"--device {name}: tapweight runs on auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -167,7 +172,7 @@ def in_run_folder(job: Job, out: Path, resume: bool, body: Callable) -> dict:
         if cfg.init:
             read_weights(cfg.init)
         out = Path(distributed.broadcast(str(out)))  # one folder for all ranks
-        with RunLog() as run_log, Session(out, resume, run_log) as session:
+        with RunLog() as run_log, Session(out, resume, run_log) as session, deterministic(cfg.deterministic):
             try:
                 return body(out, device, run_log, session)
             except Interrupted as err:

@@ -46,6 +46,7 @@ from tapweight.method.hypergrad import (
 )
 from tapweight.method.inverse import conjugate_gradient, largest_eigenvalue, neumann, warn_once
 from tapweight.method.levels import InnerStep, Precision, Vector
+from tapweight.method.models import tf32_allowed
 from tapweight.plugin.lazy import deferred
 
 if TYPE_CHECKING:
@@ -134,8 +135,7 @@ class ForwardDifference(Estimator):
         bf16-rounded loss vectors at radius 0.001 is rounding (relative error 8.8, cosine −0.65 on
         the unrolled problem: docs/method.md), and TF32 (CUDA's default for convolutions) keeps
         10 bits of mantissa, as bf16 keeps 8."""
-        tf32 = device is not None and device.type == "cuda" and (
-            torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+        tf32 = device is not None and device.type == "cuda" and tf32_allowed()
         return cfg.reweight.unroll == 1 and cfg.amp == "no" and not tf32
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.batchnorm import _BatchNorm
 
 _forward_cache: contextvars.ContextVar[dict | None] = contextvars.ContextVar("tapweight_forward", default=None)
@@ -104,21 +105,52 @@ def replay_rng(seed: int, device: torch.device):
         yield
 
 
+#: where TF32 is set: each flag of torch's ``fp32_precision`` API with the flags it inherits
+#: from while it reads "none" (matrix products; cuDNN's convolutions)
+TF32_FLAGS = {"matmul": (torch.backends.cuda.matmul, torch.backends),
+              "conv": (torch.backends.cudnn.conv, torch.backends.cudnn, torch.backends)}
+
+
+def fp32_precision(flag: str) -> str:
+    """The precision CUDA's float32 ``flag`` ("matmul", "conv") runs in: "ieee" (full float32),
+    "tf32", ... Read through ``fp32_precision``: once anyone sets that API, reading the
+    older ``allow_tf32`` flags raises."""
+    return next((f.fp32_precision for f in TF32_FLAGS[flag] if f.fp32_precision != "none"), "ieee")
+
+
+def tf32_allowed() -> bool:
+    """Whether CUDA may round float32 matrix products or convolutions to TF32 (or lower)."""
+    return any(fp32_precision(flag) != "ieee" for flag in TF32_FLAGS)
+
+
+@contextlib.contextmanager
+def full_float32():
+    """No TF32 in CUDA's matrix products and convolutions for a block; the ``fp32_precision``
+    flags the block changes are restored as they were (a user's "none", "tf32" or the
+    "medium" of ``set_float32_matmul_precision`` included)."""
+    leaves = [chain[0] for chain in TF32_FLAGS.values()]
+    saved = [leaf.fp32_precision for leaf in leaves]
+    try:
+        for leaf in leaves:
+            leaf.fp32_precision = "ieee"
+        yield
+    finally:
+        for leaf, value in zip(leaves, saved):
+            leaf.fp32_precision = value
+
+
 @contextlib.contextmanager
 def float32(device: torch.device, tf32: bool = False):
-    """float32 arithmetic for a block: autocast off and, on CUDA unless ``tf32``, no TF32 in
-    matrix products and convolutions (TF32 keeps 10 mantissa bits: too few for a finite
-    difference, enough for a derivative computed directly)."""
-    if device.type != "cuda" or tf32:
-        with torch.autocast(device.type, enabled=False):
-            yield
-        return
-    matmul = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.autocast("cuda", enabled=False), torch.backends.cudnn.flags(
-                enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
-                deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
-            yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
+    """float32 arithmetic for a block that the hypergradient differentiates or subtracts:
+    autocast off; unless ``tf32``, no TF32 in CUDA's matrix products and convolutions (TF32
+    keeps 10 mantissa bits: too few for a finite difference, enough for a derivative
+    computed directly); scaled-dot-product attention on its math kernel. The fused attention
+    kernels (flash, memory-efficient: CUDA's choice even in float32, and the CPU's without
+    dropout) have no forward-mode derivative and no derivative of their backward, which
+    ``jvp``, the Hessian-vector products and ``unroll > 1`` take."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast(device.type, enabled=False))
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        if not tf32:
+            stack.enter_context(full_float32())
+        yield

@@ -10,7 +10,7 @@ import torch
 from tapweight.errors import TapweightError
 from tapweight.job.determinism import deterministic
 from tapweight.job.runner import pick_device
-from tapweight.method.estimators import ESTIMATORS
+from tapweight.method.estimators import classes
 from tests.test_cli import cli, run_toy
 from tests.test_engine import config, make_engine
 
@@ -52,9 +52,9 @@ def test_tf32_is_read_through_the_flags_it_inherits():
         saved = torch.backends.cudnn.fp32_precision
         try:
             torch.backends.cudnn.fp32_precision = "ieee"
-            assert ESTIMATORS["fd-forward"].default_for(cfg, cuda)
+            assert classes()["fd-forward"].default_for(cfg, cuda)
             torch.backends.cudnn.fp32_precision = "tf32"
-            assert not ESTIMATORS["fd-forward"].default_for(cfg, cuda)
+            assert not classes()["fd-forward"].default_for(cfg, cuda)
         finally:
             torch.backends.cudnn.fp32_precision = saved
 

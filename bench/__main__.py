@@ -132,6 +132,11 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--repeats", type=int, default=5)
     u.add_argument("--run", type=Path, help="a run folder for `show` (default: a synthetic one)")
     u.add_argument("--json", type=Path)
+    gp = sub.add_parser("graphprobe", help="Hu et al.'s released GCNs against random init on BBBP: a frozen "
+                                           "linear probe and fine-tuning (bench/graphprobe.py)")
+    gp.add_argument("--finetune-out", type=Path, help="folder of the fine-tuning runs (run or reused); "
+                                                      "without it only the probe runs")
+    gp.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -164,7 +169,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         return gpu.run(_device(args.device), args.out, args.repeats, args.warmup, args.workers,
                        args.bbbp or gpu.BBBP, args.study_steps, args.run_steps)
-    if args.command == "estimators":
+    if args.command == "graphprobe":
+        from bench import graphprobe
+
+        result = {"command": "graphprobe", **graphprobe.run(args.finetune_out)}
+        print(graphprobe.table(result))
+    elif args.command == "estimators":
         from bench import estimators
 
         if args.steps < 2 or args.val_batches < 2:

@@ -10,7 +10,7 @@ from rdkit import Chem
 
 from tapweight import TapweightError
 from tapweight.method.batches import head_of_batch, to_device
-from tapweight_mol.graphs.data import GraphStore, Graphs, corpus_collate, decode, encode
+from tapweight_mol.graphs.data import Graphs, GraphStore, corpus_collate, decode, encode
 from tapweight_mol.graphs.featurize import mol_to_graph, smiles_to_graph
 from tapweight_mol.graphs.gnn import GNN
 from tapweight_mol.graphs.loading import load_init
@@ -99,7 +99,8 @@ def hu_state(kind: str, layers: int = 2, d: int = D) -> dict:
                       p + "att": torch.randn(1, 2, 2 * d), p + "bias": torch.randn(d)}
         else:
             state |= {p + "linear.weight": torch.randn(d, d), p + "linear.bias": torch.randn(d)}
-        state |= {p + "edge_embedding1.weight": torch.randn(6, width), p + "edge_embedding2.weight": torch.randn(3, width)}
+        state |= {p + "edge_embedding1.weight": torch.randn(6, width),
+                  p + "edge_embedding2.weight": torch.randn(3, width)}
         b = f"batch_norms.{i}."
         state |= {b + "weight": torch.randn(d), b + "bias": torch.randn(d), b + "running_mean": torch.randn(d),
                   b + "running_var": torch.rand(d), b + "num_batches_tracked": torch.tensor(7)}

@@ -180,3 +180,13 @@ def test_image_objectives_refuse_a_graph_backbone():
     cfg = resolve("mol", "bbbp", preset="cpu", options={"backbone": "mol.gcn"}).cfg
     with pytest.raises(TapweightError, match="mol.jpp works on images"):
         _jpp(None, None, cfg)
+
+
+def test_default_objectives_follow_the_backbone():
+    from tapweight.job import resolved
+    from tapweight.job.runner import resolve
+
+    for backbone, expected in (("mol.gcn", ["mol.mg100", "mol.mg1000", "mol.mg10000"]),
+                               ("", ["mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl"])):
+        job = resolve("mol", "bbbp", preset="cpu", options={"backbone": backbone} if backbone else {})
+        assert resolved.objective_names(job.cfg, job.registry, job.domain) == expected

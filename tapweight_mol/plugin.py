@@ -65,7 +65,7 @@ def build_data_for_predict(cfg, table, split, task) -> DomainData:
 def register_domains(register):
     register(Domain(
         name="mol",
-        description="molecules as RDKit images, ImageMol ResNet18, MoleculeNet tasks",
+        description="molecules as RDKit images (ImageMol ResNet18) or graphs (Hu et al.'s GNNs), MoleculeNet tasks",
         options=MolOptions,
         backbone="mol.resnet18",
         objectives=DEFAULT_OBJECTIVES,

@@ -138,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--json", type=Path)
     i = sub.add_parser("imports", help="the core's import graph: rooms, floors, circles (bench/imports.py)")
     i.add_argument("--png", type=Path, help="draw the rooms into this PNG")
+    gp = sub.add_parser("graphprobe", help="Hu et al.'s released GCNs against random init on BBBP: a frozen "
+                                           "linear probe and fine-tuning (bench/graphprobe.py)")
+    gp.add_argument("--finetune-out", type=Path, help="folder of the fine-tuning runs (run or reused); "
+                                                      "without it only the probe runs")
+    gp.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
     m.add_argument("--variant", choices=VARIANTS, required=True)
@@ -176,7 +181,12 @@ def main(argv: list[str] | None = None) -> dict:
         return gpu.run(_device(args.device), args.out, args.repeats, args.warmup, args.workers,
                        args.bbbp or gpu.BBBP, args.study_steps, args.run_steps, args.budget_s,
                        args.sst2 or gpu.SST2)
-    if args.command == "estimators":
+    if args.command == "graphprobe":
+        from bench import graphprobe
+
+        result = {"command": "graphprobe", **graphprobe.run(args.finetune_out)}
+        print(graphprobe.table(result))
+    elif args.command == "estimators":
         from bench import estimators
 
         if args.steps < 2 or args.val_batches < 2:

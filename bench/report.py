@@ -52,17 +52,19 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 
 def step_table(result: dict) -> str:
-    head = f"{'variant':<10} {'median s':>9} {'× plain':>8} {'min s':>8} {'max s':>8} " \
+    head = f"{'variant':<14} {'median s':>9} {'× plain':>8} {'min s':>8} {'max s':>8} " \
            f"{'peak MiB':>9} {'× plain':>8} {'img/s (I)':>10}"
     lines = [head, "-" * len(head)]
     for name, v in result["variants"].items():
         times = v.get("times_s")
         peak = v.get("peak_bytes")
         lines.append(
-            f"{name:<10} {_fmt(v.get('median_s'), '9.3f', 'skipped'):>9} {_fmt(v.get('ratio'), '8.2f'):>8} "
+            f"{name:<14} {_fmt(v.get('median_s'), '9.3f', 'skipped'):>9} {_fmt(v.get('ratio'), '8.2f'):>8} "
             f"{_fmt(min(times) if times else None, '8.3f'):>8} {_fmt(max(times) if times else None, '8.3f'):>8} "
             f"{_fmt(peak / 2**20 if peak is not None else None, '9.1f'):>9} "
             f"{_fmt(v.get('peak_ratio'), '8.2f'):>8} {_fmt(v.get('pretrain_images_per_s'), '10.1f'):>10}")
+    lines += [f"{name}: {v['vs_image_plain']:.2f} × the image backbone's plain step"
+              for name, v in result["variants"].items() if v.get("vs_image_plain")]
     for name, v in result["variants"].items():
         lines += [f"note ({name}): {n}" for n in v["notes"]]
     lines.append(f"targets (the shipped default, variant '{DEFAULT_METHOD}'): " + ", ".join(

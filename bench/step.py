@@ -213,15 +213,19 @@ def run(workload: Workload, variants: list[str], warmup: int, repeats: int, memo
                 table = profile / f"profile_{name.replace('/', '_')}.txt"
                 phases[name] = profile_step(engine, device, table, profile_steps)
     results = {}
-    base_time = statistics.median(times["plain"]) if "plain" in times else None
-    base_peak = peaks.get("plain")
+    image_time = statistics.median(times["plain"]) if "plain" in times else None
     for name in variants:
         entry: dict = {"notes": notes.get(name, [])}
+        plain = "gcn-plain" if name.startswith("gcn-") else "plain"  # each backbone's own baseline
+        base_time = statistics.median(times[plain]) if plain in times else None
+        base_peak = peaks.get(plain)
         if name in times:
             median = statistics.median(times[name])
             entry.update(times_s=times[name], median_s=median,
                          ratio=median / base_time if base_time else None,
                          pretrain_images_per_s=workload.shape.pretrain_batch / median)
+            if name.startswith("gcn-") and image_time:
+                entry["vs_image_plain"] = median / image_time
         if name in phases:
             entry["phases_s"] = phases[name]
         if name in peaks:

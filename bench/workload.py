@@ -9,6 +9,13 @@ random pixels: a step's cost does not depend on what the images show.
 The images live on the benchmark's device and a whole batch is gathered by one indexing
 (``__getitems__``), so a timed step holds no input pipeline; ``python -m bench data``
 measures that pipeline separately.
+
+The ``gcn-<variant>`` variants run the same step on the graph backbone ``mol.gcn`` (Hu et
+al.'s 5-layer, 300-d GCN) with the graph objectives (MG-100/1000/10000 over random cluster
+ids), on :data:`DRUGS` featurized once and held on the device: a batch is one
+``Batch.from_data_list`` of them, so its collation is inside the timed step (well under a
+millisecond per molecule). Their ratio is to ``gcn-plain``, and ``vs_image_plain`` to the
+image backbone's ``plain``, built in the same process.
 """
 
 from __future__ import annotations
@@ -46,7 +53,20 @@ SETTINGS = {
 #: variant -> a weighting method other than TapWeight (``method:<name>``), run with the shipped
 #: hypergradient settings when it reads one: what each rule costs (docs/weightings.md)
 METHODS = {f"method:{m}": m for m in ("tapweight-normalized", "olaux", "cosine", "gating", "doge", "gradnorm")}
-VARIANTS = ("plain", *SETTINGS, *METHODS, "betty")
+#: the graph backbone's variants: ``gcn-`` before an image variant's name
+GRAPH_VARIANTS = ("gcn-plain", "gcn-default", "gcn-fd", "gcn-fd-forward", "gcn-jvp")
+VARIANTS = ("plain", *SETTINGS, *METHODS, "betty", *GRAPH_VARIANTS)
+#: the graph workload's molecules (drugs of 8 to 33 heavy atoms, 20 on average; BBBP's mean is 24)
+DRUGS = (
+    "CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
+    "CC(=O)Nc1ccc(O)cc1", "CN1CCC[C@H]1c1cccnc1", "CC(C)NCC(O)c1ccc(O)c(O)c1",
+    "COc1ccc2[nH]cc(CCNC(C)=O)c2c1", "CN(C)CCCN1c2ccccc2CCc2ccccc21",
+    "OC(=O)CCC[C@H](N)C(=O)O", "Clc1ccc(cc1)C(c1ccccc1)N1CCN(CC1)CCOCC(=O)O",
+    "CC1=C(C(=O)OC(C)C)C(c2cccc(c2)[N+](=O)[O-])C(C(=O)OC)=C(C)N1",
+    "CN1C(=O)CN=C(c2ccccc2)c2cc(Cl)ccc21", "O=C(O)c1ccccc1O", "NCCc1ccc(O)c(O)c1",
+    "CC12CCC3C(CCC4=CC(=O)CCC34C)C1CCC2O",
+    "CC(C)(C)NCC(O)COc1cccc2c1CC(O)C(O)C2",
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +123,35 @@ class SyntheticImages(Dataset):
     def clusters(self, k: int) -> tuple[torch.Tensor, int]:
         g = torch.Generator().manual_seed(self.seed + k)
         return torch.randint(0, k, (len(self),), generator=g), k
+
+
+class SyntheticGraphs(Dataset):
+    """``n`` molecular graphs of :data:`DRUGS` (in turn) on ``device``, a batch at a time:
+    ``{"graph": Batch, "index": [B]}`` without labels, else ``(Batch, labels [B, 1])``."""
+
+    def __init__(self, n: int, device: torch.device, seed: int, labelled: bool = False):
+        from tapweight_mol.graphs.featurize import smiles_to_graph
+
+        g = torch.Generator().manual_seed(seed)
+        self.graphs = [smiles_to_graph(DRUGS[i % len(DRUGS)]).to(device) for i in range(n)]
+        self.labels = (torch.rand(n, 1, generator=g) < 0.5).float().to(device) if labelled else None
+        self.device, self.seed = device, seed
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])
+
+    def __getitems__(self, indices: list[int]):
+        from tapweight_mol.graphs.pyg import Batch
+
+        graphs = Batch.from_data_list([self.graphs[i] for i in indices])
+        if self.labels is None:
+            return {"graph": graphs, "index": torch.as_tensor(indices, device=self.device)}
+        return graphs, self.labels[torch.as_tensor(indices, device=self.device)]
+
+    clusters = SyntheticImages.clusters
 
 
 def whole_batch(batch):
@@ -167,6 +216,33 @@ def _stand_in_models(corpus: SyntheticImages, small: bool):
     return backbone, objectives, [f"bench.mg{k}" for k in ks], f"{what} + 3 linear cluster heads"
 
 
+def _graph_models(cfg: RunConfig, corpus: SyntheticGraphs):
+    """mol.gcn at Hu et al.'s size and the graph objectives, from the plugin registry."""
+    from tapweight_mol.options import MolOptions
+
+    registry = build_registry()
+    cfg.options, cfg.backbone = MolOptions(), "mol.gcn"
+    spec = registry.get("backbones", "mol.gcn", "mol")
+    backbone = spec.build(cfg, DomainData(corpus, whole_batch))
+    names = list(spec.objectives)
+    objectives = [registry.get("objectives", n, "mol").build(backbone, corpus, cfg) for n in names]
+    return backbone, objectives, names
+
+
+class GraphWorkload:
+    """The graph half of a :class:`Workload`: molecules, mol.gcn and its objectives."""
+
+    def __init__(self, shape: Shape, device: torch.device, cfg: RunConfig, seed: int):
+        self.corpus = SyntheticGraphs(2 * shape.pretrain_batch, device, seed)
+        self.train = SyntheticGraphs(2 * shape.finetune_batch, device, seed + 1, labelled=True)
+        self.val = SyntheticGraphs(2 * shape.reweight_batch, device, seed + 2, labelled=True)
+        torch.manual_seed(seed)
+        backbone, objectives, names = _graph_models(copy.deepcopy(cfg), self.corpus)
+        self.theta = PretrainModel(backbone, objectives, names)
+        self.w = TaskModel(copy.deepcopy(backbone), nn.Linear(backbone.out_dim, 1))
+        self.source = f"tapweight_mol: mol.gcn + {', '.join(names)}, {len(DRUGS)} drugs"
+
+
 class Workload:
     """The data and initial models of one benchmark; ``build(variant)`` gives a fresh engine."""
 
@@ -197,6 +273,13 @@ class Workload:
         # master copies on the CPU; every variant starts from the same weights
         self.theta = PretrainModel(backbone, objectives, names)
         self.w = TaskModel(copy.deepcopy(backbone), nn.Linear(backbone.out_dim, 1))
+        self.seed, self._graph = seed, None
+
+    def graph(self) -> GraphWorkload:
+        """The graph workload, built the first time a ``gcn-`` variant asks for it."""
+        if self._graph is None:
+            self._graph = GraphWorkload(self.shape, self.device, self.cfg, self.seed)
+        return self._graph
 
     def config(self, variant: str) -> RunConfig:
         cfg = copy.deepcopy(self.cfg)
@@ -209,11 +292,13 @@ class Workload:
         """A fresh engine for ``variant`` (an object with ``step()``), models on the device."""
         if variant not in VARIANTS:
             raise TapweightError(f"unknown variant '{variant}' (variants: {', '.join(VARIANTS)})")
+        data = self.graph() if variant.startswith("gcn-") else self
+        variant = variant.removeprefix("gcn-")
         cfg, s, seed = self.config(variant), self.shape, self.cfg.seed
-        theta, w = copy.deepcopy(self.theta).train(), copy.deepcopy(self.w).train()
-        corpus = BatchStream(self.corpus, cfg.pretrain.batch_size, whole_batch, seed)
-        train = BatchStream(self.train, s.finetune_batch, whole_batch, seed + 1)
-        val = BatchStream(self.val, s.reweight_batch, whole_batch, seed + 2)
+        theta, w = copy.deepcopy(data.theta).train(), copy.deepcopy(data.w).train()
+        corpus = BatchStream(data.corpus, cfg.pretrain.batch_size, whole_batch, seed)
+        train = BatchStream(data.train, s.finetune_batch, whole_batch, seed + 1)
+        val = BatchStream(data.val, s.reweight_batch, whole_batch, seed + 2)
         if variant == "betty":
             from tapweight.method.betty import BettyEngine
 

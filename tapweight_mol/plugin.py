@@ -18,12 +18,15 @@ from tapweight import (
     DomainData,
     ExportFormat,
     ObjectiveSpec,
+    TapweightError,
     TaskSpec,
     deferred,
     hookimpl,
     require,
 )
 from tapweight_mol import moleculenet
+from tapweight_mol.graphs import BACKBONES as GRAPH_BACKBONES
+from tapweight_mol.graphs import is_graph_backbone
 from tapweight_mol.options import (
     DEFAULT_STEPS,
     PAPER_STEPS,
@@ -33,14 +36,19 @@ from tapweight_mol.options import (
     MolOptions,
 )
 
-require("rdkit", "torchvision", "PIL")  # the [mol] extra, found without importing it
+require("rdkit", "torchvision", "PIL", "torch_geometric")  # the [mol] extra, found without importing it
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
+#: what the GNN backbones train on by default: the objectives that read graphs
+GRAPH_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000")
 EXPORTS = (
     ExportFormat("torchvision", deferred("tapweight_mol.inference:write_torchvision"),
                  "resnet18.pth: a torchvision.models.resnet18() state dict (fine-tuned: the head as fc)"),
     ExportFormat("imagemol", deferred("tapweight_mol.inference:write_imagemol"),
                  "ImageMol.pth.tar: ImageMol's pretrain.py layout, for its finetune.py --resume"),
+    ExportFormat("hu2020", deferred("tapweight_mol.graphs.loading:write_hu2020"),
+                 "gnn.pth: Hu et al.'s GNN layout (GNN backbones; fine-tuned: their GNN_graphpred, "
+                 "the head as graph_pred_linear)"),
 )
 
 
@@ -57,7 +65,7 @@ def build_data_for_predict(cfg, table, split, task) -> DomainData:
 def register_domains(register):
     register(Domain(
         name="mol",
-        description="molecules as RDKit images, ImageMol ResNet18, MoleculeNet tasks",
+        description="molecules as RDKit images (ImageMol ResNet18) or graphs (Hu et al.'s GNNs), MoleculeNet tasks",
         options=MolOptions,
         backbone="mol.resnet18",
         objectives=DEFAULT_OBJECTIVES,
@@ -79,11 +87,29 @@ def _resnet18(cfg, data):
     return backbone.build(cfg)
 
 
+def _gnn(name: str, cfg, data):
+    from tapweight_mol.graphs import loading
+
+    return loading.build(name, cfg)
+
+
 @hookimpl
 def register_backbones(register):
     register(BackboneSpec("mol.resnet18", _resnet18,
                           "torchvision ResNet18 without fc, 512-d (ImageMol); --init loads "
                           "ImageMol, torchvision or tapweight checkpoints"))
+    for name, kind in GRAPH_BACKBONES.items():
+        register(BackboneSpec(name, partial(_gnn, name),
+                              f"Hu et al.'s (ICLR 2020) {kind} GNN on molecular graphs, 5 layers, 300-d, "
+                              "mean pooling; --init loads their released .pth files",
+                              objectives=GRAPH_OBJECTIVES))
+
+
+def _images_only(name: str, cfg) -> None:
+    """Refuse an image objective in a run whose backbone reads graphs."""
+    if is_graph_backbone(cfg.backbone):
+        raise TapweightError(f"objective {name} works on images and backbone {cfg.backbone} reads graphs: "
+                             f"drop it from objectives (graph objectives: {', '.join(GRAPH_OBJECTIVES)})")
 
 
 def _mg(k: int, net, corpus, cfg):
@@ -94,6 +120,7 @@ def _mg(k: int, net, corpus, cfg):
 
 
 def _jpp(net, corpus, cfg):
+    _images_only("mol.jpp", cfg)
     from tapweight_mol import backbone, objectives
 
     o = cfg.options
@@ -104,18 +131,21 @@ def _jpp(net, corpus, cfg):
 
 
 def _mcl(net, corpus, cfg):
+    _images_only("mol.mcl", cfg)
     from tapweight_mol import objectives
 
     return objectives.MaskedConsistency(cfg.options.mcl_mask_ratio)
 
 
 def _mrd(net, corpus, cfg):
+    _images_only("mol.mrd", cfg)
     from tapweight_mol import objectives
 
     return objectives.RationalityDiscrimination(net.out_dim, cfg.options.jigsaw_permutations)
 
 
 def _mir(net, corpus, cfg):
+    _images_only("mol.mir", cfg)
     from tapweight_mol import objectives
 
     return objectives.ImageReconstruction(net.out_dim, cfg.options.mir_size)

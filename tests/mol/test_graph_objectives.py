@@ -1,0 +1,271 @@
+"""The graph objectives against hand-computed cases, their draws, gradients and determinism."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch_geometric.data import Batch
+
+from tapweight.method.models import PretrainModel
+from tapweight.method.probes import RandomLabels
+from tapweight.plugin.manager import build_registry
+from tapweight_mol.graphs.draws import hops_from, random_ranks
+from tapweight_mol.graphs.featurize import MASK_ATOM, smiles_to_graph
+from tapweight_mol.graphs.gnn import GNN
+from tapweight_mol.graphs.graphcl import AUGMENTATIONS, augment, nt_xent
+from tapweight_mol.graphs.objectives import (
+    AttributeMasking,
+    ContextPrediction,
+    EdgePrediction,
+    negative_pairs,
+)
+from tests.mol.conftest import SMILES
+
+GRAPH_OBJECTIVES = ["mol.attrmask", "mol.contextpred", "mol.edgepred", "mol.graphcl"]
+CHAIN = "C" * 20  # icosane: 20 atoms in a path
+RING16 = "C1" + "C" * 14 + "C1"  # cyclohexadecane: every atom alike
+
+
+def graphs(*smiles: str) -> Batch:
+    return Batch.from_data_list([smiles_to_graph(s) for s in smiles])
+
+
+class TypeStates(nn.Module):
+    """A stand-in backbone with fixed weights: an atom's state is the embedding of its type
+    plus, with ``neighbours``, the sum of its neighbours' embeddings (one round of sum
+    aggregation over the edges it is given). It records the atoms it was last given."""
+
+    def __init__(self, dim: int = 3, neighbours: bool = False, scale: float = 0.1):
+        super().__init__()
+        self.embedding = nn.Embedding(120, dim)
+        with torch.no_grad():  # small fixed weights, different for every type
+            self.embedding.weight.copy_(torch.cos(torch.arange(120 * dim).view(120, dim) * 0.7) * scale)
+        self.neighbours, self.out_dim = neighbours, dim
+
+    def node_states(self, x, edge_index, edge_attr):
+        self.seen = x
+        h = self.embedding(x[:, 0])
+        if self.neighbours:
+            h = h + torch.zeros_like(h).index_add_(0, edge_index[1], h[edge_index[0]])
+        return h
+
+    def forward(self, graph):
+        h = self.node_states(graph.x, graph.edge_index, graph.edge_attr)
+        return torch.zeros(graph.num_graphs, h.shape[1]).index_add_(0, graph.batch, h) / \
+            torch.bincount(graph.batch, minlength=graph.num_graphs)[:, None]
+
+
+def bce(logit: float, label: float) -> float:
+    p = 1 / (1 + math.exp(-logit))
+    return -math.log(p if label else 1 - p)
+
+
+# --- draws -------------------------------------------------------------------------------
+
+def test_random_ranks_are_a_permutation_within_each_molecule():
+    group = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    torch.manual_seed(0)
+    ranks = random_ranks(group, 3)
+    for g, size in enumerate([3, 2, 4]):
+        assert sorted(ranks[group == g].tolist()) == list(range(size))
+    firsts = {tuple(random_ranks(group, 3)[:3].tolist()) for _ in range(200)}
+    assert len(firsts) == 6  # every order of the first molecule's 3 atoms occurs
+
+
+def test_hops_count_shortest_paths_on_a_path_and_a_ring():
+    path, ring = graphs(CHAIN), graphs("C1CCCCCCCCCCC1")  # a path of 20, a ring of 12
+    assert hops_from(torch.tensor([0]), path.edge_index, 20, 7).tolist() == \
+        [min(i, 8) for i in range(20)]
+    assert hops_from(torch.tensor([3]), ring.edge_index, 12, 7).tolist() == \
+        [min(abs(i - 3), 12 - abs(i - 3)) for i in range(12)]
+
+
+def test_context_regions_on_a_path_and_a_ring():
+    """K = 5, r1 = 4, r2 = 7, counted by hand: on the path from its end atom 0, the
+    substructure is atoms 0..5, the context 5..7 and the anchor atom 5; on a 16-ring from atom
+    0, atoms within 5 hops either way, the context 5..7 hops either way, anchors 5 and 11."""
+    objective = ContextPrediction(nn.Identity())
+    batch = graphs(CHAIN, RING16)
+    sub, ctx, anchors = objective.regions(batch, torch.tensor([0, 20]))
+    on = lambda mask, offset: set((torch.nonzero(mask).flatten() - offset).tolist())  # noqa: E731
+    assert on(sub[:20], 0) == set(range(6)) and on(ctx[:20], 0) == {5, 6, 7} and on(anchors[:20], 0) == {5}
+    assert on(sub[20:], 0) == {0, 1, 2, 3, 4, 5, 11, 12, 13, 14, 15}
+    assert on(ctx[20:], 0) == {5, 6, 7, 9, 10, 11} and on(anchors[20:], 0) == {5, 11}
+
+
+def test_negative_pairs_are_distinct_non_bonded_pairs_of_one_molecule():
+    batch = graphs(*SMILES[:6], "CC")
+    torch.manual_seed(0)
+    pairs = negative_pairs(batch)
+    bonded = set(map(tuple, batch.edge_index.t().tolist()))
+    listed = list(map(tuple, pairs.t().tolist()))
+    assert len(set(listed)) == len(listed)
+    assert all(u != v and (u, v) not in bonded for u, v in listed)
+    owner = batch.batch[pairs]
+    assert (owner[0] == owner[1]).all()
+    bonds = [smiles_to_graph(s).edge_index.shape[1] // 2 for s in SMILES[:6]]
+    assert torch.bincount(owner[0], minlength=7).tolist() == bonds + [0]  # ethane: all pairs bonded
+
+
+# --- hand-computed losses ----------------------------------------------------------------
+
+def test_attribute_masking_equals_the_cross_entropy_of_the_mask_token():
+    """Icosane (20 C) masks int(0.15·20) + 1 = 4 atoms and O2 one; with states that are the
+    atom's type embedding alone, every masked atom's logits are those of the mask token."""
+    backbone = TypeStates()
+    objective = AttributeMasking(3)
+    with torch.no_grad():
+        objective.classifier.weight.copy_(torch.sin(torch.arange(119 * 3).view(119, 3)) * 0.5)
+        objective.classifier.bias.copy_(torch.cos(torch.arange(119.0)) * 0.2)
+    batch = graphs(CHAIN, "OO")
+    batch.x[:, 1] = 1  # a chirality tag, which the mask token resets
+    loss = objective(backbone, {"graph": batch})
+    masked = backbone.seen[:, 0] == MASK_ATOM
+    assert masked[:20].sum() == 4 and masked[20:].sum() == 1
+    assert (backbone.seen[masked, 1] == 0).all() and (backbone.seen[~masked] == batch.x[~masked]).all()
+    w, b = objective.classifier.weight.detach().numpy(), objective.classifier.bias.detach().numpy()
+    logits = w @ backbone.embedding.weight[MASK_ATOM].detach().numpy() + b
+    log_softmax = logits - np.log(np.exp(logits).sum())
+    carbon, oxygen = 5, 7  # atomic number − 1
+    expected = -(4 * log_softmax[carbon] + log_softmax[oxygen]) / 5
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_edge_prediction_equals_the_binary_cross_entropy_of_its_pairs():
+    backbone = TypeStates(scale=1.0)
+    batch = graphs("CCO", "OC(N)C")
+    torch.manual_seed(3)
+    loss = EdgePrediction()(backbone, {"graph": batch})
+    torch.manual_seed(3)
+    negatives = negative_pairs(batch).t().tolist()
+    bonds = [(0, 1), (1, 2), (3, 4), (4, 5), (4, 6)]  # CCO, then O-C, C-N, C-C
+    assert 0 < len(negatives) <= 2 + 3  # CCO has 2 non-bonded ordered pairs, the other 6
+    e = backbone.embedding.weight.detach().double().numpy()
+    types = batch.x[:, 0].tolist()
+    score = lambda u, v: float(e[types[u]] @ e[types[v]])  # noqa: E731
+    expected = (np.mean([bce(score(u, v), 1) for u, v in bonds])
+                + np.mean([bce(score(u, v), 0) for u, v in negatives]))
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_context_prediction_on_two_rings_and_a_molecule_without_context():
+    """Rings of 16 C and 16 N, every atom alike, so any centre gives: a substructure that is a
+    path of 11 atoms with the centre in the middle (2 neighbours: state 3·e), two context
+    paths of 3 atoms whose anchors have one neighbour there (state 2·e'). Ethanol has no atom
+    beyond 4 hops: it drops out. Positive logits 6·e·e' of the same ring, negatives 6·e·e' of
+    the other ring."""
+    backbone = TypeStates(neighbours=True, scale=0.5)
+    context_gnn = TypeStates(neighbours=True, scale=0.4)
+    with torch.no_grad():
+        context_gnn.embedding.weight.copy_(context_gnn.embedding.weight.flip(1))
+    objective = ContextPrediction(context_gnn)
+    batch = graphs(RING16, "N1" + "N" * 14 + "N1", "CCO")
+    loss = objective(backbone, {"graph": batch})
+    e, c = backbone.embedding.weight.detach().double(), context_gnn.embedding.weight.detach().double()
+    carbon, nitrogen = 5, 6
+    same = [6 * float(e[t] @ c[t]) for t in (carbon, nitrogen)]
+    crossed = [6 * float(e[carbon] @ c[nitrogen]), 6 * float(e[nitrogen] @ c[carbon])]
+    expected = np.mean([bce(s, 1) for s in same]) + np.mean([bce(s, 0) for s in crossed])
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_nt_xent_matches_a_direct_implementation():
+    rng = np.random.default_rng(0)
+    z1, z2 = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    a = z1 / np.linalg.norm(z1, axis=1, keepdims=True)
+    b = z2 / np.linalg.norm(z2, axis=1, keepdims=True)
+    terms = []
+    for n in range(5):
+        others = sum(np.exp(a[n] @ b[m] / 0.1) for m in range(5) if m != n)
+        terms.append(-np.log(np.exp(a[n] @ b[n] / 0.1) / others))
+    got = nt_xent(torch.tensor(z1), torch.tensor(z2), 0.1)
+    assert float(got) == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", AUGMENTATIONS)
+def test_each_augmentation_alters_the_molecule_as_the_paper_says(kind):
+    """Icosane (20 atoms, 19 bonds) at ratio 0.2: node dropping keeps 16 atoms, subgraph a
+    connected 16 (a path), edge perturbation removes int(3.8) = 3 bonds, masking masks 4."""
+    torch.manual_seed(0)
+    batch = graphs(CHAIN, CHAIN)
+    x, edge_index, edge_attr, owner = augment(batch, 0.2, (AUGMENTATIONS.index(kind),))
+    atoms = torch.bincount(owner, minlength=2).tolist()
+    bonds = torch.bincount(owner[edge_index[0]], minlength=2).div(2).tolist()
+    masked = torch.bincount(owner[x[:, 0] == MASK_ATOM], minlength=2).tolist()
+    assert len(edge_attr) == edge_index.shape[1]
+    expected = {"node_dropping": ([16, 16], None, [0, 0]), "subgraph": ([16, 16], [15, 15], [0, 0]),
+                "edge_perturbation": ([20, 20], [16, 16], [0, 0]),
+                "attribute_masking": ([20, 20], [19, 19], [4, 4])}[kind]
+    assert atoms == expected[0] and masked == expected[2]
+    if expected[1] is not None:
+        assert bonds == expected[1]
+
+
+# --- every registered objective ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def registry():
+    return build_registry()
+
+
+def build(registry, name, backbone):
+    return registry.get("objectives", name).build(backbone, None, None)
+
+
+@pytest.mark.parametrize("kind", ["gin", "gcn"])
+@pytest.mark.parametrize("name", GRAPH_OBJECTIVES)
+def test_objective_gives_a_finite_scalar_whose_gradient_reaches_the_backbone(name, kind, registry):
+    torch.manual_seed(0)
+    backbone = GNN(kind, num_layers=5, emb_dim=16)
+    objective = build(registry, name, backbone)
+    loss = objective(backbone, {"graph": graphs(*SMILES), "index": torch.arange(len(SMILES))})
+    assert loss.shape == () and math.isfinite(float(loss))
+    loss.backward()
+    grad = backbone.x_embedding1.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert all(p.grad is not None for p in objective.parameters())  # its head belongs to θ
+
+
+def test_losses_replay_under_a_seed_and_differ_under_another(registry):
+    """The engine replays torch's global generator: the same seed gives the same loss vector."""
+    torch.manual_seed(0)
+    backbone = GNN("gin", num_layers=5, emb_dim=16)
+    objectives = [build(registry, name, backbone) for name in GRAPH_OBJECTIVES]
+    theta = PretrainModel(backbone, objectives, GRAPH_OBJECTIVES)
+    batch = {"graph": graphs(*SMILES), "index": torch.arange(len(SMILES))}
+
+    def losses(seed):
+        torch.manual_seed(seed)
+        return theta(batch).detach()
+
+    assert torch.equal(losses(1), losses(1))
+    assert (losses(1) != losses(2)).all()
+
+
+def test_a_graph_objective_on_the_image_backbone_is_refused_with_one_line(registry):
+    from tapweight import TapweightError
+
+    with pytest.raises(TapweightError, match="needs a graph backbone"):
+        build(registry, "mol.attrmask", nn.Linear(2, 2))
+
+
+class GraphCorpus:
+    @staticmethod
+    def backbone_inputs(batch):
+        return batch["graph"]
+
+
+def test_random_labels_probe_works_beside_the_graph_objectives(registry):
+    torch.manual_seed(0)
+    backbone = GNN("gin", num_layers=5, emb_dim=16)
+    names = [*GRAPH_OBJECTIVES, "core.random_labels"]
+    objectives = [build(registry, n, backbone) for n in GRAPH_OBJECTIVES]
+    objectives.append(RandomLabels(backbone.out_dim, GraphCorpus()))
+    theta = PretrainModel(backbone, objectives, names)
+    torch.manual_seed(1)
+    losses = theta({"graph": graphs(*SMILES), "index": torch.arange(len(SMILES))})
+    assert losses.shape == (5,) and torch.isfinite(losses).all()
+    grads = torch.autograd.grad(losses[-1], backbone.x_embedding1.weight)
+    assert grads[0].abs().sum() > 0

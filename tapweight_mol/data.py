@@ -1,7 +1,8 @@
 """From a loaded MoleculeNet table (or a corpus file) to the engine's image datasets.
 
 Task splits yield ``(image uint8 [3, S, S], labels float [T])`` and collate into
-``(images float [B, 3, S, S] in [0, 1], labels [B, T])``. The level I corpus is the task's
+``(images float [B, 3, S, S] in [0, 1], labels [B, T])``; with a GNN backbone (``mol.gcn``...)
+the same datasets yield graphs instead and collate into graph batches (graphs/data.py). The level I corpus is the task's
 training molecules by default (task-adaptive pretraining); ``--corpus FILE`` (corpus.py)
 replaces it, and ``tapweight pretrain mol --corpus FILE`` trains on it alone
 (:func:`build_corpus`). Corpus items carry their row index so the MG objectives can look up
@@ -15,6 +16,8 @@ the cache as batches are drawn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +29,9 @@ from torchvision.transforms.functional import pil_to_tensor
 from tapweight import DomainData, Split, Table, TapweightError, TaskSpec, cache_dir
 from tapweight_mol.clusters import cluster_ids
 from tapweight_mol.corpus import SmilesList, canonicalize, read_corpus
+from tapweight_mol.graphs import is_graph_backbone
 from tapweight_mol.moleculenet import warn_invalid
+from tapweight_mol.objectives import backbone_inputs
 from tapweight_mol.render import draw, png, quiet_rdkit
 from tapweight_mol.store import ImageStore
 
@@ -58,9 +63,9 @@ def to_float(images: list[torch.Tensor]) -> torch.Tensor:
 
 
 class TaskImages(Dataset):
-    """Images and labels of one split."""
+    """Images (or graphs: ``images`` is any SMILES → input callable) and labels of one split."""
 
-    def __init__(self, smiles: SmilesList, labels: np.ndarray, images: Depictions):
+    def __init__(self, smiles: SmilesList, labels: np.ndarray, images):
         self.smiles, self.images = smiles, images
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
 
@@ -77,9 +82,9 @@ def task_collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class MolCorpus(Dataset):
-    """The level I corpus: canonical SMILES, their images, and MG cluster ids on demand."""
+    """The level I corpus: canonical SMILES, their images (or graphs), and MG cluster ids on demand."""
 
-    def __init__(self, smiles: SmilesList, images: Depictions, cache: Path, workers: int = 0,
+    def __init__(self, smiles: SmilesList, images, cache: Path, workers: int = 0,
                  precomputed: dict[int, np.ndarray] | None = None):
         self.smiles, self.images, self.cache, self.workers = smiles, images, cache, workers
         self.precomputed = precomputed or {}
@@ -90,10 +95,8 @@ class MolCorpus(Dataset):
     def __getitem__(self, i: int):
         return i, self.images(self.smiles[i])
 
-    @staticmethod
-    def backbone_inputs(batch: dict) -> torch.Tensor:
-        """What the backbone takes from a corpus batch: its images (the core's probes use it)."""
-        return batch["image"]
+    #: what the backbone takes from a corpus batch: its images or graphs (the core's probes use it)
+    backbone_inputs = staticmethod(backbone_inputs)
 
     def clusters(self, k: int) -> tuple[torch.Tensor, int]:
         """Cluster id of every corpus molecule at granularity ``k``, and the number of ids."""
@@ -114,25 +117,47 @@ def depictions(options) -> Depictions:
     return Depictions(ImageStore(cache_root(options) / "images", options.image_size))
 
 
+@dataclass
+class MoleculeInputs:
+    """How the run's backbone sees molecules: images for the ResNet, graphs for the GNNs."""
+
+    of: Callable  # canonical SMILES → one input
+    task_collate: Callable
+    corpus_collate: Callable
+    info: dict
+
+
+def inputs(cfg) -> MoleculeInputs:
+    """The run's :class:`MoleculeInputs`, from (and into) their store under the cache."""
+    if is_graph_backbone(cfg.backbone):
+        from tapweight_mol.graphs import data as graphs
+
+        store = graphs.GraphStore(cache_root(cfg.options) / "graphs")
+        return MoleculeInputs(graphs.Graphs(store), graphs.task_collate, graphs.corpus_collate,
+                      {"inputs": "graphs (Hu et al.'s featurization)", "graph_cache": str(store.folder)})
+    images = depictions(cfg.options)
+    return MoleculeInputs(images, task_collate, corpus_collate,
+                  {"image_size": cfg.options.image_size, "image_cache": str(images.store.folder)})
+
+
 def build_corpus(cfg, path: str) -> DomainData:
     """``Domain.build_corpus``: the corpus file at ``path`` as the level I dataset (prepared
-    once and cached, corpus.py); images are drawn as batches are drawn."""
+    once and cached, corpus.py); images or graphs are made as batches are drawn."""
     options = cfg.options
     quiet_rdkit()
     root = cache_root(options)
     prepared = read_corpus(path, options.render_workers, root)
     warn_invalid(path, prepared.invalid, prepared.shown, len(prepared.smiles) + prepared.invalid)
-    images = depictions(options)
+    made = inputs(cfg)
     info = {"corpus": path, "corpus_molecules": len(prepared.smiles),
             "corpus_prepared": "read from the cache" if prepared.cached else "canonicalized now, cached",
-            "corpus_precomputed_clusters": sorted(prepared.precomputed),
-            "image_size": options.image_size, "image_cache": str(images.store.folder)}
-    corpus = MolCorpus(prepared.smiles, images, root, options.render_workers, prepared.precomputed)
-    return DomainData(corpus=corpus, corpus_collate=corpus_collate, info=info)
+            "corpus_precomputed_clusters": sorted(prepared.precomputed), **made.info}
+    corpus = MolCorpus(prepared.smiles, made.of, root, options.render_workers, prepared.precomputed)
+    return DomainData(corpus=corpus, corpus_collate=made.corpus_collate, info=info)
 
 
 def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
-    """``Domain.build_data``: the splits and the corpus; images are drawn on first use.
+    """``Domain.build_data``: the splits and the corpus; images (graphs) are made on first use.
 
     ``task`` is not needed: molecular labels are float columns whatever the loss."""
     options = cfg.options
@@ -141,22 +166,21 @@ def build_data(cfg, table: Table, split: Split, task: TaskSpec) -> DomainData:
     if bad:  # tables from tapweight_mol's loaders hold only valid SMILES
         raise TapweightError(
             f"{table.source}: {len(bad)} rows have invalid SMILES (row {bad[0][0]})")
-    images = depictions(options)
-    info = {"image_size": options.image_size,  # the loader's warning has named the invalid rows
-            "image_cache": str(images.store.folder)}
+    made = inputs(cfg)
+    info = dict(made.info)  # the loader's warning has named the invalid rows
 
     def part(rows: np.ndarray) -> TaskImages:
-        return TaskImages(SmilesList.of(canon[i] for i in rows), table.labels[rows], images)
+        return TaskImages(SmilesList.of(canon[i] for i in rows), table.labels[rows], made.of)
 
     if cfg.corpus:
         from_file = build_corpus(cfg, cfg.corpus)
         info.update(from_file.info)
         corpus = from_file.corpus
     else:
-        corpus = MolCorpus(SmilesList.of(canon[i] for i in split.train), images,
+        corpus = MolCorpus(SmilesList.of(canon[i] for i in split.train), made.of,
                            cache_root(options), options.render_workers)
         info.update(corpus="the task's training molecules (task-adaptive)",
                     corpus_molecules=len(corpus))
-    return DomainData(corpus=corpus, corpus_collate=corpus_collate, train=part(split.train),
-                      val=part(split.val), test=part(split.test), task_collate=task_collate,
+    return DomainData(corpus=corpus, corpus_collate=made.corpus_collate, train=part(split.train),
+                      val=part(split.val), test=part(split.test), task_collate=made.task_collate,
                       info=info)

@@ -1,7 +1,9 @@
 """ImageMol's pretraining objectives (Zeng et al., Nat. Mach. Intell. 2022, "Methods").
 
 Each is an ``nn.Module`` whose ``forward(backbone, batch)`` returns one unweighted loss;
-``batch`` is a corpus batch ``{"image": [B, 3, S, S] in [0, 1], "index": [B]}``.
+``batch`` is a corpus batch ``{"image": [B, 3, S, S] in [0, 1], "index": [B]}``, or with a
+GNN backbone ``{"graph": Batch, "index": [B]}`` (graphs/data.py): the MG-k objectives read
+either; the others are image objectives.
 
 - ``mg{100,1000,10000}`` multi-granularity clustering: predict the molecule's k-means
   cluster of MACCS keys (clusters.py), one linear classifier per k.
@@ -37,11 +39,16 @@ from tapweight_mol.jigsaw import jigsaw_orders, shuffle_tiles
 log = logging.getLogger(__name__)
 
 
+def backbone_inputs(batch: dict):
+    """What the backbone reads from a corpus batch: its graphs (GNN backbones) or its images."""
+    return batch["graph"] if "graph" in batch else batch["image"]
+
+
 def clean_features(backbone: nn.Module, batch: dict) -> torch.Tensor:
-    """``backbone(batch["image"])`` ``[B, out_dim]``: the MG objectives, MCL and MIR all need
-    the features of the unaltered images; within one evaluation of θ's losses the first
-    computes them and the others share them (``tapweight.computed_once``)."""
-    return computed_once("mol.clean_features", lambda: backbone(batch["image"]))
+    """The backbone's features of the unaltered molecules ``[B, out_dim]``: the MG objectives,
+    MCL and MIR all need them; within one evaluation of θ's losses the first computes them
+    and the others share them (``tapweight.computed_once``)."""
+    return computed_once("mol.clean_features", lambda: backbone(backbone_inputs(batch)))
 
 
 class ClusterClassification(nn.Module):

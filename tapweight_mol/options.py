@@ -21,11 +21,15 @@ class MolOptions:
     jigsaw_unshuffled: float = 0.8  # probability that JPP leaves an image as is (ImageMol)
     mcl_mask_ratio: float = 0.25  # share of the 8×8 grid cells masked for MCL
     mir_size: int = 64  # side of the image MIR reconstructs (ImageMol: 64)
+    gnn_layers: int = 5  # GNN backbones (mol.gin, mol.gcn...): message-passing layers (Hu et al.: 5)
+    gnn_dim: int = 300  # GNN backbones: node state width (Hu et al.: 300)
+    gnn_dropout: float = 0.0  # GNN backbones: dropout after every layer (Hu et al. pretrain with 0)
 
     def __post_init__(self):
         check_options("mol", self, {
             "image_size": ">= 16", "render_workers": ">= 0", "jigsaw_permutations": ">= 1",
-            "jigsaw_unshuffled": "in [0, 1]", "mcl_mask_ratio": "in [0, 1)", "mir_size": ">= 1"})
+            "jigsaw_unshuffled": "in [0, 1]", "mcl_mask_ratio": "in [0, 1)", "mir_size": ">= 1",
+            "gnn_layers": ">= 1", "gnn_dim": ">= 1", "gnn_dropout": "in [0, 1)"})
 
 
 PRESETS = {

@@ -25,6 +25,8 @@ from tapweight import (
     require,
 )
 from tapweight_mol import moleculenet
+from tapweight_mol.graphs import BACKBONES as GRAPH_BACKBONES
+from tapweight_mol.graphs import is_graph_backbone
 from tapweight_mol.options import (
     DEFAULT_STEPS,
     PAPER_STEPS,
@@ -37,6 +39,8 @@ from tapweight_mol.options import (
 require("rdkit", "torchvision", "PIL")  # the [mol] extra, found without importing it
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
+#: what the GNN backbones train on by default: the objectives that read graphs
+GRAPH_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000")
 EXPORTS = (
     ExportFormat("torchvision", deferred("tapweight_mol.inference:write_torchvision"),
                  "resnet18.pth: a torchvision.models.resnet18() state dict (fine-tuned: the head as fc)"),
@@ -80,11 +84,29 @@ def _resnet18(cfg, data):
     return backbone.build(cfg)
 
 
+def _gnn(name: str, cfg, data):
+    from tapweight_mol.graphs import loading
+
+    return loading.build(name, cfg)
+
+
 @hookimpl
 def register_backbones(register):
     register(BackboneSpec("mol.resnet18", _resnet18,
                           "torchvision ResNet18 without fc, 512-d (ImageMol); --init loads "
                           "ImageMol, torchvision or tapweight checkpoints"))
+    for name, kind in GRAPH_BACKBONES.items():
+        register(BackboneSpec(name, partial(_gnn, name),
+                              f"Hu et al.'s (ICLR 2020) {kind} GNN on molecular graphs, 5 layers, 300-d, "
+                              "mean pooling; --init loads their released .pth files",
+                              objectives=GRAPH_OBJECTIVES))
+
+
+def _images_only(name: str, cfg) -> None:
+    """Refuse an image objective in a run whose backbone reads graphs."""
+    if is_graph_backbone(cfg.backbone):
+        raise TapweightError(f"objective {name} works on images and backbone {cfg.backbone} reads graphs: "
+                             f"drop it from objectives (graph objectives: {', '.join(GRAPH_OBJECTIVES)})")
 
 
 def _mg(k: int, net, corpus, cfg):
@@ -95,6 +117,7 @@ def _mg(k: int, net, corpus, cfg):
 
 
 def _jpp(net, corpus, cfg):
+    _images_only("mol.jpp", cfg)
     from tapweight_mol import backbone, objectives
 
     o = cfg.options
@@ -105,18 +128,21 @@ def _jpp(net, corpus, cfg):
 
 
 def _mcl(net, corpus, cfg):
+    _images_only("mol.mcl", cfg)
     from tapweight_mol import objectives
 
     return objectives.MaskedConsistency(cfg.options.mcl_mask_ratio)
 
 
 def _mrd(net, corpus, cfg):
+    _images_only("mol.mrd", cfg)
     from tapweight_mol import objectives
 
     return objectives.RationalityDiscrimination(net.out_dim, cfg.options.jigsaw_permutations)
 
 
 def _mir(net, corpus, cfg):
+    _images_only("mol.mir", cfg)
     from tapweight_mol import objectives
 
     return objectives.ImageReconstruction(net.out_dim, cfg.options.mir_size)

@@ -60,7 +60,7 @@ def objective_names(job: Job, rule: Weighting | None = None) -> list[str]:
     method's starting weights)."""
     cfg, reg, dom = job.cfg, job.registry, job.domain.name
     rule = rule or weighting(job)
-    wanted = rule.objectives(cfg.objectives or list(job.domain.objectives))
+    wanted = rule.objectives(cfg.objectives or resolved.default_objectives(cfg, reg, job.domain))
     names = [reg.get("objectives", n, dom).name for n in wanted]
     if len(set(names)) != len(names):
         raise TapweightError(f"objectives are listed twice: {wanted}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,10 +15,19 @@ from tapweight.errors import TapweightError
 from tapweight.plugin.specs import Split, Table
 
 
+def is_graph_batch(batch: Any) -> bool:
+    """A batch of graphs (PyTorch Geometric's ``Batch``): its tensors hold nodes and edges,
+    its examples are its ``num_graphs`` graphs."""
+    return hasattr(batch, "num_graphs") and hasattr(batch, "index_select") and hasattr(batch, "apply")
+
+
 def map_tensors(batch: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
-    """``batch`` with ``fn`` applied to every tensor inside it (nested dicts, lists, tuples)."""
+    """``batch`` with ``fn`` applied to every tensor inside it (nested dicts, lists, tuples,
+    graph batches)."""
     if isinstance(batch, torch.Tensor):
         return fn(batch)
+    if is_graph_batch(batch):
+        return copy.copy(batch).apply(fn)  # a shallow copy: the caller's batch keeps its tensors
     if isinstance(batch, Mapping):
         return type(batch)({k: map_tensors(v, fn) for k, v in batch.items()})
     if isinstance(batch, (list, tuple)):
@@ -32,17 +42,39 @@ def to_device(batch: Any, device: torch.device) -> Any:
 
 def head_of_batch(batch: Any, fraction: float) -> Any:
     """The first ``ceil(fraction · B)`` examples of a batch of B (the first dimension of its
-    first tensor), but at least two (batch norm needs two): every tensor with that first
-    dimension is cut along it. The head of a shuffled batch is a random subset of it."""
+    first tensor, or a graph batch's graphs), but at least two (batch norm needs two): every
+    tensor with that first dimension is cut along it, and a graph batch keeps its first graphs.
+    The head of a shuffled batch is a random subset of it."""
     if fraction >= 1:
         return batch
-    sizes: list[int] = []
-    map_tensors(batch, lambda t: sizes.append(t.shape[0] if t.dim() else -1))
-    if not sizes or sizes[0] < 0:
+    full = examples(batch)
+    if full is None or full < 0:
         return batch
-    full = sizes[0]
     keep = max(min(2, full), math.ceil(fraction * full))
-    return map_tensors(batch, lambda t: t[:keep] if t.dim() and t.shape[0] == full else t)
+    return _head(batch, full, keep)
+
+
+def examples(batch: Any) -> int | None:
+    """B: the graphs of the first graph batch or tensor in ``batch``, or the first dimension
+    of that tensor (-1 for a scalar; None when there is neither)."""
+    if is_graph_batch(batch):
+        return batch.num_graphs
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else -1
+    inner = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    return next((n for n in map(examples, inner) if n is not None), None)
+
+
+def _head(batch: Any, full: int, keep: int) -> Any:
+    if is_graph_batch(batch):
+        return type(batch).from_data_list(batch.index_select(range(keep))) if batch.num_graphs == full else batch
+    if isinstance(batch, torch.Tensor):
+        return batch[:keep] if batch.dim() and batch.shape[0] == full else batch
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _head(v, full, keep) for k, v in batch.items()})
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_head(v, full, keep) for v in batch)
+    return batch
 
 
 class BatchStream:

@@ -177,12 +177,15 @@ class BackboneSpec:
 
     ``data`` is the run's :class:`DomainData`, for backbones whose shape depends on it (an
     input width, a vocabulary). The module must expose ``out_dim``. Objectives may call
-    domain-specific methods on it.
+    domain-specific methods on it. ``objectives``: what a run with this backbone trains on
+    when its config names none (empty: the domain's defaults), for a backbone whose inputs
+    the domain's default objectives cannot read (a graph beside images).
     """
 
     name: str
     build: Callable[[Any, DomainData], nn.Module]
     description: str = ""
+    objectives: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def _graphcl(net):
     return graphcl.GraphContrastive(net.out_dim)
 
 
-GRAPH_OBJECTIVES = {
+GRAPH_PRETRAINING = {
     "mol.attrmask": (_attrmask, "graphs: mask 15% of atoms, predict their types (Hu et al. 2020)"),
     "mol.contextpred": (_contextpred, "graphs: K-hop substructure vs its context ring (Hu et al. 2020)"),
     "mol.edgepred": (_edgepred, "graphs: bonded vs random non-bonded atom pairs (Hu et al. 2020)"),
@@ -197,7 +197,7 @@ def register_objectives(register):
     register(ObjectiveSpec("mol.mcl", _mcl, "feature distance: image vs its masked view"))
     register(ObjectiveSpec("mol.mrd", _mrd, "original vs tile-shuffled (irrational) image"))
     register(ObjectiveSpec("mol.mir", _mir, "reconstruct the image from its features"))
-    for name, (build, description) in GRAPH_OBJECTIVES.items():
+    for name, (build, description) in GRAPH_PRETRAINING.items():
         register(ObjectiveSpec(name, partial(_graph_objective, build, name), description))
 
 

@@ -5,12 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch_geometric.data import Batch
 
+from tapweight import Split, Table
 from tapweight.method.models import PretrainModel
-from tapweight.method.probes import RandomLabels
 from tapweight.plugin.manager import build_registry
+from tapweight_mol.data import build_data
 from tapweight_mol.graphs.draws import hops_from, random_ranks
 from tapweight_mol.graphs.featurize import MASK_ATOM, smiles_to_graph
 from tapweight_mol.graphs.gnn import GNN
@@ -21,7 +23,8 @@ from tapweight_mol.graphs.objectives import (
     EdgePrediction,
     negative_pairs,
 )
-from tests.mol.conftest import SMILES
+from tapweight_mol.moleculenet import Molecules
+from tests.mol.conftest import BBBP_TASK, SMILES
 
 GRAPH_OBJECTIVES = ["mol.attrmask", "mol.contextpred", "mol.edgepred", "mol.graphcl"]
 CHAIN = "C" * 20  # icosane: 20 atoms in a path
@@ -221,7 +224,7 @@ def test_objective_gives_a_finite_scalar_whose_gradient_reaches_the_backbone(nam
     backbone = GNN(kind, num_layers=5, emb_dim=16)
     objective = build(registry, name, backbone)
     loss = objective(backbone, {"graph": graphs(*SMILES), "index": torch.arange(len(SMILES))})
-    assert loss.shape == () and math.isfinite(float(loss))
+    assert loss.shape == () and math.isfinite(float(loss.detach()))
     loss.backward()
     grad = backbone.x_embedding1.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
@@ -251,21 +254,33 @@ def test_a_graph_objective_on_the_image_backbone_is_refused_with_one_line(regist
         build(registry, "mol.attrmask", nn.Linear(2, 2))
 
 
-class GraphCorpus:
-    @staticmethod
-    def backbone_inputs(batch):
-        return batch["graph"]
+@pytest.fixture
+def graph_corpus(mol_config):
+    """The task corpus of SMILES as a graph backbone's run builds it, and one batch of it."""
+    cfg = mol_config("backbone=mol.gin")
+    table = Table(Molecules(SMILES), np.zeros((len(SMILES), 1), np.float32), ("y",))
+    n = len(SMILES)
+    data = build_data(cfg, table, Split(np.arange(n - 2), np.array([n - 2]), np.array([n - 1])), BBBP_TASK)
+    batch = data.corpus_collate([data.corpus[i] for i in range(len(data.corpus))])
+    return cfg, data.corpus, batch
 
 
-def test_random_labels_probe_works_beside_the_graph_objectives(registry):
+def test_mg_and_the_random_labels_probe_work_beside_the_graph_objectives(registry, graph_corpus):
+    """The MG-k classifiers and ``core.random_labels`` read the pooled features of the graph
+    batch; each of the seven losses reaches the backbone."""
+    cfg, corpus, batch = graph_corpus
     torch.manual_seed(0)
     backbone = GNN("gin", num_layers=5, emb_dim=16)
-    names = [*GRAPH_OBJECTIVES, "core.random_labels"]
-    objectives = [build(registry, n, backbone) for n in GRAPH_OBJECTIVES]
-    objectives.append(RandomLabels(backbone.out_dim, GraphCorpus()))
+    names = [*GRAPH_OBJECTIVES, "mol.mg100", "mol.mg1000", "core.random_labels"]
+    objectives = [registry.get("objectives", n).build(backbone, corpus, cfg) for n in names]
     theta = PretrainModel(backbone, objectives, names)
     torch.manual_seed(1)
-    losses = theta({"graph": graphs(*SMILES), "index": torch.arange(len(SMILES))})
-    assert losses.shape == (5,) and torch.isfinite(losses).all()
-    grads = torch.autograd.grad(losses[-1], backbone.x_embedding1.weight)
-    assert grads[0].abs().sum() > 0
+    losses = theta(batch)
+    assert losses.shape == (len(names),) and torch.isfinite(losses).all()
+    for loss in losses:
+        grad, = torch.autograd.grad(loss, backbone.x_embedding1.weight, retain_graph=True)
+        assert grad.abs().sum() > 0
+    mg = objectives[names.index("mol.mg100")]
+    features = backbone(batch["graph"])
+    expected = F.cross_entropy(mg.classifier(features), mg.ids[batch["index"]])
+    assert float(losses[names.index("mol.mg100")]) == pytest.approx(float(expected), rel=1e-5)

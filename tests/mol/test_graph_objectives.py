@@ -284,3 +284,27 @@ def test_mg_and_the_random_labels_probe_work_beside_the_graph_objectives(registr
     features = backbone(batch["graph"])
     expected = F.cross_entropy(mg.classifier(features), mg.ids[batch["index"]])
     assert float(losses[names.index("mol.mg100")]) == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hypergrad", ["fd", "jvp"])
+def test_tapweight_run_on_a_gnn_with_the_graph_objectives_and_the_probe(tmp_path, cache_dir, hypergrad):
+    """``tapweight run`` end to end on a slice of BBBP: a GIN learns λ over the graph
+    objectives, MG-100 and the random-labels probe, with the finite-difference and the
+    forward-mode hypergradient."""
+    from tapweight.job.runner import resolve, run
+    from tests.mol.conftest import BBBP
+
+    data = tmp_path / "bbbp.csv"
+    data.write_text("\n".join(BBBP.read_text().splitlines()[:121]) + "\n")  # header + 120 rows
+    names = [*GRAPH_OBJECTIVES, "mol.mg100", "core.random_labels"]
+    job = resolve("mol", "bbbp", preset="cpu", options={"data": str(data)}, sets=[
+        "backbone=mol.gin", f"objectives=[{','.join(names)}]", "steps=2", "split=random",
+        "pretrain.batch_size=8", "finetune.batch_size=8", "reweight.batch_size=8", "final.epochs=1",
+        "final.batch_size=16", "mol.render_workers=1", f"reweight.hypergrad={hypergrad}"])
+    run(job, tmp_path / "run", quiet=True)
+    weights = (tmp_path / "run" / "seed0" / "weights.csv").read_text().splitlines()
+    assert weights[0] == "step," + ",".join(n.split(".")[1] for n in names)
+    last = [float(v) for v in weights[-1].split(",")[1:]]
+    assert len(weights) == 3 and all(math.isfinite(v) for v in last)
+    assert sum(last) == pytest.approx(1.0) and last != [1 / len(names)] * len(names)  # λ moved

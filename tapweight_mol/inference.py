@@ -6,6 +6,9 @@ SMILES file (``.smi``, ``.txt``: the first field of each line, an optional ``smi
 header). Each molecule is drawn as in training, at the run's ``mol.image_size`` (images
 come from the image cache when they are there). A SMILES RDKit cannot parse is not scored.
 
+With a GNN backbone (``mol.gcn``...) molecules become graphs as in training, and ``tapweight
+export --format hu2020`` writes the GNN in Hu et al.'s layout (graphs/loading.py).
+
 ``tapweight export`` writes the ResNet18 in two formats:
 
 - ``torchvision``: ``resnet18.pth``, a state dict for ``torchvision.models.resnet18()``.
@@ -26,6 +29,7 @@ come from the image cache when they are there). A SMILES RDKit cannot parse is n
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +40,8 @@ from torch import nn
 from tapweight import Inputs, Predictor, TapweightError
 from tapweight_mol.backbone import RESNET_CHILDREN, ImageMolResNet18
 from tapweight_mol.corpus import SmilesList
-from tapweight_mol.data import TaskImages, depictions, task_collate
+from tapweight_mol.data import TaskImages, inputs
+from tapweight_mol.graphs import is_graph_backbone
 from tapweight_mol.moleculenet import SETS
 from tapweight_mol.render import canonical, parallel_map, quiet_rdkit
 
@@ -82,17 +87,23 @@ def read_smiles(path: str, column: str, workers: int) -> Inputs:
 
 
 def smiles_predictor(cfg) -> Predictor:
-    """Molecules prepared as the run's: drawn at its image size. Nothing is fitted, so
-    nothing is saved: the config says it all."""
+    """Molecules prepared as the run's: drawn at its image size, or featurized as graphs for
+    a GNN backbone. Nothing is fitted, so nothing is saved: the config says it all."""
     o = cfg.options
     column = SETS[cfg.task].smiles if cfg.task in SETS else "smiles"
+    made = inputs(cfg)
 
     def dataset(smiles: list) -> TaskImages:
         canon = SmilesList.of(canonical(s) for s in smiles)
-        return TaskImages(canon, np.full((len(canon), 1), np.nan), depictions(o))
+        return TaskImages(canon, np.full((len(canon), 1), np.nan), made.of)
 
+    backbone = ImageMolResNet18
+    if is_graph_backbone(cfg.backbone):
+        from tapweight_mol.graphs.loading import new_gnn
+
+        backbone = partial(new_gnn, cfg)
     return Predictor(read=lambda path: read_smiles(path, column, o.render_workers), dataset=dataset,
-                     collate=task_collate, backbone=ImageMolResNet18)
+                     collate=made.task_collate, backbone=backbone)
 
 
 def load_predictor(cfg, folder: Path) -> Predictor:
@@ -104,8 +115,15 @@ def _cpu(state: dict) -> dict:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
+def resnet_only(backbone: nn.Module, format: str) -> None:
+    if not isinstance(backbone, ImageMolResNet18):
+        raise TapweightError(f"--format {format} writes a ResNet18 and this run's backbone is a "
+                             f"{type(backbone).__name__}: use --format hu2020")
+
+
 def write_torchvision(backbone: ImageMolResNet18, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
     """``ExportFormat.write`` of ``torchvision``: a ``resnet18()`` state dict (the head as ``fc``)."""
+    resnet_only(backbone, "torchvision")
     state = _cpu(backbone.state_dict())
     if head is not None:
         if not isinstance(head, nn.Linear):
@@ -118,6 +136,7 @@ def write_torchvision(backbone: ImageMolResNet18, head: nn.Module | None, folder
 
 def write_imagemol(backbone: ImageMolResNet18, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
     """``ExportFormat.write`` of ``imagemol``: ImageMol's pretraining layout (no task head)."""
+    resnet_only(backbone, "imagemol")
     state = {}
     for key, value in _cpu(backbone.state_dict()).items():  # torchvision's order, kept
         child, rest = key.split(".", 1)

@@ -36,7 +36,7 @@ from tapweight_mol.options import (
     MolOptions,
 )
 
-require("rdkit", "torchvision", "PIL")  # the [mol] extra, found without importing it
+require("rdkit", "torchvision", "PIL", "torch_geometric")  # the [mol] extra, found without importing it
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
 #: what the GNN backbones train on by default: the objectives that read graphs
@@ -46,6 +46,9 @@ EXPORTS = (
                  "resnet18.pth: a torchvision.models.resnet18() state dict (fine-tuned: the head as fc)"),
     ExportFormat("imagemol", deferred("tapweight_mol.inference:write_imagemol"),
                  "ImageMol.pth.tar: ImageMol's pretrain.py layout, for its finetune.py --resume"),
+    ExportFormat("hu2020", deferred("tapweight_mol.graphs.loading:write_hu2020"),
+                 "gnn.pth: Hu et al.'s GNN layout (GNN backbones; fine-tuned: their GNN_graphpred, "
+                 "the head as graph_pred_linear)"),
 )
 
 

@@ -40,6 +40,7 @@ def run(
     seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds, e.g. 0,1,2")] = None,
     data: Annotated[Optional[str], typer.Option(help="labelled data file or folder")] = None,
     corpus: Annotated[Optional[str], typer.Option(help="pretraining corpus file (default: train inputs)")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="see `tapweight list backbones` (default: the domain's)")] = None,
     init: Annotated[Optional[str], typer.Option(help="pretrained backbone checkpoint")] = None,
     model: Annotated[Optional[str], typer.Option(help="model name or folder (domains with a model option)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
@@ -54,7 +55,7 @@ def run(
 
     options = {key: value for key, value in {
         "method": method, "steps": steps, "data": data, "corpus": corpus, "init": init,
-        "device": device, "seeds": seeds_list(seeds) if seeds else None, "model": model,
+        "backbone": backbone, "device": device, "seeds": seeds_list(seeds) if seeds else None, "model": model,
         "keep_checkpoint": keep_checkpoint}.items() if value is not None}
     if resume is not None:
         if options or set_ or config or out_dir:
@@ -97,6 +98,7 @@ def pretrain_command(
     config: Annotated[Optional[str], typer.Option(help="YAML file of config keys")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable)")] = None,
     steps: Annotated[Optional[int], typer.Option(help="level I steps")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="see `tapweight list backbones` (default: the domain's)")] = None,
     init: Annotated[Optional[str], typer.Option(help="checkpoint to start from")] = None,
     model: Annotated[Optional[str], typer.Option(help="model name or folder (domains with a model option)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
@@ -110,7 +112,8 @@ def pretrain_command(
     from tapweight.commands import base_pretraining as pretrain
 
     options = {key: value for key, value in {
-        "method": method, "steps": steps, "corpus": corpus, "init": init, "device": device}.items()
+        "method": method, "steps": steps, "corpus": corpus, "init": init, "backbone": backbone,
+        "device": device}.items()
         if value is not None}
     if resume is not None:
         if options or set_ or config or model or out_dir:
@@ -138,6 +141,7 @@ def compare(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="key=value override (repeatable)")] = None,
     steps: Annotated[Optional[int], typer.Option(help="global steps of continued pretraining")] = None,
     data: Annotated[Optional[str], typer.Option(help="labelled data file or folder")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help="see `tapweight list backbones` (default: the domain's)")] = None,
     init: Annotated[Optional[str], typer.Option(help="pretrained backbone checkpoint")] = None,
     model: Annotated[Optional[str], typer.Option(help="model name or folder (domains with a model option)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
@@ -151,8 +155,8 @@ def compare(
     names += names_list(tasks, "--tasks") if tasks else []
     if not names:
         raise TapweightError("name a task (tapweight compare DOMAIN TASK) or several (--tasks a,b)")
-    options = {key: value for key, value in {"steps": steps, "data": data, "init": init, "device": device,
-                                             "keep_checkpoint": keep_checkpoint}.items() if value is not None}
+    options = {key: value for key, value in {"steps": steps, "data": data, "init": init, "backbone": backbone,
+                                             "device": device, "keep_checkpoint": keep_checkpoint}.items() if value is not None}
     options.update(model_options(domain, model))
     target = out_dir or Path("runs") / f"compare-{domain}-{'-'.join(names)}"
     compare_runs(domain, names, names_list(methods, "--methods"), seeds_list(seeds), target, baseline, preset, config,

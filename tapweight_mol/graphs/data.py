@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch, Data
 
 from tapweight_mol.graphs.featurize import smiles_to_graph
+from tapweight_mol.graphs.pyg import Batch, Data
 from tapweight_mol.store import ImageStore
 
 #: the cached layout's version: a change of featurization must change it

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 from rdkit import Chem
-from torch_geometric.data import Data
+
+from tapweight_mol.graphs.pyg import Data
 
 NUM_ATOM_TYPES = 120  # 118 elements, a dummy atom, the mask token
 DUMMY_ATOM = 118

@@ -25,8 +25,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.nn import MessagePassing, global_mean_pool
-from torch_geometric.utils import degree, softmax
 
 from tapweight_mol.graphs.featurize import (
     NUM_ATOM_TYPES,
@@ -35,6 +33,7 @@ from tapweight_mol.graphs.featurize import (
     NUM_CHIRALITY,
     SELF_LOOP_BOND,
 )
+from tapweight_mol.graphs.pyg import MessagePassing, degree, global_mean_pool, softmax
 
 
 class BondLayer(MessagePassing):

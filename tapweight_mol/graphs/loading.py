@@ -21,8 +21,9 @@ import logging
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from tapweight import LoadReport, container, load_into, read_weights
+from tapweight import LoadReport, TapweightError, container, load_into, read_weights
 from tapweight_mol.backbone import unwrap
 from tapweight_mol.graphs import BACKBONES
 from tapweight_mol.graphs.gnn import GNN
@@ -64,14 +65,41 @@ def load_init(model: GNN, name: str, init: str, strict: bool = True) -> LoadRepo
                          f"{model.out_dim} dims) or a tapweight checkpoint of {name}")
 
 
+def new_gnn(cfg) -> GNN:
+    """A randomly initialised GNN of the run's backbone (``cfg.backbone``) and sizes."""
+    o = cfg.options
+    name = cfg.backbone if cfg.backbone in BACKBONES else f"mol.{cfg.backbone}"
+    return GNN(BACKBONES[name], o.gnn_layers, o.gnn_dim, o.gnn_dropout)
+
+
 def build(name: str, cfg) -> GNN:
     """``BackboneSpec.build`` of the GNN backbone ``name``: from ``cfg.init`` or random."""
-    o = cfg.options
-    model = GNN(BACKBONES[name], o.gnn_layers, o.gnn_dim, o.gnn_dropout)
+    model = new_gnn(cfg)
     if cfg.init:
-        load_init(model, name, cfg.init, o.strict_load)
+        load_init(model, name, cfg.init, cfg.options.strict_load)
     else:
         log.warning("backbone %s starts from random weights (no --init): for a pretrained start pass "
                     "one of Hu et al.'s released %s checkpoints (github snap-stanford/pretrain-gnns, "
                     "chem/model_architecture), e.g. --init %s_contextpred.pth", name, model.kind, model.kind)
     return model
+
+
+HU2020_FILE = "gnn.pth"
+
+
+def write_hu2020(backbone: GNN, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
+    """``ExportFormat.write`` of ``hu2020``: the GNN's state dict in Hu et al.'s layout, which
+    their ``GNN.load_state_dict`` and ``--init`` load; fine-tuned, their ``GNN_graphpred``
+    layout (``gnn.*`` and the linear head as ``graph_pred_linear.*``)."""
+    if not isinstance(backbone, GNN):
+        raise TapweightError(f"--format hu2020 writes a GNN and this run's backbone is a "
+                             f"{type(backbone).__name__}: use --format torchvision or imagemol")
+    state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
+    if head is not None:
+        if not isinstance(head, nn.Linear):
+            raise TapweightError(f"GNN_graphpred ends in one linear graph_pred_linear, and this run's head "
+                                 f"is a {type(head).__name__}: export the encoder alone (without --finetuned)")
+        state = {**{f"gnn.{k}": v for k, v in state.items()},
+                 **{f"graph_pred_linear.{k}": v.detach().cpu().clone() for k, v in head.state_dict().items()}}
+    torch.save(state, out / HU2020_FILE)
+    return [out / HU2020_FILE]

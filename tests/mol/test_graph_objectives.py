@@ -1,7 +1,9 @@
 """The graph objectives against hand-computed cases, their draws, gradients and determinism."""
 
+import csv
 import math
 
+import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,7 @@ from tapweight import Split, Table
 from tapweight.method.models import PretrainModel
 from tapweight.plugin.manager import build_registry
 from tapweight_mol.data import build_data
-from tapweight_mol.graphs.draws import hops_from, random_ranks
+from tapweight_mol.graphs.draws import hops_from, random_members, random_ranks
 from tapweight_mol.graphs.featurize import MASK_ATOM, smiles_to_graph
 from tapweight_mol.graphs.gnn import GNN
 from tapweight_mol.graphs.graphcl import AUGMENTATIONS, augment, nt_xent
@@ -24,7 +26,7 @@ from tapweight_mol.graphs.objectives import (
     negative_pairs,
 )
 from tapweight_mol.moleculenet import Molecules
-from tests.mol.conftest import BBBP_TASK, SMILES
+from tests.mol.conftest import BBBP, BBBP_TASK, SMILES
 
 GRAPH_OBJECTIVES = ["mol.attrmask", "mol.contextpred", "mol.edgepred", "mol.graphcl"]
 CHAIN = "C" * 20  # icosane: 20 atoms in a path
@@ -110,6 +112,53 @@ def test_negative_pairs_are_distinct_non_bonded_pairs_of_one_molecule():
     assert (owner[0] == owner[1]).all()
     bonds = [smiles_to_graph(s).edge_index.shape[1] // 2 for s in SMILES[:6]]
     assert torch.bincount(owner[0], minlength=7).tolist() == bonds + [0]  # ethane: all pairs bonded
+
+
+def bbbp_graphs(n: int) -> Batch:
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    with BBBP.open() as f:
+        rows = [row["smiles"] for row, _ in zip(csv.DictReader(f), range(n + 10))]
+    return graphs(*[s for s in rows if Chem.MolFromSmiles(s) is not None][:n])
+
+
+def networkx_graph(batch: Batch, g: int):
+    lo, hi = int(batch.ptr[g]), int(batch.ptr[g + 1])
+    graph = nx.Graph()
+    graph.add_nodes_from(range(lo, hi))
+    graph.add_edges_from(e for e in batch.edge_index.t().tolist() if lo <= e[0] < hi)
+    return graph
+
+
+def test_context_regions_match_networkx_shortest_paths_on_bbbp():
+    """Hu et al.'s loader takes the regions from networkx's shortest-path lengths; ours agree
+    on 40 BBBP molecules with every centre drawn at once."""
+    batch = bbbp_graphs(40)
+    objective = ContextPrediction(nn.Identity())
+    torch.manual_seed(0)
+    centres = random_members(batch.batch, batch.ptr)
+    masks = objective.regions(batch, centres)
+    for g in range(batch.num_graphs):
+        hops = nx.single_source_shortest_path_length(networkx_graph(batch, g), int(centres[g]))
+        for mask, (lo, hi) in zip(masks, [(0, 5), (5, 7), (5, 5)], strict=True):
+            got = set(torch.nonzero(mask & (batch.batch == g)).flatten().tolist())
+            assert got == {v for v, d in hops.items() if lo <= d <= hi}
+
+
+def test_the_subgraph_view_is_connected_and_of_its_size_on_bbbp():
+    batch = bbbp_graphs(40)
+    torch.manual_seed(0)
+    x, edge_index, _, owner = augment(batch, 0.2, (AUGMENTATIONS.index("subgraph"),))
+    for g in range(batch.num_graphs):
+        nodes = torch.nonzero(owner == g).flatten().tolist()
+        view = nx.Graph()
+        view.add_nodes_from(nodes)
+        view.add_edges_from(e for e in edge_index.t().tolist() if e[0] in set(nodes))
+        whole = networkx_graph(batch, g)
+        target = max(int(whole.number_of_nodes() * 0.8), 1)
+        assert nx.is_connected(view)
+        assert len(nodes) == target if nx.is_connected(whole) else len(nodes) <= target
 
 
 # --- hand-computed losses ----------------------------------------------------------------
@@ -293,7 +342,6 @@ def test_tapweight_run_on_a_gnn_with_the_graph_objectives_and_the_probe(tmp_path
     objectives, MG-100 and the random-labels probe, with the finite-difference and the
     forward-mode hypergradient."""
     from tapweight.job.runner import resolve, run
-    from tests.mol.conftest import BBBP
 
     data = tmp_path / "bbbp.csv"
     data.write_text("\n".join(BBBP.read_text().splitlines()[:121]) + "\n")  # header + 120 rows

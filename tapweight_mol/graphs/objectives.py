@@ -126,7 +126,8 @@ class ContextPrediction(nn.Module):
     ``context_gnn`` (a GNN with ``node_states``, e.g. a 3-layer GNN of the backbone's kind) is
     this objective's own module, so it trains with θ as the objective's head. Molecules with
     no atom beyond r1 hops of their centre have no context and drop out of the batch, as in
-    Hu et al.'s loader.
+    Hu et al.'s loader; a batch whose contexts hold fewer than two atoms in all (batch norm
+    needs two) gives the loss 0 for that step.
     """
 
     def __init__(self, context_gnn: nn.Module, k: int = 5, r1: int = 4, r2: int = 7):
@@ -151,6 +152,9 @@ class ContextPrediction(nn.Module):
         centre_states = backbone.node_states(x, edge_index, edge_attr)[new_id[centres]]
         x, edge_index, edge_attr, new_id = induced(graph.x, graph.edge_index, graph.edge_attr,
                                                    context)
+        if len(x) < 2:  # the context GNN's batch norm cannot train on one atom: no pair this step
+            none = centre_states[:0].float().sum(1)
+            return pair_loss(none, none)
         anchor_states = self.context_gnn.node_states(x, edge_index, edge_attr)[new_id[anchors]]
         contexts = scatter(anchor_states, graph.batch[anchors], 0, graph.num_graphs, reduce="mean")
         has_context = graph_sizes(graph.batch[anchors], graph.num_graphs) > 0

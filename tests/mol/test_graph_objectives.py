@@ -223,6 +223,22 @@ def test_context_prediction_on_two_rings_and_a_molecule_without_context():
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("smiles", [("CCO", "CC"), ("CCCCCC", "CC")])
+def test_context_prediction_without_two_context_atoms_gives_zero(smiles):
+    """No molecule reaches beyond 4 hops of its centre, or hexane's last atom (5 hops from
+    the centre, its first) is the only context atom of the batch: no pair, loss 0, and no
+    error from the context GNN's batch norm."""
+    torch.manual_seed(0)
+    backbone = GNN("gin", num_layers=5, emb_dim=8)
+    objective = ContextPrediction(GNN("gin", num_layers=3, emb_dim=8))
+    batch = graphs(*smiles)
+    centres = batch.ptr[:-1]  # each molecule's atom 0
+    objective.regions = lambda graph, _: ContextPrediction.regions(objective, graph, centres)
+    loss = objective(backbone, {"graph": batch})
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+
+
 def test_nt_xent_matches_a_direct_implementation():
     rng = np.random.default_rng(0)
     z1, z2 = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))

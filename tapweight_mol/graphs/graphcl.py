@@ -8,8 +8,8 @@ uniformly per molecule from the paper's four, each at its default ratio of 20 %:
 - subgraph: starting from a random atom, the subgraph grows by a random neighbour of the
   atoms taken so far until it holds ``int(0.8·n)`` atoms (or its connected part ends);
 - edge perturbation: ``int(0.2·bonds)`` random bonds are removed. The paper also adds edges;
-  an added bond would need a bond type the molecule does not have, and the authors' code for
-  molecules only removes them, as here;
+  an added bond would need a bond type and direction the molecule does not have, so here
+  bonds are only removed;
 - attribute masking: ``int(0.2·n)`` random atoms become the mask token.
 
 (The authors' transfer-learning script for molecules draws each view from node dropping and

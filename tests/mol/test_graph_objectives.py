@@ -252,6 +252,14 @@ def test_nt_xent_matches_a_direct_implementation():
     assert float(got) == pytest.approx(np.mean(terms), rel=1e-5)
 
 
+def test_nt_xent_of_a_single_molecule_has_no_negative_and_is_zero():
+    z = torch.ones(1, 4, requires_grad=True)
+    loss = nt_xent(z, z, 0.1)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert torch.equal(z.grad, torch.zeros(1, 4))
+
+
 @pytest.mark.parametrize("kind", AUGMENTATIONS)
 def test_each_augmentation_alters_the_molecule_as_the_paper_says(kind):
     """Icosane (20 atoms, 19 bonds) at ratio 0.2: node dropping keeps 16 atoms, subgraph a

@@ -304,6 +304,20 @@ def test_objective_gives_a_finite_scalar_whose_gradient_reaches_the_backbone(nam
     assert all(p.grad is not None for p in objective.parameters())  # its head belongs to θ
 
 
+@pytest.mark.parametrize("name", GRAPH_OBJECTIVES)
+def test_single_atoms_and_salts_in_the_batch_keep_the_loss_finite(name, registry):
+    """Methane and sodium chloride have no bond and no context; the salt is two components."""
+    torch.manual_seed(0)
+    backbone = GNN("gin", num_layers=5, emb_dim=16)
+    objective = build(registry, name, backbone)
+    batch = graphs("C", "[Na+].[Cl-]", "[Cl-].CC(C)NCC(O)COc1cccc2ccccc12", *SMILES[:3])
+    for seed in range(3):
+        torch.manual_seed(seed)
+        loss = objective(backbone, {"graph": batch})
+        assert math.isfinite(float(loss.detach()))
+        loss.backward()
+
+
 def test_losses_replay_under_a_seed_and_differ_under_another(registry):
     """The engine replays torch's global generator: the same seed gives the same loss vector."""
     torch.manual_seed(0)

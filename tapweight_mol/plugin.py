@@ -151,6 +151,46 @@ def _mir(net, corpus, cfg):
     return objectives.ImageReconstruction(net.out_dim, cfg.options.mir_size)
 
 
+def _graph_objective(build, name: str, net, corpus, cfg):
+    """``build(net)`` for a graph backbone; an image backbone is refused with one line."""
+    if not hasattr(net, "node_states"):
+        raise TapweightError(f"objective {name} reads atoms and bonds: it needs a graph backbone "
+                             "(--backbone mol.gin, mol.gcn, mol.graphsage or mol.gat)")
+    return build(net)
+
+
+def _attrmask(net):
+    from tapweight_mol.graphs import objectives
+
+    return objectives.AttributeMasking(net.out_dim)
+
+
+def _contextpred(net):
+    from tapweight_mol.graphs import objectives
+
+    return objectives.build_context_prediction(net)
+
+
+def _edgepred(net):
+    from tapweight_mol.graphs import objectives
+
+    return objectives.EdgePrediction()
+
+
+def _graphcl(net):
+    from tapweight_mol.graphs import graphcl
+
+    return graphcl.GraphContrastive(net.out_dim)
+
+
+GRAPH_PRETRAINING = {
+    "mol.attrmask": (_attrmask, "graphs: mask 15% of atoms, predict their types (Hu et al. 2020)"),
+    "mol.contextpred": (_contextpred, "graphs: K-hop substructure vs its context ring (Hu et al. 2020)"),
+    "mol.edgepred": (_edgepred, "graphs: bonded vs random non-bonded atom pairs (Hu et al. 2020)"),
+    "mol.graphcl": (_graphcl, "graphs: NT-Xent between two augmented views (GraphCL, You et al. 2020)"),
+}
+
+
 @hookimpl
 def register_objectives(register):
     for k in (100, 1000, 10000):
@@ -160,6 +200,8 @@ def register_objectives(register):
     register(ObjectiveSpec("mol.mcl", _mcl, "feature distance: image vs its masked view"))
     register(ObjectiveSpec("mol.mrd", _mrd, "original vs tile-shuffled (irrational) image"))
     register(ObjectiveSpec("mol.mir", _mir, "reconstruct the image from its features"))
+    for name, (build, description) in GRAPH_PRETRAINING.items():
+        register(ObjectiveSpec(name, partial(_graph_objective, build, name), description))
 
 
 @hookimpl

@@ -39,8 +39,9 @@ from tapweight_mol.options import (
 require("rdkit", "torchvision", "PIL", "torch_geometric")  # the [mol] extra, found without importing it
 
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
-#: what the GNN backbones train on by default: the objectives that read graphs
-GRAPH_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000")
+#: what the GNN backbones train on by default: Hu et al.'s node-level objectives, GraphCL and MG-k
+GRAPH_OBJECTIVES = ("mol.attrmask", "mol.contextpred", "mol.edgepred", "mol.graphcl",
+                    "mol.mg100", "mol.mg1000", "mol.mg10000")
 EXPORTS = (
     ExportFormat("torchvision", deferred("tapweight_mol.inference:write_torchvision"),
                  "resnet18.pth: a torchvision.models.resnet18() state dict (fine-tuned: the head as fc)"),

@@ -186,7 +186,8 @@ def test_default_objectives_follow_the_backbone():
     from tapweight.job import resolved
     from tapweight.job.runner import resolve
 
-    for backbone, expected in (("mol.gcn", ["mol.mg100", "mol.mg1000", "mol.mg10000"]),
+    graph = ["mol.attrmask", "mol.contextpred", "mol.edgepred", "mol.graphcl", "mol.mg100", "mol.mg1000", "mol.mg10000"]
+    for backbone, expected in (("mol.gcn", graph),
                                ("", ["mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl"])):
         job = resolve("mol", "bbbp", preset="cpu", options={"backbone": backbone} if backbone else {})
         assert resolved.objective_names(job.cfg, job.registry, job.domain) == expected

@@ -19,6 +19,7 @@ if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors on
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
 from tapweight.config import RunConfig, check_options
+from tapweight.custom import TASK_TYPES, check_task_type, custom_task, data_name, is_classification
 from tapweight.errors import TapweightError, run_main
 from tapweight.job.log import adopt_library_handlers
 from tapweight.paths import cache_dir, data_dir
@@ -53,11 +54,11 @@ _LAZY = {
 }
 
 __all__ = [
-    "IMAGEMOL_FINETUNED", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec",
+    "IMAGEMOL_FINETUNED", "TASK_TYPES", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec",
     "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Signal", "Split",
     "Table", "TaskSpec", "TapweightError", "Weighting", "WeightingSpec", "adopt_library_handlers", "cache_dir",
-    "check_options", "computed_once", "container", "data_dir", "deferred", "hookimpl", "load_backbone", "load_into",
-    "plain", "random_split", "read_weights", "require", "run", "run_main",
+    "check_options", "check_task_type", "computed_once", "container", "custom_task", "data_dir", "data_name",
+    "deferred", "hookimpl", "is_classification", "load_backbone", "load_into", "plain", "random_split", "read_weights", "require", "run", "run_main",
 ]
 
 

@@ -60,8 +60,10 @@ def raw_smiles(path: str, column: str) -> list[str]:
         found = column if column in frame.columns else next(
             (c for c in frame.columns if str(c).lower() == "smiles"), None)
         if found is None:
-            raise TapweightError(f"'{path}' has no SMILES column '{column}' or 'smiles' (columns: "
-                                 f"{', '.join(map(str, frame.columns[:8]))})")
+            named = f"'{column}' or 'smiles'" if column.lower() != "smiles" else f"'{column}'"
+            raise TapweightError(f"'{path}' has no SMILES column {named} (columns: "
+                                 f"{', '.join(map(str, frame.columns[:8]))}): rename its SMILES column "
+                                 f"to 'smiles'")
         return frame[found].tolist()
     try:
         lines = [(line.split() or [""])[0] for line in file.read_text(encoding="utf-8").splitlines()]
@@ -85,7 +87,7 @@ def smiles_predictor(cfg) -> Predictor:
     """Molecules prepared as the run's: drawn at its image size. Nothing is fitted, so
     nothing is saved: the config says it all."""
     o = cfg.options
-    column = SETS[cfg.task].smiles if cfg.task in SETS else "smiles"
+    column = SETS[cfg.task].smiles if cfg.task in SETS else o.smiles_column
 
     def dataset(smiles: list) -> TaskImages:
         canon = SmilesList.of(canonical(s) for s in smiles)

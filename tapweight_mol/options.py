@@ -6,9 +6,9 @@ images stay unshuffled, a quarter of the image masked for MCL, 64-pixel MIR targ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from tapweight import check_options
+from tapweight import check_options, check_task_type
 
 
 @dataclass
@@ -21,11 +21,17 @@ class MolOptions:
     jigsaw_unshuffled: float = 0.8  # probability that JPP leaves an image as is (ImageMol)
     mcl_mask_ratio: float = 0.25  # share of the 8×8 grid cells masked for MCL
     mir_size: int = 64  # side of the image MIR reconstructs (ImageMol: 64)
+    smiles_column: str = "smiles"  # custom task: the column of SMILES
+    target_columns: list[str] = field(default_factory=list)  # custom task: label columns; empty: all but SMILES
+    task_type: str = "auto"  # custom task: auto | classification (0/1 per column) | regression
+    metric: str = ""  # custom task: the selection metric; empty: roc_auc (classification) or rmse
+    name: str = ""  # custom task: the run's name in folders and tables; empty: the data file's
 
     def __post_init__(self):
         check_options("mol", self, {
             "image_size": ">= 16", "render_workers": ">= 0", "jigsaw_permutations": ">= 1",
             "jigsaw_unshuffled": "in [0, 1]", "mcl_mask_ratio": "in [0, 1)", "mir_size": ">= 1"})
+        check_task_type(self.task_type, "mol.task_type")
 
 
 PRESETS = {

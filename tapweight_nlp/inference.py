@@ -33,7 +33,7 @@ from tapweight import Inputs, Predictor, TapweightError, plain
 from tapweight_nlp.backbone import RobertaBackbone, tiny_config
 from tapweight_nlp.data import Examples, TaskCollate
 from tapweight_nlp.load import SUFFIXES, _columns, _read_file
-from tapweight_nlp.tasks import DATASETS
+from tapweight_nlp.tasks import dataset_of
 from tapweight_nlp.tokenizer import TINY
 
 HEAD_FILE = "task_head.safetensors"
@@ -73,13 +73,14 @@ def text_columns(found: list[str], wanted: tuple[str, ...], path: str) -> tuple[
     if len(wanted) == 1 and ("text" in found or len(found) == 1):
         return ("text",) if "text" in found else (found[0],)
     raise TapweightError(f"'{path}' has no text column {' and '.join(map(repr, wanted))} (columns: "
-                         f"{', '.join(map(str, found))}): name the column(s) so")
+                         f"{', '.join(map(str, found))}): rename the column to {wanted[0]!r}"
+                         f"{' and ' + repr(wanted[1]) if len(wanted) > 1 else ''}, or for one text name it 'text'")
 
 
 def text_predictor(cfg, tokenizer, config: PretrainedConfig) -> Predictor:
     """Texts prepared as the run's: its tokenizer, ``max_length`` and text columns."""
     opts = cfg.options
-    spec = DATASETS[cfg.task]
+    spec = dataset_of(cfg)
     columns = _columns(spec, opts)[0]
 
     def dataset(texts: list) -> Examples:

@@ -123,7 +123,7 @@ def print_summary(summary: dict) -> None:
 
     if rank() != 0:
         return
-    table = RichTable(title=escape(f"{summary['domain']}/{summary['task']} — {summary['method']}"))
+    table = RichTable(title=escape(f"{summary['domain']}/{summary.get('name') or summary['task']} — {summary['method']}"))
     table.add_column("seed")
     table.add_column(f"val {summary['metric']}")
     table.add_column(f"test {summary['metric']}")

@@ -79,7 +79,7 @@ def predict(
     data: Annotated[str, typer.Option(help="file of new inputs (SMILES CSV/.smi, texts, feature CSV: "
                                            "the domain's)")],
     out_file: Annotated[Optional[Path], typer.Option("--out", help="CSV to write (default <data>_preds.csv "
-                                                                   "here)")] = None,
+                                                                   "beside the data file)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="use this seed's model (default: the mean of "
                                                      "every seed's)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
@@ -89,7 +89,7 @@ def predict(
     from tapweight.job.report import write_csv
 
     frame = predict_inputs(run_dir, data, seed, device)
-    target = out_file or Path(f"{Path(data).name.split('.')[0]}_preds.csv")
+    target = out_file or Path(data).parent / f"{Path(data).name.split('.')[0]}_preds.csv"
     write_csv(frame, target)
     console().print(f"{len(frame)} rows -> {target}", soft_wrap=True, markup=False)
 

@@ -98,14 +98,18 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
     dom = registry.require_domain(domain)
     spec = registry.task(domain, task)
     preset = pick_preset(dom, preset)
-    layers = [
-        (f"task {spec.key} defaults",
-         layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
-        (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
-        (f"task {spec.key} overrides", layer_from_dict(dict(spec.overrides), domain)),
-        *user_layers(domain, config_file, options, sets),
-    ]
-    job = Job(build_config(dom.options, layers), registry, dom, spec, preset)
+    user = user_layers(domain, config_file, options, sets)
+
+    def layers(spec: TaskSpec) -> list[tuple[str, DictConfig]]:
+        return [(f"task {spec.key} defaults",
+                 layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
+                (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
+                (f"task {spec.key} overrides", layer_from_dict(dict(spec.overrides), domain)),
+                *user]
+
+    if spec.fit is not None:  # a task for any labelled file: its type comes from the data
+        spec = spec.fit(build_config(dom.options, layers(spec), check=False))
+    job = Job(build_config(dom.options, layers(spec)), registry, dom, spec, preset)
     seed.objective_names(job)  # fail on a bad objective or tracker before any work is done
     seed.logger_specs(job)
     return job
@@ -144,9 +148,10 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def default_out(cfg: RunConfig) -> Path:
+def default_out(cfg: RunConfig, name: str = "") -> Path:
+    """``runs/<domain>-<task, or name>-<method>-<time>``."""
     method = cfg.method.replace(":", "-")
-    return Path("runs") / f"{cfg.domain}-{cfg.task}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{cfg.domain}-{name or cfg.task}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_batch_sizes(cfg: RunConfig) -> None:
@@ -162,7 +167,7 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     Everything a user can get wrong (device, batch sizes, ``--init``, ``--out``, the data) is
     checked before the first step; a fresh run that fails before it leaves no folder behind.
     """
-    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session: {
+    return in_run_folder(job, out or default_out(job.cfg, job.task.shown_name), resume, lambda out, device, run_log, session: {
         **_run_seeds(job, out, device, quiet, resume, run_log, session), "folder": str(out)})
 
 
@@ -200,10 +205,13 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
     check_table(table, job.task)
     main = distributed.is_main()
     open_run_folder(out, cfg, resume, run_log)
-    log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
+    log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, job.task.shown_name, cfg.method,
              job.preset, out)
     log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
              table.labels.shape[1], table.source or job.task.dataset)
+    if job.task.title:  # a task fitted to the data: say what it made of it
+        log.info("task %s; metric %s (also reported: %s)", job.task.description, job.task.metric,
+                 ", ".join(job.task.extra_metrics) or "none")
     seeds = list(cfg.seeds) or [cfg.seed]
     results = {}
     for k in seeds:
@@ -211,13 +219,13 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
         results[k] = seed.run_seed(job, replace(cfg, seed=k), table, out / f"seed{k}",
                                  device, quiet)
         session.progressed()
-    summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
+    summary = {"domain": cfg.domain, "task": cfg.task, "name": job.task.shown_name, "method": cfg.method,
                "metric": job.task.metric, "seeds": results, **summarize(results)}
     folders = [out / f"seed{s}" for s in seeds]
     if main:
         write_json(summary, out / "metrics.json")
         if all((f / "weights.csv").exists() for f in folders):
-            plot_weights(folders, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
+            plot_weights(folders, out / "weights.png", f"{cfg.domain}/{job.task.shown_name}: λ over steps")
     log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
     if main:
         log.info("%s", kept_line(folders, cfg.keep_checkpoint))

@@ -42,6 +42,13 @@ def outputs_and_labels(model: nn.Module, dataset, collate, batch_size: int, devi
     return torch.cat(outputs), torch.cat(labels)
 
 
+def class_probabilities(model: nn.Module, dataset, collate, batch_size: int, device: torch.device,
+                        num_workers: int = 0) -> np.ndarray:
+    """``[n, C]`` softmax probabilities of a ``ce`` model on every example of ``dataset``."""
+    outputs, _ = outputs_and_labels(model, dataset, collate, batch_size, device, num_workers)
+    return torch.softmax(outputs, dim=-1).numpy()
+
+
 def predict(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int,
             device: torch.device, num_workers: int = 0,
             scaler: TargetScaler | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +71,14 @@ def evaluate(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int
 def scores(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metric and its extra metrics."""
     return {m: score(m, preds, labels) for m in (task.metric, *task.extra_metrics)}
+
+
+def per_label(task: TaskSpec, preds: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
+    """Each of the task's metrics on each label column alone: ``test_<metric>/<label>``
+    (a multi-task run's scores per target; the task's metric averages them)."""
+    preds = np.asarray(preds).reshape(len(labels), -1)
+    return {f"test_{m}/{name}": score(m, preds[:, [t]], labels[:, [t]])
+            for m in (task.metric, *task.extra_metrics) for t, name in enumerate(names)}
 
 
 def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: DomainData,

@@ -69,7 +69,8 @@ def fit(cfg):
         targets = target_columns(cfg)
     if task_type == "auto":
         frame = pd.read_csv(_data(cfg), usecols=targets)
-        values = pd.to_numeric(frame.stack(), errors="coerce")
+        cells = pd.Series(frame.to_numpy().ravel()).dropna()  # empty cells: missing labels
+        values = pd.to_numeric(cells, errors="coerce")
         if values.isna().any():
             raise TapweightError(f"{cfg.data}: the label columns {', '.join(targets)} hold text; labels must "
                                  "be numbers (0/1 for classification)")

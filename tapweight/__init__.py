@@ -54,11 +54,12 @@ _LAZY = {
 }
 
 __all__ = [
-    "IMAGEMOL_FINETUNED", "TASK_TYPES", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat", "HeadSpec",
-    "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Signal", "Split",
-    "Table", "TaskSpec", "TapweightError", "Weighting", "WeightingSpec", "adopt_library_handlers", "cache_dir",
-    "check_options", "check_task_type", "computed_once", "container", "custom_task", "data_dir", "data_name",
-    "deferred", "hookimpl", "is_classification", "load_backbone", "load_into", "plain", "random_split", "read_weights", "require", "run", "run_main",
+    "IMAGEMOL_FINETUNED", "TASK_TYPES", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat",
+    "HeadSpec", "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig",
+    "Signal", "Split", "Table", "TaskSpec", "TapweightError", "Weighting", "WeightingSpec",
+    "adopt_library_handlers", "cache_dir", "check_options", "check_task_type", "computed_once", "container",
+    "custom_task", "data_dir", "data_name", "deferred", "hookimpl", "is_classification", "load_backbone",
+    "load_into", "plain", "random_split", "read_weights", "require", "run", "run_main",
 ]
 
 

@@ -172,7 +172,7 @@ def sequence_classifier(backbone: RobertaBackbone, head: nn.Module, info: dict, 
     weight, bias = head.weight.detach().double(), head.bias.detach().double()
     if info["loss"] == "mse" and scaler.is_file():  # values in the targets' units: × std + mean
         numbers = json.loads(scaler.read_text())
-        std, mean = torch.tensor(numbers["std"], dtype=torch.float64), torch.tensor(numbers["mean"], dtype=torch.float64)
+        std, mean = (torch.tensor(numbers[k], dtype=torch.float64) for k in ("std", "mean"))
         weight, bias = weight * std[:, None], bias * std + mean
     with torch.no_grad():
         dense = model.classifier.dense

@@ -167,7 +167,8 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     Everything a user can get wrong (device, batch sizes, ``--init``, ``--out``, the data) is
     checked before the first step; a fresh run that fails before it leaves no folder behind.
     """
-    return in_run_folder(job, out or default_out(job.cfg, job.task.shown_name), resume, lambda out, device, run_log, session: {
+    out = out or default_out(job.cfg, job.task.shown_name)
+    return in_run_folder(job, out, resume, lambda out, device, run_log, session: {
         **_run_seeds(job, out, device, quiet, resume, run_log, session), "folder": str(out)})
 
 
@@ -219,8 +220,8 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
         results[k] = seed.run_seed(job, replace(cfg, seed=k), table, out / f"seed{k}",
                                  device, quiet)
         session.progressed()
-    summary = {"domain": cfg.domain, "task": cfg.task, "name": job.task.shown_name, "method": cfg.method,
-               "metric": job.task.metric, "seeds": results, **summarize(results)}
+    summary = {"domain": cfg.domain, "task": cfg.task, "name": job.task.shown_name,
+               "method": cfg.method, "metric": job.task.metric, "seeds": results, **summarize(results)}
     folders = [out / f"seed{s}" for s in seeds]
     if main:
         write_json(summary, out / "metrics.json")

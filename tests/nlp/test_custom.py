@@ -102,7 +102,8 @@ def test_a_folder_of_train_dev_test_trains_on_train_and_selects_on_dev(tmp_path,
     job = resolve("nlp", "custom", preset="cpu", options={"data": str(data)}, sets=[*SETS, *COLUMNS])
     run(job, tmp_path / "run", quiet=True)
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert "split given: train on the train file (36 rows), select on the dev file (12), test on the test file (12)" in log
+    assert ("split given: train on the train file (36 rows), select on the dev file (12), "
+            "test on the test file (12)") in log
     assert "seed 0: split files: train 36, val 12 (model selection), test 12 rows" in log
 
 

@@ -21,7 +21,7 @@ if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors on
 from tapweight.config import RunConfig, check_options
 from tapweight.custom import TASK_TYPES, check_task_type, custom_task, data_name, is_classification
 from tapweight.errors import TapweightError, run_main
-from tapweight.job.log import adopt_library_handlers
+from tapweight.job.log import adopt_library_handlers, log_file_only
 from tapweight.paths import cache_dir, data_dir
 from tapweight.plugin.hookspecs import hookimpl
 from tapweight.plugin.lazy import deferred, require
@@ -59,7 +59,7 @@ __all__ = [
     "Signal", "Split", "Table", "TaskSpec", "TapweightError", "Weighting", "WeightingSpec",
     "adopt_library_handlers", "cache_dir", "check_options", "check_task_type", "computed_once", "container",
     "custom_task", "data_dir", "data_name", "deferred", "hookimpl", "is_classification", "load_backbone",
-    "load_into", "plain", "random_split", "read_weights", "require", "run", "run_main",
+    "load_into", "log_file_only", "plain", "random_split", "read_weights", "require", "run", "run_main",
 ]
 
 

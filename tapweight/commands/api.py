@@ -86,6 +86,14 @@ class Result:
     weights: dict[int, pd.DataFrame]
     losses: dict[int, pd.DataFrame]
 
+    def __repr__(self) -> str:
+        """One line, as a notebook shows a cell's last value: what ran and its test metric."""
+        m = self.metrics
+        name = m.get("name") or m["task"]
+        spread = f" ± {m['test_std']:.4g}" if len(self.seeds) > 1 else ""
+        return (f"Result({m['domain']}/{name}, method {m['method']}, test {self.metric} "
+                f"{self.test:.4g}{spread} over {len(self.seeds)} seed(s), folder '{self.folder}')")
+
     @classmethod
     def load(cls, folder: str | Path) -> Result:
         """The results of a finished run folder."""

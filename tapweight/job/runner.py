@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +32,7 @@ from tapweight.config import RunConfig, build_config, layer_from_dict, layer_fro
 from tapweight.errors import TapweightError
 from tapweight.files import atomic_write
 from tapweight.interrupts import Interrupted
-from tapweight.job import seed
+from tapweight.job import resolved, seed
 from tapweight.job.checkpoint import read_weights, reading_once
 from tapweight.job.folder import saved_task
 from tapweight.job.labels import check_table
@@ -60,6 +60,7 @@ class Job:
     domain: Domain
     task: TaskSpec | None
     preset: str
+    preset_values: dict = field(default_factory=dict)  # what the preset set that no later layer changed
 
 
 def pick_preset(dom: Domain, preset: str, more: tuple[str, ...] = ()) -> str:
@@ -109,10 +110,22 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
 
     if spec.fit is not None:  # a task for any labelled file: its type comes from the data
         spec = spec.fit(build_config(dom.options, layers(spec), check=False))
-    job = Job(build_config(dom.options, layers(spec)), registry, dom, spec, preset)
+    cfg = build_config(dom.options, layers(spec))
+    job = Job(cfg, registry, dom, spec, preset, kept_values(cfg, dom.presets.get(preset, {}), domain))
     seed.objective_names(job)  # fail on a bad objective or tracker before any work is done
     seed.logger_specs(job)
     return job
+
+
+def kept_values(cfg: RunConfig, values: dict, domain: str) -> dict:
+    """The entries of ``values`` (a preset's dotted keys) that ``cfg`` holds as they are."""
+    def get(key: str):
+        node = cfg
+        for part in ("options" + key[len(domain):] if key.startswith(f"{domain}.") else key).split("."):
+            node = getattr(node, part)
+        return node
+
+    return {k: v for k, v in values.items() if get(k) == (list(v) if isinstance(v, tuple) else v)}
 
 
 def run_job(folder: Path) -> Job:
@@ -210,6 +223,9 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
              job.preset, out)
     log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
              table.labels.shape[1], table.source or job.task.dataset)
+    log.info("encoder: %s", resolved.encoder_source(cfg))
+    if not resume:  # a resumed run's preset is that of its config.yaml (logged when it started)
+        log.info("%s", resolved.preset_line(job.preset, job.preset_values))
     if job.task.title:  # a task fitted to the data: say what it made of it
         log.info("task %s; metric %s (also reported: %s)", job.task.description, job.task.metric,
                  ", ".join(job.task.extra_metrics) or "none")

@@ -123,6 +123,8 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
 
             def on_epoch(epoch: int, value: float) -> None:
                 progress.advance(f"val {metric} {value:.4f}")
+                if quiet:  # the bar shows it on a terminal
+                    log.info("final fine-tune epoch %d/%d: val %s %.4f", epoch, cfg.final.epochs, metric, value)
                 loggers.log({f"final/val_{metric}": value}, steps + epoch)
 
             progress = Progress(cfg.final.epochs, "final fine-tune", quiet)

@@ -8,6 +8,7 @@ predictions and metrics are mapped back to the original units here.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable
 
@@ -23,6 +24,8 @@ from tapweight.method.models import TaskModel
 from tapweight.method.optim import build_optimizer, build_scheduler, current_lr
 from tapweight.method.targets import TargetScaler
 from tapweight.plugin.specs import DomainData, TaskSpec
+
+log = logging.getLogger(__name__)
 
 UNDEFINED = ("the metric is undefined on this split (ROC-AUC needs both classes in a label column, "
              "a correlation needs predictions that vary); try another split (--set split=...)")
@@ -123,6 +126,9 @@ def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: Do
         else:
             stale += 1
             if cfg.patience and stale >= cfg.patience:
+                log.info("final fine-tune stopped early after epoch %d of %d: no better validation %s "
+                         "for %d epochs (final.patience); keeping epoch %d", epoch, cfg.epochs, task.metric,
+                         stale, best_epoch)
                 break
     if best_state is None:
         raise TapweightError(f"the final fine-tune's validation {task.metric} was NaN in every epoch "

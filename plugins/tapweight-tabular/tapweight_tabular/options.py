@@ -24,8 +24,8 @@ class TabularOptions:
     scarf_corruption: float = 0.6  # fraction c of features SCARF resamples (paper: 0.6)
     scarf_temperature: float = 1.0  # InfoNCE temperature τ (paper: 1.0)
     label_column: str = "label"  # custom task: the label column; every other column is a feature
-    task_type: str = "auto"  # custom task: auto | classification | regression (auto: from the labels)
-    classes: list[str] = field(default_factory=list)  # custom task: class names in id order; empty: the labels'
+    task_type: str = "auto"  # custom task: auto | classification | regression (auto: labels')
+    classes: list[str] = field(default_factory=list)  # custom task: class names; empty: labels'
     metric: str = ""  # custom task: the selection metric; empty: accuracy (classes) or rmse
     name: str = ""  # custom task: the run's name in folders and tables; empty: the data file's
 

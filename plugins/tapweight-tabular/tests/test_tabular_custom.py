@@ -23,14 +23,28 @@ def wine_csv(tmp_path):
 
 
 def test_the_task_is_fitted_to_the_file(wine_csv, tmp_path):
-    task = resolve("tabular", "custom", preset="cpu", options={"data": str(wine_csv)},
-                   sets=["tabular.label_column=cultivar"]).task
+    task = resolve(
+        "tabular",
+        "custom",
+        preset="cpu",
+        options={"data": str(wine_csv)},
+        sets=["tabular.label_column=cultivar"],
+    ).task
     assert (task.loss, task.classes, task.title, task.metric) == (
-        "ce", ("barbera", "barolo", "grignolino"), "my_wines", "accuracy")
+        "ce",
+        ("barbera", "barolo", "grignolino"),
+        "my_wines",
+        "accuracy",
+    )
     values = pd.DataFrame({"x": [0.1, 0.2, 0.3, 0.4], "y": [1.5, 2.25, 0.5, 3.0]})
     values.to_csv(tmp_path / "reg.csv", index=False)
-    task = resolve("tabular", "custom", preset="cpu", options={"data": str(tmp_path / "reg.csv")},
-                   sets=["tabular.label_column=y", "tabular.metric=mae"]).task
+    task = resolve(
+        "tabular",
+        "custom",
+        preset="cpu",
+        options={"data": str(tmp_path / "reg.csv")},
+        sets=["tabular.label_column=y", "tabular.metric=mae"],
+    ).task
     assert (task.loss, task.metric, task.extra_metrics) == ("mse", "mae", ("rmse", "r2"))
     with pytest.raises(TapweightError, match="no label column 'label'.*tabular.label_column=NAME"):
         resolve("tabular", "custom", preset="cpu", options={"data": str(wine_csv)})
@@ -38,8 +52,17 @@ def test_the_task_is_fitted_to_the_file(wine_csv, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_predicts_class_names(wine_csv):
-    result = tapweight.run("tabular", "custom", preset="cpu", data=str(wine_csv), steps=5, final={"epochs": 3},
-                           quiet=True, out=str(wine_csv.parent / "run"), tabular={"label_column": "cultivar"})
+    result = tapweight.run(
+        "tabular",
+        "custom",
+        preset="cpu",
+        data=str(wine_csv),
+        steps=5,
+        final={"epochs": 3},
+        quiet=True,
+        out=str(wine_csv.parent / "run"),
+        tabular={"label_column": "cultivar"},
+    )
     assert result.metrics["name"] == "my_wines" and 0 <= result.test <= 1
     assert "tabular/my_wines" in repr(result)
     info = json.loads((wine_csv.parent / "run" / "seed0" / "model.json").read_text())

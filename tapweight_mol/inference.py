@@ -12,7 +12,8 @@ come from the image cache when they are there). A SMILES RDKit cannot parse is n
   The encoder alone has no ``fc``: set ``model.fc = torch.nn.Identity()`` and the model gives
   the 512-d features. A fine-tuned export with the ``core.linear`` head carries it as
   ``fc``: ``resnet18(num_classes=outputs)`` loads it whole and gives the task's logits
-  (a sigmoid gives probabilities for a binary task). Either way the inputs are RGB images
+  (a sigmoid gives probabilities for a binary task), or for a regression task the values in
+  the targets' units (the target scaler is folded into ``fc``). Either way the inputs are RGB images
   in [0, 1] normalised with ImageNet's mean and std
   (``torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))``), as
   ImageMol's data loaders do; tapweight's backbone applies that normalisation itself.
@@ -25,6 +26,7 @@ come from the image cache when they are there). A SMILES RDKit cannot parse is n
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from tapweight_mol.render import canonical, parallel_map, quiet_rdkit
 log = logging.getLogger(__name__)
 
 TORCHVISION_FILE = "resnet18.pth"
+SCALER_FILE = "target_scaler.json"  # a regression run's targets' mean and std, beside predictor/
 IMAGEMOL_FILE = "ImageMol.pth.tar"
 
 
@@ -113,7 +116,14 @@ def write_torchvision(backbone: ImageMolResNet18, head: nn.Module | None, folder
         if not isinstance(head, nn.Linear):
             raise TapweightError(f"torchvision's resnet18 ends in one linear fc, and this run's head is a "
                                  f"{type(head).__name__}: export the encoder alone (without --finetuned)")
-        state.update({f"fc.{k}": v for k, v in _cpu(head.state_dict()).items()})
+        fc = _cpu(head.state_dict())
+        scaler = folder.parent / SCALER_FILE  # regression: fc gives values in the targets' units
+        if scaler.is_file():
+            numbers = json.loads(scaler.read_text())
+            std, mean = (torch.tensor(numbers[k], dtype=torch.float64) for k in ("std", "mean"))
+            fc = {"weight": (fc["weight"].double() * std[:, None]).float(),
+                  "bias": (fc["bias"].double() * std + mean).float()}
+        state.update({f"fc.{k}": v for k, v in fc.items()})
     torch.save(state, out / TORCHVISION_FILE)
     return [out / TORCHVISION_FILE]
 

@@ -40,6 +40,7 @@ from tapweight_mol.backbone import RESNET_CHILDREN, ImageMolResNet18
 from tapweight_mol.corpus import SmilesList
 from tapweight_mol.data import TaskImages, depictions, task_collate
 from tapweight_mol.moleculenet import SETS
+from tapweight_mol.options import MolOptions
 from tapweight_mol.render import canonical, parallel_map, quiet_rdkit
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,9 @@ def smiles_predictor(cfg) -> Predictor:
     """Molecules prepared as the run's: drawn at its image size. Nothing is fitted, so
     nothing is saved: the config says it all."""
     o = cfg.options
-    column = SETS[cfg.task].smiles if cfg.task in SETS else o.smiles_column
+    # a MoleculeNet set's own column unless mol.smiles_column (or predict --smiles-column) names one
+    column = SETS[cfg.task].smiles if cfg.task in SETS and o.smiles_column == MolOptions.smiles_column \
+        else o.smiles_column
 
     def dataset(smiles: list) -> TaskImages:
         canon = SmilesList.of(canonical(s) for s in smiles)

@@ -61,6 +61,9 @@ def test_predict_and_export_the_assay_model(assay_run, tmp_path):
     got = predict(assay_run, tmp_path / "new.csv", device="cpu")
     assert list(got.columns) == ["row", "input", "pred_pIC50", "pred_logD", "error"]
     assert got["error"].eq("").all()
+    assay(5).rename(columns={"compound": "SMILES_in"}).to_csv(tmp_path / "other.csv", index=False)
+    same = predict(assay_run, tmp_path / "other.csv", device="cpu", columns={"smiles_column": "SMILES_in"})
+    pd.testing.assert_frame_equal(same, got)
     files = export(assay_run, "torchvision", tmp_path / "tv", finetuned=True)
     assert [f.name for f in files] == ["resnet18.pth"]
 

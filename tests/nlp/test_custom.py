@@ -66,6 +66,13 @@ def test_predict_reads_the_runs_text_column(custom_run, tmp_path):
     assert list(got.columns) == ["row", "input", "pred_sentiment", "pred_sentiment_class", "prob_neg",
                                  "prob_neutral", "prob_pos", "error"]
     assert got["pred_sentiment_class"].tolist() == [("neg", "neutral", "pos")[i] for i in got["pred_sentiment"]]
+    new.rename(columns={"review": "body"}).to_csv(tmp_path / "body.csv", index=False)
+    with pytest.raises(TapweightError, match="no text column 'review'.*rename the column to 'review'"):
+        predict(custom_run, tmp_path / "body.csv", device="cpu")
+    again = predict(custom_run, tmp_path / "body.csv", device="cpu", columns={"text_column": "body"})
+    pd.testing.assert_frame_equal(again, got)
+    with pytest.raises(TapweightError, match="--smiles-column names a column the 'nlp' domain does not read"):
+        predict(custom_run, tmp_path / "body.csv", device="cpu", columns={"smiles_column": "smiles"})
 
 
 @pytest.mark.slow

@@ -140,3 +140,18 @@ def test_a_saved_config_fits_the_same_task_without_the_data(custom_run):
     (custom_run.parent / "my_reviews.csv").rename(custom_run.parent / "moved.csv")
     job = run_job(custom_run)
     assert (job.task.loss, job.task.classes, job.task.title) == ("ce", ("neg", "neutral", "pos"), "my_reviews")
+
+
+@pytest.mark.slow
+def test_compare_and_resume_name_the_runs_after_the_data(tmp_path, cache_dir):
+    from tapweight.commands.compare import compare
+
+    reviews(45).to_csv(tmp_path / "my_reviews.csv", index=False)
+    sets = [*SETS, *COLUMNS, "final.epochs=1"]
+    table = compare("nlp", ["custom"], ["none", "uniform"], [0], tmp_path / "cmp", None, "cpu", None,
+                    {"data": str(tmp_path / "my_reviews.csv")}, sets, True)
+    assert set(table["task"]) == {"my_reviews"} and (tmp_path / "cmp" / "my_reviews-uniform" / "seed0").is_dir()
+    assert "## my_reviews: test accuracy" in (tmp_path / "cmp" / "comparison.md").read_text()
+    job = resolve("nlp", "custom", "paper", str(tmp_path / "cmp" / "my_reviews-uniform" / "config.yaml"))
+    again = run(job, tmp_path / "cmp" / "my_reviews-uniform", quiet=True, resume=True)  # finished: reused
+    assert again["name"] == "my_reviews" and again["seeds"][0]["test"] == table["test_mean"].iloc[1]

@@ -19,7 +19,7 @@ if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors on
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
 from tapweight.config import RunConfig, check_options
-from tapweight.custom import TASK_TYPES, check_task_type, custom_task, data_name, is_classification
+from tapweight.custom import TASK_TYPES, check_task_type, class_names, custom_task, data_name, is_classification
 from tapweight.errors import TapweightError, run_main
 from tapweight.job.log import adopt_library_handlers, log_file_only
 from tapweight.paths import cache_dir, data_dir
@@ -57,8 +57,8 @@ __all__ = [
     "IMAGEMOL_FINETUNED", "TASK_TYPES", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "ExportFormat",
     "HeadSpec", "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig",
     "Signal", "Split", "Table", "TaskSpec", "TapweightError", "Weighting", "WeightingSpec",
-    "adopt_library_handlers", "cache_dir", "check_options", "check_task_type", "computed_once", "container",
-    "custom_task", "data_dir", "data_name", "deferred", "hookimpl", "is_classification", "load_backbone",
+    "adopt_library_handlers", "cache_dir", "check_options", "check_task_type", "class_names", "computed_once",
+    "container", "custom_task", "data_dir", "data_name", "deferred", "hookimpl", "is_classification", "load_backbone",
     "load_into", "log_file_only", "plain", "random_split", "read_weights", "require", "run", "run_main",
 ]
 

@@ -60,6 +60,16 @@ def is_classification(values: Sequence[Any], task_type: str) -> bool:
     return bool(len(counts) >= 2 and counts.min() >= 2)
 
 
+def class_names(values: Sequence[Any]) -> list[str]:
+    """The distinct labels of ``values`` as class names in id order: sorted, numbers in numeric
+    order and written without ``.0`` (labels 0, 1, 2 keep their ids)."""
+    try:
+        numbers = sorted({float(v) for v in values})
+    except ValueError:
+        return sorted({str(v).strip() for v in values})
+    return [str(int(n)) if n == int(n) else str(n) for n in numbers]
+
+
 def pick_metrics(loss: str, metric: str, option: str) -> tuple[str, tuple[str, ...]]:
     """The model-selection metric and the metrics reported beside it, for ``loss``."""
     default, extra, accepted = METRICS[loss]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tapweight import TapweightError, custom_task, data_name, is_classification
+from tapweight import TapweightError, class_names, custom_task, data_name, is_classification
 from tapweight_nlp.load import TextTable, _read_local, _shown, load_table
 from tapweight_nlp.tasks import CUSTOM, DEFAULT_STEPS, dataset_of
 
@@ -39,15 +39,6 @@ def train_labels(cfg) -> list:
         raise TapweightError(f"{origin} has no label column '{column}' (columns: {_shown(rows.column_names)}); "
                              "name it with --set nlp.label_column=NAME")
     return [v for v in rows[column] if v is not None and str(v).strip() != "" and v == v]
-
-
-def class_names(values: list) -> list[str]:
-    """Sorted distinct labels as names: numbers in numeric order, written without ``.0``."""
-    try:
-        numbers = sorted({float(v) for v in values})
-    except ValueError:
-        return sorted({str(v).strip() for v in values})
-    return [str(int(n)) if n == int(n) else str(n) for n in numbers]
 
 
 def fit(cfg):

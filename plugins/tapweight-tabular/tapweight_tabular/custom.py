@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tapweight import Table, TapweightError, custom_task, data_name, is_classification
+from tapweight import Table, TapweightError, class_names, custom_task, data_name, is_classification
 
 
 def _frame(cfg) -> pd.DataFrame:
@@ -36,14 +36,6 @@ def _frame(cfg) -> pd.DataFrame:
     return frame
 
 
-def _names(values) -> list[str]:
-    try:
-        numbers = sorted({float(v) for v in values})
-    except ValueError:
-        return sorted({str(v) for v in values})
-    return [str(int(n)) if n == int(n) else str(n) for n in numbers]
-
-
 def fit(cfg):
     """``TaskSpec.fit`` of ``tabular/custom``: type and classes from the labels unless stated."""
     opts = cfg.options
@@ -53,7 +45,7 @@ def fit(cfg):
     if task_type == "auto" or (task_type == "classification" and not classes):
         values = _frame(cfg)[opts.label_column].dropna().tolist()
         task_type = "classification" if is_classification(values, task_type) else "regression"
-        classes = classes or (_names(values) if task_type == "classification" else [])
+        classes = classes or (class_names(values) if task_type == "classification" else [])
     title = opts.name or data_name(cfg.data or "custom")
     classification = task_type == "classification"
     return custom_task(
@@ -84,7 +76,7 @@ def load(cfg) -> Table:
     labels = frame[opts.label_column]
     if opts.classes:
         index = {name: i for i, name in enumerate(opts.classes)}
-        names = labels.map(lambda v: v if pd.isna(v) else _names([v])[0])
+        names = labels.map(lambda v: v if pd.isna(v) else class_names([v])[0])
         unknown = sorted({n for n in names.dropna() if n not in index})
         if unknown:
             raise TapweightError(

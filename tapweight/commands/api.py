@@ -134,11 +134,13 @@ class Result:
         paths.update({f"seed{s}": self.folder / f"seed{s}" for s in self.seeds})
         return paths
 
-    def predict(self, data: str | Path, seed: int | None = None, device: str = "auto") -> pd.DataFrame:
-        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.commands.predict`)."""
+    def predict(self, data: str | Path, seed: int | None = None, device: str = "auto",
+                columns: dict[str, str] | None = None) -> pd.DataFrame:
+        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.commands.predict`);
+        ``columns`` as its ``--smiles-column`` / ``--text-column``: ``{"text_column": "review"}``."""
         from tapweight.commands.predict import predict
 
-        return predict(self.folder, data, seed, device)
+        return predict(self.folder, data, seed, device, columns)
 
     def export(self, format: str, out: str | Path | None = None, seed: int | None = None,
                finetuned: bool = False) -> list[Path]:

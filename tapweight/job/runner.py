@@ -122,7 +122,7 @@ def kept_values(cfg: RunConfig, values: dict, domain: str) -> dict:
     def get(key: str):
         node = cfg
         for part in ("options" + key[len(domain):] if key.startswith(f"{domain}.") else key).split("."):
-            node = getattr(node, part)
+            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
         return node
 
     return {k: v for k, v in values.items() if get(k) == (list(v) if isinstance(v, tuple) else v)}

@@ -19,8 +19,9 @@ if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks print errors on
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")  # torch's C++ warnings too (read at import)
 
 from tapweight.config import RunConfig, check_options, setting
+from tapweight.custom import TASK_TYPES, check_task_type, class_names, custom_task, data_name, is_classification
 from tapweight.errors import TapweightError, run_main
-from tapweight.job.log import adopt_library_handlers
+from tapweight.job.log import adopt_library_handlers, log_file_only
 from tapweight.paths import cache_dir, data_dir
 from tapweight.plugin.hookspecs import hookimpl
 from tapweight.plugin.lazy import deferred, require
@@ -55,12 +56,13 @@ _LAZY = {
 }
 
 __all__ = [
-    "IMAGEMOL_FINETUNED", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "Estimator", "EstimatorSpec",
-    "ExportFormat", "HeadSpec", "directional_fd",
-    "Inputs", "LoadReport", "LoggerSpec", "ObjectiveSpec", "Predictor", "Result", "RunConfig", "Signal", "Split",
-    "Table", "TaskSpec", "TapweightError", "Weighting", "MethodSpec", "adopt_library_handlers", "cache_dir",
-    "check_options", "computed_once", "container", "data_dir", "deferred", "hookimpl", "load_backbone", "load_into",
-    "plain", "random_split", "read_weights", "require", "run", "run_main", "setting",
+    "IMAGEMOL_FINETUNED", "TASK_TYPES", "BackboneSpec", "DatasetSpec", "Domain", "DomainData", "Estimator",
+    "EstimatorSpec", "ExportFormat", "HeadSpec", "Inputs", "LoadReport", "LoggerSpec", "MethodSpec", "ObjectiveSpec",
+    "Predictor", "Result", "RunConfig", "Signal", "Split", "Table", "TaskSpec", "TapweightError", "Weighting",
+    "adopt_library_handlers", "cache_dir", "check_options", "check_task_type", "class_names", "computed_once",
+    "container", "custom_task", "data_dir", "data_name", "deferred", "directional_fd", "hookimpl", "is_classification",
+    "load_backbone", "load_into", "log_file_only", "plain", "random_split", "read_weights", "require", "run",
+    "run_main", "setting",
 ]
 
 

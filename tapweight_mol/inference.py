@@ -15,7 +15,8 @@ export --format hu2020`` writes the GNN in Hu et al.'s layout (graphs/loading.py
   The encoder alone has no ``fc``: set ``model.fc = torch.nn.Identity()`` and the model gives
   the 512-d features. A fine-tuned export with the ``core.linear`` head carries it as
   ``fc``: ``resnet18(num_classes=outputs)`` loads it whole and gives the task's logits
-  (a sigmoid gives probabilities for a binary task). Either way the inputs are RGB images
+  (a sigmoid gives probabilities for a binary task), or for a regression task the values in
+  the targets' units (the target scaler is folded into ``fc``). Either way the inputs are RGB images
   in [0, 1] normalised with ImageNet's mean and std
   (``torchvision.transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))``), as
   ImageMol's data loaders do; tapweight's backbone applies that normalisation itself.
@@ -28,6 +29,7 @@ export --format hu2020`` writes the GNN in Hu et al.'s layout (graphs/loading.py
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -43,11 +45,13 @@ from tapweight_mol.corpus import SmilesList
 from tapweight_mol.data import TaskImages, inputs
 from tapweight_mol.graphs import is_graph_backbone
 from tapweight_mol.moleculenet import SETS
+from tapweight_mol.options import MolOptions
 from tapweight_mol.render import canonical, parallel_map, quiet_rdkit
 
 log = logging.getLogger(__name__)
 
 TORCHVISION_FILE = "resnet18.pth"
+SCALER_FILE = "target_scaler.json"  # a regression run's targets' mean and std, beside predictor/
 IMAGEMOL_FILE = "ImageMol.pth.tar"
 
 
@@ -65,8 +69,10 @@ def raw_smiles(path: str, column: str) -> list[str]:
         found = column if column in frame.columns else next(
             (c for c in frame.columns if str(c).lower() == "smiles"), None)
         if found is None:
-            raise TapweightError(f"'{path}' has no SMILES column '{column}' or 'smiles' (columns: "
-                                 f"{', '.join(map(str, frame.columns[:8]))})")
+            named = f"'{column}' or 'smiles'" if column.lower() != "smiles" else f"'{column}'"
+            raise TapweightError(f"'{path}' has no SMILES column {named} (columns: "
+                                 f"{', '.join(map(str, frame.columns[:8]))}): rename its SMILES column "
+                                 f"to 'smiles'")
         return frame[found].tolist()
     try:
         lines = [(line.split() or [""])[0] for line in file.read_text(encoding="utf-8").splitlines()]
@@ -90,7 +96,9 @@ def smiles_predictor(cfg) -> Predictor:
     """Molecules prepared as the run's: drawn at its image size, or featurized as graphs for
     a GNN backbone. Nothing is fitted, so nothing is saved: the config says it all."""
     o = cfg.options
-    column = SETS[cfg.task].smiles if cfg.task in SETS else "smiles"
+    # a MoleculeNet set's own column unless mol.smiles_column (or predict --smiles-column) names one
+    column = SETS[cfg.task].smiles if cfg.task in SETS and o.smiles_column == MolOptions.smiles_column \
+        else o.smiles_column
     made = inputs(cfg)
 
     def dataset(smiles: list) -> TaskImages:
@@ -129,7 +137,14 @@ def write_torchvision(backbone: ImageMolResNet18, head: nn.Module | None, folder
         if not isinstance(head, nn.Linear):
             raise TapweightError(f"torchvision's resnet18 ends in one linear fc, and this run's head is a "
                                  f"{type(head).__name__}: export the encoder alone (without --finetuned)")
-        state.update({f"fc.{k}": v for k, v in _cpu(head.state_dict()).items()})
+        fc = _cpu(head.state_dict())
+        scaler = folder.parent / SCALER_FILE  # regression: fc gives values in the targets' units
+        if scaler.is_file():
+            numbers = json.loads(scaler.read_text())
+            std, mean = (torch.tensor(numbers[k], dtype=torch.float64) for k in ("std", "mean"))
+            fc = {"weight": (fc["weight"].double() * std[:, None]).float(),
+                  "bias": (fc["bias"].double() * std + mean).float()}
+        state.update({f"fc.{k}": v for k, v in fc.items()})
     torch.save(state, out / TORCHVISION_FILE)
     return [out / TORCHVISION_FILE]
 

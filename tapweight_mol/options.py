@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tapweight import check_options, setting
+from tapweight import check_options, check_task_type, setting
 
 
 @dataclass
@@ -25,12 +25,18 @@ class MolOptions:
     gnn_layers: int = setting(5, "GNN backbones (mol.gin, mol.gcn...): message-passing layers (Hu et al.: 5)")
     gnn_dim: int = setting(300, "GNN backbones: node state width (Hu et al.: 300)")
     gnn_dropout: float = setting(0.0, "GNN backbones: dropout after every layer (Hu et al. pretrain with 0)")
+    smiles_column: str = setting("smiles", "custom task: the column of SMILES")
+    target_columns: list[str] = setting([], "custom task: label columns; empty: all but SMILES")
+    task_type: str = setting("auto", "custom task: auto | classification (0/1 per column) | regression")
+    metric: str = setting("", "custom task: the selection metric; empty: roc_auc (classification) or rmse")
+    name: str = setting("", "custom task: the run's name in folders and tables; empty: the data file's")
 
     def __post_init__(self):
         check_options("mol", self, {
             "image_size": ">= 16", "render_workers": ">= 0", "jigsaw_permutations": ">= 1",
             "jigsaw_unshuffled": "in [0, 1]", "mcl_mask_ratio": "in [0, 1)", "mir_size": ">= 1",
             "gnn_layers": ">= 1", "gnn_dim": ">= 1", "gnn_dropout": "in [0, 1)"})
+        check_task_type(self.task_type, "mol.task_type")
 
 
 PRESETS = {

@@ -38,6 +38,8 @@ from tapweight_mol.options import (
 
 require("rdkit", "torchvision", "PIL", "torch_geometric")  # the [mol] extra, found without importing it
 
+CUSTOM = ("your own CSV of SMILES and labels (--data; mol.smiles_column, mol.target_columns), "
+          "classification or regression from its labels")
 DEFAULT_OBJECTIVES = ("mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl")
 #: what the GNN backbones train on by default: Hu et al.'s node-level objectives, GraphCL and MG-k
 GRAPH_OBJECTIVES = ("mol.attrmask", "mol.contextpred", "mol.edgepred", "mol.graphcl",
@@ -210,6 +212,7 @@ def register_datasets(register):
     for name, spec in moleculenet.SETS.items():
         register(DatasetSpec(f"mol.{name}", partial(moleculenet.load, name),
                              f"MoleculeNet {spec.description}"))
+    register(DatasetSpec("mol.custom", deferred("tapweight_mol.custom:load"), CUSTOM))
 
 
 @hookimpl
@@ -223,3 +226,5 @@ def register_tasks(register):
             defaults={"steps": PAPER_STEPS.get(name, DEFAULT_STEPS)},
             overrides={} if classification else REGRESSION_DEFAULTS,
             description=f"MoleculeNet {spec.description}, scaffold split 8:1:1"))
+    register(TaskSpec(domain="mol", name="custom", dataset="mol.custom", split="scaffold", loss="bce",
+                      metric="roc_auc", description=CUSTOM, fit=deferred("tapweight_mol.custom:fit")))

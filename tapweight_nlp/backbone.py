@@ -17,10 +17,11 @@ import logging
 from pathlib import Path
 
 import torch
+import transformers
 from torch import nn
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from tapweight import LoadReport, TapweightError, load_backbone, plain
+from tapweight import LoadReport, TapweightError, load_backbone, log_file_only, plain
 from tapweight_nlp.tokenizer import TINY
 
 #: the loggers through which transformers prints its load report (5.x) or warnings (4.x)
@@ -65,13 +66,18 @@ def _quiet_transformers():
     """transformers' own load report off the terminal and the log for the call: ours is logged."""
     loggers = [logging.getLogger(name) for name in TRANSFORMERS_REPORTS]
     levels = [logger.level for logger in loggers]
+    bars = transformers.utils.logging.is_progress_bar_enabled()
     for logger in loggers:
         logger.setLevel(logging.ERROR)
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars: noise in a log
     try:
-        yield
+        with log_file_only("transformers"):  # its other warnings (e.g. on sharding) to log.txt only
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def from_pretrained(auto, model: str, **kwargs) -> tuple[nn.Module, dict]:

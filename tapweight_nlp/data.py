@@ -2,13 +2,15 @@
 
 Splits: ``glue`` is the TapWeight paper's GLUE protocol — the GLUE dev set (rows loaded
 as ``test``) is the test set, everything else is split 8:1 into train and val with the
-seed; ``given`` keeps the files' own train/dev/test. The level I corpus is the task's
+seed; ``given`` keeps the files' own train/dev/test; ``files`` (the ``custom`` task's)
+keeps what the files give and draws what they lack. Each logs what it did. The level I corpus is the task's
 training text (TAPT, Gururangan et al., 2020) unless ``cfg.corpus`` names a text file;
 ``tapweight pretrain nlp --corpus FILE`` pretrains on such a file alone (:func:`build_corpus`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,15 +22,21 @@ from tapweight import DomainData, Split, TapweightError, TaskSpec, random_split
 from tapweight_nlp.load import TextTable
 from tapweight_nlp.tokenizer import TINY, load_tokenizer
 
+log = logging.getLogger(__name__)
+
 
 def glue_split(table: TextTable, seed: int) -> Split:
     """Test = the GLUE dev set; the rest split 8:1 into train/val. No test rows: 8:1:1."""
     parts = table.parts
     test = np.flatnonzero(parts == "test")
     if len(test) == 0:
+        log.info("split glue: no test file, so train/val/test drawn 8:1:1 at random from %d rows", len(parts))
         return random_split(table, seed)
     pool = np.random.default_rng(seed).permutation(np.flatnonzero(parts != "test"))
     n_val = int(round(len(pool) / 9))
+    log.info("split glue (the paper's protocol): test = the test file's %d rows; train and dev files pooled "
+             "(%d rows) and drawn 8:1 into train/val (--set split=given keeps a dev file as val)",
+             len(test), len(pool))
     return Split(train=pool[n_val:], val=pool[:n_val], test=test)
 
 
@@ -38,8 +46,28 @@ def given_split(table: TextTable, seed: int) -> Split:
     split = Split(*(np.flatnonzero(parts == p) for p in ("train", "dev", "test")))
     if min(len(split.train), len(split.val), len(split.test)) == 0:
         raise TapweightError(f"split 'given' needs labelled train, dev and test files in "
-                             f"{table.source}; use --split glue")
+                             f"{table.source}; use --set split=files (what is missing drawn from train) "
+                             f"or --set split=glue")
+    log.info("split given: train on the train file (%d rows), select on the dev file (%d), test on the "
+             "test file (%d)", len(split.train), len(split.val), len(split.test))
     return split
+
+
+def files_split(table: TextTable, seed: int) -> Split:
+    """The files' own splits where given: train, dev (the validation rows) and test; a missing
+    dev file is drawn from train (1 in 9), and with neither dev nor test file the rows are
+    drawn 8:1:1 at random."""
+    parts = table.parts
+    if not (parts == "test").any():
+        log.info("split files: no test file, so train/val/test drawn 8:1:1 at random from %d rows", len(parts))
+        return random_split(table, seed)
+    if (parts == "dev").any():
+        return given_split(table, seed)
+    train = np.random.default_rng(seed).permutation(np.flatnonzero(parts == "train"))
+    n_val = int(round(len(train) / 9))
+    log.info("split files: test on the test file (%d rows); no dev file, so val drawn from the train file "
+             "(%d of %d rows)", int((parts == "test").sum()), n_val, len(train))
+    return Split(train=train[n_val:], val=train[:n_val], test=np.flatnonzero(parts == "test"))
 
 
 class Examples(Dataset):

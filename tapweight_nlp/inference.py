@@ -21,6 +21,8 @@ outputs)`` state dict applied to those features.
 from __future__ import annotations
 
 import contextlib
+import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +35,13 @@ from tapweight import Inputs, Predictor, TapweightError, plain
 from tapweight_nlp.backbone import RobertaBackbone, tiny_config
 from tapweight_nlp.data import Examples, TaskCollate
 from tapweight_nlp.load import SUFFIXES, _columns, _read_file
-from tapweight_nlp.tasks import DATASETS
+from tapweight_nlp.tasks import dataset_of
 from tapweight_nlp.tokenizer import TINY
 
 HEAD_FILE = "task_head.safetensors"
+#: what a seed folder holds beside ``predictor/``: what the model predicts, and (regression)
+#: the targets' mean and std
+MODEL_INFO, SCALER_FILE = "model.json", "target_scaler.json"
 
 
 def read_texts(path: str, columns: tuple[str, ...], opts) -> Inputs:
@@ -73,13 +78,14 @@ def text_columns(found: list[str], wanted: tuple[str, ...], path: str) -> tuple[
     if len(wanted) == 1 and ("text" in found or len(found) == 1):
         return ("text",) if "text" in found else (found[0],)
     raise TapweightError(f"'{path}' has no text column {' and '.join(map(repr, wanted))} (columns: "
-                         f"{', '.join(map(str, found))}): name the column(s) so")
+                         f"{', '.join(map(str, found))}): rename the column to {wanted[0]!r}"
+                         f"{' and ' + repr(wanted[1]) if len(wanted) > 1 else ''}, or for one text name it 'text'")
 
 
 def text_predictor(cfg, tokenizer, config: PretrainedConfig) -> Predictor:
     """Texts prepared as the run's: its tokenizer, ``max_length`` and text columns."""
     opts = cfg.options
-    spec = DATASETS[cfg.task]
+    spec = dataset_of(cfg)
     columns = _columns(spec, opts)[0]
 
     def dataset(texts: list) -> Examples:
@@ -126,11 +132,70 @@ def _no_progress_bars():
             transformers.utils.logging.enable_progress_bar()
 
 
+#: the classifier's dense layer in a Hugging Face export: ε·I, so that its tanh is linear to
+#: within (ε·|x|)²/3 relative (below 1e-6 for features |x| < 17) and ``out_proj`` = head / ε
+#: gives the head's logits
+DENSE_SCALE = 1e-4
+
+
+def position_limit(config: PretrainedConfig) -> int:
+    """Tokens per text the encoder's position table holds: RoBERTa's positions start after
+    the padding id, so ``max_position_embeddings - pad_token_id - 1``."""
+    return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+
+
+def sequence_classifier(backbone: RobertaBackbone, head: nn.Module, info: dict, scaler: Path):
+    """``RobertaForSequenceClassification`` whose logits are the run's outputs: the encoder,
+    a classifier whose dense layer is ``DENSE_SCALE``·I and whose ``out_proj`` is the
+    ``core.linear`` head / ``DENSE_SCALE``; class names as ``id2label``; a regression head
+    gives values in the targets' units (the target scaler folded into ``out_proj``)."""
+    import torch
+    from transformers import RobertaForSequenceClassification
+
+    if not isinstance(head, nn.Linear):
+        raise TapweightError("export --format hf --finetuned writes a sequence classifier for the "
+                             f"core.linear head; this run's head is {info['head']}")
+    config = copy.deepcopy(backbone.encoder.config)
+    config.architectures = ["RobertaForSequenceClassification"]
+    config.num_labels = info["n_outputs"]
+    if info["loss"] == "ce":
+        names = info["classes"] or [str(i) for i in range(info["n_outputs"])]
+        config.id2label = dict(enumerate(names))
+        config.label2id = {n: i for i, n in enumerate(names)}
+        config.problem_type = "single_label_classification"
+    else:
+        config.id2label = dict(enumerate(info["label_names"]))
+        config.label2id = {n: i for i, n in enumerate(info["label_names"])}
+        config.problem_type = "regression"
+    model = RobertaForSequenceClassification(config)
+    model.roberta.load_state_dict(backbone.encoder.state_dict())
+    weight, bias = head.weight.detach().double(), head.bias.detach().double()
+    if info["loss"] == "mse" and scaler.is_file():  # values in the targets' units: × std + mean
+        numbers = json.loads(scaler.read_text())
+        std, mean = (torch.tensor(numbers[k], dtype=torch.float64) for k in ("std", "mean"))
+        weight, bias = weight * std[:, None], bias * std + mean
+    with torch.no_grad():
+        dense = model.classifier.dense
+        dense.weight.copy_(torch.eye(dense.weight.shape[0]) * DENSE_SCALE)
+        dense.bias.zero_()
+        model.classifier.out_proj.weight.copy_((weight / DENSE_SCALE).float())
+        model.classifier.out_proj.bias.copy_(bias.float())
+    return model.eval()
+
+
 def write_hf(backbone: RobertaBackbone, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
-    """``ExportFormat.write`` of ``hf``: the encoder and tokenizer as a model folder (and the head)."""
+    """``ExportFormat.write`` of ``hf``: the encoder (a fine-tuned export: the sequence
+    classifier, :func:`sequence_classifier`, and the head alone) and the tokenizer, whose
+    ``model_max_length`` is the encoder's position limit."""
     with _no_progress_bars():
-        backbone.encoder.save_pretrained(str(out))
-        AutoTokenizer.from_pretrained(str(folder)).save_pretrained(str(out))
+        if head is None:
+            backbone.encoder.save_pretrained(str(out))
+        else:
+            info = json.loads((folder.parent / MODEL_INFO).read_text())
+            sequence_classifier(backbone, head, info, folder.parent / SCALER_FILE).save_pretrained(str(out))
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer.model_max_length = position_limit(backbone.encoder.config)
+        tokenizer.save_pretrained(str(out))
     if head is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(out / HEAD_FILE))
     return sorted(p for p in out.iterdir() if p.is_file())

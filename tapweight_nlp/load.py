@@ -233,7 +233,7 @@ def _from_splits(splits: Mapping[str, tuple[datasets.Dataset, str]], spec: TextD
         parts = np.where(parts == "dev", "test", parts)  # GLUE: the dev set is the test set
         notes.append("no labelled test split: the dev split is the test set (GLUE protocol)")
     elif not (parts == "test").any():
-        notes.append("no dev or test split: split 'glue' draws train/val/test 8:1:1 at random")
+        notes.append("no dev or test split: the rows are drawn into train/val/test 8:1:1 at random")
     notes.append("read " + ", ".join(f"{o} ({n} rows) as {'test' if dev_is_test and role == 'dev' else role}"
                                      for o, (n, role) in origins.items()))
     texts = [rows[f"text{i}"].astype(str).tolist() for i in range(len(text_columns))]

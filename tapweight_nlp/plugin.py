@@ -22,12 +22,13 @@ from tapweight import (
     ObjectiveSpec,
     TapweightError,
     check_options,
+    check_task_type,
     deferred,
     hookimpl,
     require,
     setting,
 )
-from tapweight_nlp.tasks import DATASETS, task_spec
+from tapweight_nlp.tasks import CUSTOM, DATASETS, task_spec
 
 require("transformers", "datasets", "tokenizers")  # the [nlp] extra, found without importing it
 
@@ -44,9 +45,13 @@ class NlpOptions:
     tiny_hidden_size: int = setting(128, "the tiny model's hidden size (a multiple of tiny_heads)")
     tiny_layers: int = setting(2, "the tiny model's transformer layers")
     tiny_heads: int = setting(2, "the tiny model's attention heads")
-    text_column: str = setting("", "empty: the data set's own column names")
+    text_column: str = setting("", "empty: the data set's own column names (custom task: text)")
     pair_column: str = setting("", "second text of a sentence pair")
-    label_column: str = setting("", "the labels' column; empty: the data set's own")
+    label_column: str = setting("", "the labels' column; empty: the data set's own (custom task: label)")
+    task_type: str = setting("auto", "custom task: auto | classification | regression (auto: from the labels)")
+    classes: list[str] = setting([], "custom task: class names in id order; empty: the train labels'")
+    metric: str = setting("", "custom task: the selection metric; empty: accuracy (classes) or rmse")
+    name: str = setting("", "custom task: the run's name in folders and tables; empty: the data file's")
     header: bool = setting(True, "false: the files' first row is data; columns are 0, 1, ... (or nlp.columns)")
     columns: list[str] = setting([], "names for a headerless file's columns, in order")
     label_base: int = setting(0, "the class id the files give the first class (1: AG News's own CSVs)")
@@ -59,6 +64,7 @@ class NlpOptions:
             "max_length": ">= 8", "tiny_vocab_size": ">= 261",  # 256 bytes + 5 special tokens
             "tiny_hidden_size": ">= 1", "tiny_layers": ">= 1", "tiny_heads": ">= 1",
             "max_train": ">= 0", "max_val": ">= 0"})
+        check_task_type(self.task_type, "nlp.task_type")
         if self.columns and self.header:
             raise TapweightError("nlp.columns names the columns of files without a header row: "
                                  "add --set nlp.header=false")
@@ -117,7 +123,8 @@ DOMAIN = Domain(
     backbone="nlp.roberta",
     objectives=("nlp.mlm", "nlp.cl", "nlp.sop"),
     build_data=deferred("tapweight_nlp.plugin:build_data_for_predict"),
-    splits={"glue": deferred("tapweight_nlp.data:glue_split"), "given": deferred("tapweight_nlp.data:given_split")},
+    splits={"glue": deferred("tapweight_nlp.data:glue_split"), "given": deferred("tapweight_nlp.data:given_split"),
+            "files": deferred("tapweight_nlp.data:files_split")},
     presets={"cpu": CPU, "paper": PAPER},
     load_predictor=deferred("tapweight_nlp.inference:load_predictor"),
     exports=(ExportFormat("hf", deferred("tapweight_nlp.inference:write_hf"),
@@ -159,9 +166,11 @@ def register_datasets(register):
     for dataset in DATASETS.values():
         register(DatasetSpec(f"nlp.{dataset.name}", partial(deferred("tapweight_nlp.load:load_table"), dataset),
                              dataset.description))
+    register(DatasetSpec("nlp.custom", deferred("tapweight_nlp.custom:load"), CUSTOM.description))
 
 
 @hookimpl
 def register_tasks(register):
     for dataset in DATASETS.values():
         register(task_spec(dataset))
+    register(replace(task_spec(CUSTOM), split="files", fit=deferred("tapweight_nlp.custom:fit")))

@@ -65,6 +65,22 @@ DATASETS: dict[str, TextDataset] = {d.name: d for d in (
 )}
 
 
+#: the task for any labelled file (tapweight_nlp.custom): a text column, a label column; its
+#: classes, loss and metric come from the data or the options when it is fitted
+CUSTOM = TextDataset("custom", "", None, ("text",), ("class",), label_column="label",
+                     description="your own labelled text file or train/dev/test folder (--data; "
+                                 "nlp.text_column, nlp.pair_column, nlp.label_column)")
+
+
+def dataset_of(cfg) -> TextDataset:
+    """The data set a run reads: a built-in one, or the custom task's, laid out by the options."""
+    if cfg.task != CUSTOM.name:
+        return DATASETS[cfg.task]
+    opts = cfg.options  # named after the label column: predictions are pred_<label column>
+    return TextDataset(opts.label_column or CUSTOM.label_column, "", None, CUSTOM.text_columns, tuple(opts.classes),
+                       label_column=CUSTOM.label_column, description=CUSTOM.description)
+
+
 #: the paper's global steps (TapWeight, TMLR 2025, §5.2): QQP and MNLI 20,000, others 10,000
 PAPER_STEPS = {"qqp": 20_000, "mnli": 20_000}
 DEFAULT_STEPS = 10_000

@@ -91,3 +91,17 @@ def test_an_undefined_metric_is_an_error_not_a_nan_result(one_class, where):
     cfg = FinalConfig(lr=0.01, epochs=2, batch_size=16)
     with pytest.raises(TapweightError, match=where + r".*undefined on this split"):
         refinetune(Features(), lambda: nn.Linear(4, 1), domain_data(x, y), BINARY, cfg, CPU, 0)
+
+
+def test_early_stopping_says_when_and_which_epoch_it_keeps(caplog):
+    x, y = linear_problem()
+    scaler = TargetScaler.fit(y[:64], ("y",))
+    data = domain_data(x, scaler.transform(y))
+    cfg = FinalConfig(lr=0.0, epochs=10, batch_size=16, scheduler="constant", patience=2)  # lr 0: never better
+    seen = []
+    with caplog.at_level("INFO", logger="tapweight.method.final"):
+        result, _, _ = refinetune(Features(), lambda: nn.Linear(4, 1), data, REGRESSION, cfg, CPU, 0, scaler=scaler,
+                                  on_epoch=lambda epoch, value: seen.append(epoch))
+    assert seen == [1, 2, 3] and result["best_epoch"] == 1
+    assert ("final fine-tune stopped early after epoch 3 of 10: no better validation rmse for 2 epochs "
+            "(final.patience); keeping epoch 1") in caplog.text

@@ -99,3 +99,25 @@ def test_overconfidence_is_the_loss_slope_in_the_outputs_scale():
     # a confident mistake: softer predictions would help; an underconfident hit: sharper ones
     assert overconfidence("ce", torch.tensor([[4.0, -4.0]]), torch.tensor([1])) > 0
     assert overconfidence("ce", torch.tensor([[0.2, -0.2]]), torch.tensor([0])) < 0
+
+
+def test_pr_auc_r2_and_multiclass_f1_match_scikit_learn():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=(40, 2)).astype(float)
+    p = rng.random((40, 2))
+    y[3, 1] = np.nan  # a missing label is skipped in its column only
+    kept = ~np.isnan(y[:, 1])
+    expected = np.mean([skm.average_precision_score(y[:, 0], p[:, 0]),
+                        skm.average_precision_score(y[kept, 1], p[kept, 1])])
+    assert score("pr_auc", p, y) == pytest.approx(expected, rel=1e-12)
+    t, v = rng.normal(size=(30, 2)), rng.normal(size=(30, 2))
+    expected = np.mean([skm.r2_score(t[:, i], v[:, i]) for i in range(2)])
+    assert score("r2", v, t) == pytest.approx(expected, rel=1e-12)
+    classes, guess = rng.integers(0, 3, size=50), rng.integers(0, 3, size=50)
+    assert score("f1", guess, classes.reshape(-1, 1).astype(float)) == pytest.approx(
+        skm.f1_score(classes, guess, average="macro"), rel=1e-12)
+    assert score("f1", guess % 2, (classes % 2).reshape(-1, 1).astype(float)) == pytest.approx(
+        skm.f1_score(classes % 2, guess % 2), rel=1e-12)  # two classes: the positive class's F1
+    assert better("pr_auc", 0.6, 0.5) and better("r2", 0.2, -0.1)

@@ -86,6 +86,14 @@ class Result:
     weights: dict[int, pd.DataFrame]
     losses: dict[int, pd.DataFrame]
 
+    def __repr__(self) -> str:
+        """One line, as a notebook shows a cell's last value: what ran and its test metric."""
+        m = self.metrics
+        name = m.get("name") or m["task"]
+        spread = f" ± {m['test_std']:.4g}" if len(self.seeds) > 1 else ""
+        return (f"Result({m['domain']}/{name}, method {m['method']}, test {self.metric} "
+                f"{self.test:.4g}{spread} over {len(self.seeds)} seed(s), folder '{self.folder}')")
+
     @classmethod
     def load(cls, folder: str | Path) -> Result:
         """The results of a finished run folder."""
@@ -126,11 +134,13 @@ class Result:
         paths.update({f"seed{s}": self.folder / f"seed{s}" for s in self.seeds})
         return paths
 
-    def predict(self, data: str | Path, seed: int | None = None, device: str = "auto") -> pd.DataFrame:
-        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.commands.predict`)."""
+    def predict(self, data: str | Path, seed: int | None = None, device: str = "auto",
+                columns: dict[str, str] | None = None) -> pd.DataFrame:
+        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.commands.predict`);
+        ``columns`` as its ``--smiles-column`` / ``--text-column``: ``{"text_column": "review"}``."""
         from tapweight.commands.predict import predict
 
-        return predict(self.folder, data, seed, device)
+        return predict(self.folder, data, seed, device, columns)
 
     def export(self, format: str, out: str | Path | None = None, seed: int | None = None,
                finetuned: bool = False) -> list[Path]:

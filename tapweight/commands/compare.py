@@ -138,6 +138,9 @@ def compare(domain: str, tasks: list[str], methods: list[str], seeds: list[int],
                                            {**(options or {}), "method": method, "seeds": list(seeds)}, sets,
                                            registry=registry)
             for task in tasks for method in methods}  # every config is checked before any run
+    names = {task: jobs[(task, methods[0])].task.shown_name for task in tasks}  # custom: the data's name
+    jobs = {(names[task], method): job for (task, method), job in jobs.items()}
+    tasks = [names[task] for task in tasks]
     summaries = {key: run_or_reuse(job, run_folder(out, *key), quiet) for key, job in jobs.items()}
     table = comparison_table(summaries, tasks, methods, seeds, baseline, out)
     atomic_write(out / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))

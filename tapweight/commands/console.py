@@ -123,7 +123,8 @@ def print_summary(summary: dict) -> None:
 
     if rank() != 0:
         return
-    table = RichTable(title=escape(f"{summary['domain']}/{summary['task']} — {summary['method']}"))
+    name = summary.get("name") or summary["task"]
+    table = RichTable(title=escape(f"{summary['domain']}/{name} — {summary['method']}"))
     table.add_column("seed")
     table.add_column(f"val {summary['metric']}")
     table.add_column(f"test {summary['metric']}")

@@ -80,17 +80,22 @@ def predict(
     data: Annotated[str, typer.Option(help="file of new inputs (SMILES CSV/.smi, texts, feature CSV: "
                                            "the domain's)")],
     out_file: Annotated[Optional[Path], typer.Option("--out", help="CSV to write (default <data>_preds.csv "
-                                                                   "here)")] = None,
+                                                                   "beside the data file)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="use this seed's model (default: the mean of "
                                                      "every seed's)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    smiles_column: Annotated[Optional[str], typer.Option(help="the file's SMILES column (mol; default: "
+                                                               "the run's, or 'smiles')")] = None,
+    text_column: Annotated[Optional[str], typer.Option(help="the file's text column (nlp; default: the "
+                                                             "run's, or 'text')")] = None,
 ):
     """Score new inputs with the run's final fine-tuned model(s); invalid rows are reported."""
     from tapweight.commands.predict import predict as predict_inputs
     from tapweight.job.report import write_csv
 
-    frame = predict_inputs(run_dir, data, seed, device)
-    target = out_file or Path(f"{Path(data).name.split('.')[0]}_preds.csv")
+    columns = {k: v for k, v in (("smiles_column", smiles_column), ("text_column", text_column)) if v}
+    frame = predict_inputs(run_dir, data, seed, device, columns)
+    target = out_file or Path(data).parent / f"{Path(data).name.split('.')[0]}_preds.csv"
     write_csv(frame, target)
     console().print(f"{len(frame)} rows -> {target}", soft_wrap=True, markup=False)
 

@@ -19,6 +19,7 @@ class's probability), ``error``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,14 @@ log = logging.getLogger(__name__)
 SHOW_INVALID = 5  # invalid rows named in the log line
 
 
-def predict(run: str | Path, data: str | Path, seed: int | None = None, device: str = "auto") -> pd.DataFrame:
-    """One row per data row of ``data``: the final model's predictions (see the module docstring)."""
+def predict(run: str | Path, data: str | Path, seed: int | None = None, device: str = "auto",
+            columns: dict[str, str] | None = None) -> pd.DataFrame:
+    """One row per data row of ``data``: the final model's predictions (see the module docstring).
+    ``columns`` name the file's input columns where they differ from the run's data, as domain
+    options (``{"smiles_column": "SMILES"}``, ``{"text_column": "review"}``)."""
 
     run = Path(run)
-    job = run_job(run)
+    job = with_columns(run_job(run), columns or {})
     seeds = pick_seeds(job, run, seed)
     if not Path(data).is_file():
         raise TapweightError(f"--data '{data}' is not a file of inputs to score")
@@ -59,6 +63,20 @@ def predict(run: str | Path, data: str | Path, seed: int | None = None, device: 
         log.warning("%d of %d inputs not scored (their reason is in column 'error'): %s%s", len(bad),
                     len(inputs.inputs), shown, "; ..." if len(bad) > SHOW_INVALID else "")
     return frame
+
+
+def with_columns(job, columns: dict[str, str]):
+    """``job`` whose domain options name the input columns ``columns`` gives (one line for an
+    option the domain does not have)."""
+    options = job.cfg.options
+    for name in columns:
+        if options is None or not hasattr(options, name):
+            flag = "--" + name.replace("_", "-")
+            raise TapweightError(f"{flag} names a column the '{job.domain.name}' domain does not read; "
+                                 f"its options: tapweight list options {job.domain.name}")
+    if not columns:
+        return job
+    return replace(job, cfg=replace(job.cfg, options=replace(options, **columns)))
 
 
 def seed_scores(saved: SavedModel, inputs: list, device: torch.device) -> np.ndarray:

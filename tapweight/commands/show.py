@@ -69,10 +69,11 @@ def used_lines(run_dir: Path, domain: str) -> list[str]:
     lines = [f"method: {cfg.method}, {cfg.steps} steps, seeds {', '.join(map(str, cfg.seeds or [cfg.seed]))}",
              f"objectives: {trained}" + (f", starting weights {cfg.weights}" if cfg.weights else ""),
              f"backbone: {default(cfg.backbone, resolved.backbone_name(cfg, dom))}, from "
-             f"{cfg.init or 'random weights (no --init)'}",
+             f"{resolved.encoder_source(cfg)}",
              f"head: {default(cfg.head, resolved.head_name(cfg, dom))}",
              f"data: {cfg.data or 'the task default'}; corpus: {cfg.corpus or 'the training inputs (TAPT)'}"]
     lines += [_level(name, cfg) for name in ("pretrain", "finetune", "reweight", "final")]
+    lines += preset_lines(run_dir)
     if cfg.options is not None:
         options = ", ".join(f"{k}={v}" for k, v in vars(cfg.options).items())
         lines.append(f"{domain} options: {options}")
@@ -88,6 +89,13 @@ def estimator_lines(run_dir: Path) -> list[str]:
         return [f"hypergradient by {chosen['name']}: {chosen['reason']}"] if chosen else []
     lines = run_log.read_text(errors="replace").splitlines() if run_log.is_file() else []
     return [line[line.index("hypergradient by "):] for line in lines if "hypergradient by " in line][-1:]
+
+
+def preset_lines(run_dir: Path) -> list[str]:
+    """The run log's line of what the preset set (runs logged before it was written: none)."""
+    log = run_dir / "log.txt"
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return [line[line.index("preset "):] for line in text.splitlines() if " set: " in line and "preset " in line][:1]
 
 
 def _level(name: str, cfg: RunConfig) -> str:

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tapweight.config import RunConfig
 from tapweight.plugin.registry import Registry
@@ -23,3 +23,4 @@ class Job:
     domain: Domain
     task: TaskSpec | None
     preset: str
+    preset_values: dict = field(default_factory=dict)  # what the preset set that no later layer changed

@@ -51,7 +51,7 @@ def check_split(table: Table, split: Split, task: TaskSpec, seed: int) -> None:
         if not len(rows) or np.isnan(part).all():
             raise TapweightError(f"the {name} split of seed {seed} has no labelled rows: the data "
                                  f"set is too small for {task.key}'s split; add rows")
-        scorable = name == "train" or task.metric in ("roc_auc", "pearson", "spearman")
+        scorable = name == "train" or task.metric in ("roc_auc", "pr_auc", "pearson", "spearman", "r2")
         if scorable and not any(_learnable(part[:, t]) for t in range(part.shape[1])):
             need = "one value" if task.loss == "mse" else "one class"
             raise TapweightError(f"the {name} split of seed {seed} holds {need} only in every label "

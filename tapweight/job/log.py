@@ -19,6 +19,8 @@ until training starts or the command ends without an error line of ours. dataset
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from logging.handlers import MemoryHandler
 from pathlib import Path
 
@@ -69,6 +71,33 @@ def console_handlers() -> list[logging.Handler]:
 
 def library_errors() -> list[LibraryErrors]:
     return [f for h in console_handlers() for f in h.filters if isinstance(f, LibraryErrors)]
+
+
+class _NotFrom(logging.Filter):
+    """Drops the records of a library's loggers (below ERROR): they go to log.txt only."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or not (record.name == self.prefix
+                                                       or record.name.startswith(self.prefix + "."))
+
+
+@contextmanager
+def log_file_only(library: str) -> Iterator[None]:
+    """While the block runs, the warnings of ``library``'s loggers (e.g. ``transformers``
+    reporting on a model it loads) reach ``log.txt`` but not the console: what they say,
+    tapweight says in its own line. Errors still show."""
+    handlers, drop = console_handlers(), _NotFrom(library)
+    for handler in handlers:
+        handler.addFilter(drop)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(drop)
 
 
 def adopt_library_handlers() -> None:

@@ -180,10 +180,13 @@ def _read_diagnostics(folder: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
 
-def write_predictions(table: Table, rows: np.ndarray, preds: np.ndarray, path: Path) -> None:
+def write_predictions(table: Table, rows: np.ndarray, preds: np.ndarray, path: Path,
+                      classes: Sequence[str] = (), probabilities: np.ndarray | None = None) -> None:
     """``predictions.csv`` of one split: per example its ``row`` in the loaded table, its
     ``input`` when inputs are strings (SMILES, sentences), its labels and ``pred_<label>``
-    (regression: original units; ``bce``: probabilities; ``ce``: class ids)."""
+    (regression: original units; ``bce``: probabilities; ``ce``: class ids, with
+    ``pred_<label>_class`` the class's name and ``prob_<class>`` each class's probability
+    when ``classes`` and ``probabilities`` are given)."""
     preds = np.asarray(preds).reshape(len(rows), -1)  # [n, T]
     frame = pd.DataFrame({"row": rows})
     inputs = [table.inputs[r] for r in rows]
@@ -193,6 +196,11 @@ def write_predictions(table: Table, rows: np.ndarray, preds: np.ndarray, path: P
         frame[name] = table.labels[rows, i]
     for i, name in enumerate(table.label_names):
         frame[f"pred_{name}"] = preds[:, i]
+    if classes:
+        frame[f"pred_{table.label_names[0]}_class"] = np.asarray(classes, dtype=object)[preds[:, 0].astype(int)]
+    if probabilities is not None:
+        for c in range(probabilities.shape[1]):
+            frame[f"prob_{classes[c] if classes else c}"] = probabilities[:, c]
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 

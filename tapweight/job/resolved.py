@@ -38,3 +38,19 @@ def backbone_name(cfg: RunConfig, domain: Domain) -> str:
 
 def head_name(cfg: RunConfig, domain: Domain) -> str:
     return cfg.head or domain.head
+
+
+def encoder_source(cfg: RunConfig) -> str:
+    """Where the backbone's starting weights come from: ``--init``, a domain's ``model``
+    option (``--model``; ``tiny``: a small model built from scratch), or nowhere."""
+    model = getattr(cfg.options, "model", "")
+    named = (f"{cfg.domain}.model={model} (random weights: the small model built from scratch)" if model == "tiny"
+             else f"--model {model}" if model else "")
+    if cfg.init:
+        return f"--init {cfg.init}" + (f", over the architecture of {named}" if named else "")
+    return named or "random weights (no --init)"
+
+
+def preset_line(preset: str, values: dict) -> str:
+    """The run log's line of what the preset set (and no later layer changed)."""
+    return f"preset {preset} set: " + (", ".join(f"{k}={v}" for k, v in values.items()) or "nothing")

@@ -32,7 +32,7 @@ from tapweight.config import RunConfig, build_config, layer_from_dict, layer_fro
 from tapweight.errors import TapweightError
 from tapweight.files import atomic_write
 from tapweight.interrupts import Interrupted
-from tapweight.job import seed
+from tapweight.job import resolved, seed
 from tapweight.job.checkpoint import read_weights, reading_once
 from tapweight.job.determinism import deterministic
 from tapweight.job.folder import saved_task
@@ -48,7 +48,7 @@ from tapweight.method import estimators
 from tapweight.method.batches import check_batch_size
 from tapweight.plugin.manager import build_registry
 from tapweight.plugin.registry import Registry
-from tapweight.plugin.specs import Domain
+from tapweight.plugin.specs import Domain, TaskSpec
 
 log = logging.getLogger("tapweight")
 
@@ -89,17 +89,33 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
     dom = registry.require_domain(domain)
     spec = registry.task(domain, task)
     preset = pick_preset(dom, preset)
-    layers = [
-        (f"task {spec.key} defaults",
-         layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
-        (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
-        (f"task {spec.key} overrides", layer_from_dict(dict(spec.overrides), domain)),
-        *user_layers(domain, config_file, options, sets),
-    ]
-    job = Job(build_config(dom.options, layers), registry, dom, spec, preset)
+    user = user_layers(domain, config_file, options, sets)
+
+    def layers(spec: TaskSpec) -> list[tuple[str, DictConfig]]:
+        return [(f"task {spec.key} defaults",
+                 layer_from_dict({"domain": domain, "task": task, **spec.defaults}, domain)),
+                (f"preset {preset}", layer_from_dict(dict(dom.presets.get(preset, {})), domain)),
+                (f"task {spec.key} overrides", layer_from_dict(dict(spec.overrides), domain)),
+                *user]
+
+    if spec.fit is not None:  # a task for any labelled file: its type comes from the data
+        spec = spec.fit(build_config(dom.options, layers(spec), check=False))
+    cfg = build_config(dom.options, layers(spec))
+    job = Job(cfg, registry, dom, spec, preset, kept_values(cfg, dom.presets.get(preset, {}), domain))
     seed.objective_names(job)  # fail on a bad objective or tracker before any work is done
     seed.logger_specs(job)
     return job
+
+
+def kept_values(cfg: RunConfig, values: dict, domain: str) -> dict:
+    """The entries of ``values`` (a preset's dotted keys) that ``cfg`` holds as they are."""
+    def get(key: str):
+        node = cfg
+        for part in ("options" + key[len(domain):] if key.startswith(f"{domain}.") else key).split("."):
+            node = node.get(part) if isinstance(node, dict) else getattr(node, part, None)
+        return node
+
+    return {k: v for k, v in values.items() if get(k) == (list(v) if isinstance(v, tuple) else v)}
 
 
 def run_job(folder: Path) -> Job:
@@ -139,9 +155,10 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def default_out(cfg: RunConfig) -> Path:
+def default_out(cfg: RunConfig, name: str = "") -> Path:
+    """``runs/<domain>-<task, or name>-<method>-<time>``."""
     method = cfg.method.replace(":", "-")
-    return Path("runs") / f"{cfg.domain}-{cfg.task}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{cfg.domain}-{name or cfg.task}-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def check_batch_sizes(cfg: RunConfig) -> None:
@@ -157,7 +174,8 @@ def run(job: Job, out: Path | None = None, quiet: bool = False, resume: bool = F
     Everything a user can get wrong (device, batch sizes, ``--init``, ``--out``, the data) is
     checked before the first step; a fresh run that fails before it leaves no folder behind.
     """
-    return in_run_folder(job, out or default_out(job.cfg), resume, lambda out, device, run_log, session: {
+    out = out or default_out(job.cfg, job.task.shown_name)
+    return in_run_folder(job, out, resume, lambda out, device, run_log, session: {
         **_run_seeds(job, out, device, quiet, resume, run_log, session), "folder": str(out)})
 
 
@@ -195,11 +213,17 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
     check_table(table, job.task)
     main = distributed.is_main()
     open_run_folder(out, cfg, resume, run_log)
-    log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, cfg.task, cfg.method,
+    log.info("run %s/%s, method %s, preset %s -> %s", cfg.domain, job.task.shown_name, cfg.method,
              job.preset, out)
     log.info("data: %d rows, %d label column(s) from %s", len(table.inputs),
              table.labels.shape[1], table.source or job.task.dataset)
     chosen = estimator(job, device)
+    log.info("encoder: %s", resolved.encoder_source(cfg))
+    if not resume:  # a resumed run's preset is that of its config.yaml (logged when it started)
+        log.info("%s", resolved.preset_line(job.preset, job.preset_values))
+    if job.task.title:  # a task fitted to the data: say what it made of it
+        log.info("task %s; metric %s (also reported: %s)", job.task.description, job.task.metric,
+                 ", ".join(job.task.extra_metrics) or "none")
     seeds = list(cfg.seeds) or [cfg.seed]
     results = {}
     for k in seeds:
@@ -207,13 +231,13 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
         results[k] = seed.run_seed(job, replace(cfg, seed=k), table, out / f"seed{k}",
                                  device, quiet)
         session.progressed()
-    summary = {"domain": cfg.domain, "task": cfg.task, "method": cfg.method,
+    summary = {"domain": cfg.domain, "task": cfg.task, "name": job.task.shown_name, "method": cfg.method,
                "metric": job.task.metric, "seeds": results, **summarize(results), **chosen}
     folders = [out / f"seed{s}" for s in seeds]
     if main:
         write_json(summary, out / "metrics.json")
         if all((f / "weights.csv").exists() for f in folders):
-            plot_weights(folders, out / "weights.png", f"{cfg.domain}/{cfg.task}: λ over steps")
+            plot_weights(folders, out / "weights.png", f"{cfg.domain}/{job.task.shown_name}: λ over steps")
     log.info("test %s over %d seed(s): %s", job.task.metric, len(seeds), mean_pm_std(summary))
     if main:
         log.info("%s", kept_line(folders, cfg.keep_checkpoint))

@@ -37,7 +37,7 @@ from tapweight.job.trackers import RunLoggers, step_values
 from tapweight.method import weightings
 from tapweight.method.batches import BatchStream, random_split
 from tapweight.method.engine import Engine, NonFiniteLoss
-from tapweight.method.final import refinetune
+from tapweight.method.final import class_probabilities, per_label, refinetune
 from tapweight.method.models import PretrainModel, TaskModel
 from tapweight.method.targets import SCALER_FILE, TargetScaler, standardize_targets
 from tapweight.method.weightings import Weighting
@@ -82,7 +82,10 @@ def split_table(job: Job, cfg: RunConfig, table: Table) -> Split:
     split_name = cfg.split or job.task.split
     if split_name not in splits:
         raise TapweightError(f"unknown split '{split_name}' (splits: {', '.join(sorted(splits))})")
-    return splits[split_name](table, cfg.seed)
+    split = splits[split_name](table, cfg.seed)
+    log.info("seed %d: split %s: train %d, val %d (model selection), test %d rows", cfg.seed, split_name,
+             len(split.train), len(split.val), len(split.test))
+    return split
 
 
 def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch.device,
@@ -117,6 +120,8 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
 
             def on_epoch(epoch: int, value: float) -> None:
                 progress.advance(f"val {metric} {value:.4f}")
+                if quiet:  # the bar shows it on a terminal
+                    log.info("final fine-tune epoch %d/%d: val %s %.4f", epoch, cfg.final.epochs, metric, value)
                 loggers.log({f"final/val_{metric}": value}, steps + epoch)
 
             progress = Progress(cfg.final.epochs, "final fine-tune", quiet)
@@ -126,9 +131,16 @@ def run_seed(job: Job, cfg: RunConfig, table: Table, folder: Path, device: torch
                     on_epoch=on_epoch, scaler=task.scaler)
             log.info("seed %d: val %s %.4f, test %.4f (epoch %d)", cfg.seed, metric,
                      result["val"], result["test"], result["best_epoch"])
+            if table.labels.shape[1] > 1:
+                result.update(per_label(job.task, preds, table.labels[task.split.test], table.label_names))
+                log.info("seed %d: test per label: %s", cfg.seed, ", ".join(
+                    f"{k.removeprefix('test_')} {v:.4f}" for k, v in result.items() if "/" in k))
             loggers.log({f"result/{k}": v for k, v in result.items() if isinstance(v, (int, float))},
                         steps + cfg.final.epochs)
-            write_predictions(table, task.split.test, preds, folder / "predictions.csv")
+            probabilities = (class_probabilities(model, task.data.test, task.data.task_collate, cfg.final.batch_size,
+                                                 device, cfg.num_workers) if job.task.loss == "ce" else None)
+            write_predictions(table, task.split.test, preds, folder / "predictions.csv", job.task.classes,
+                              probabilities)
             save_final(folder, model, job, table.label_names, task.data.predictor)
             write_json(result, done)
             if not cfg.keep_checkpoint:  # a finished seed is skipped by resume: nothing reads it again

@@ -8,6 +8,7 @@ predictions and metrics are mapped back to the original units here.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable
 
@@ -23,6 +24,8 @@ from tapweight.method.models import TaskModel
 from tapweight.method.optim import build_optimizer, build_scheduler, current_lr
 from tapweight.method.targets import TargetScaler
 from tapweight.plugin.specs import DomainData, TaskSpec
+
+log = logging.getLogger(__name__)
 
 UNDEFINED = ("the metric is undefined on this split (ROC-AUC needs both classes in a label column, "
              "a correlation needs predictions that vary); try another split (--set split=...)")
@@ -40,6 +43,13 @@ def outputs_and_labels(model: nn.Module, dataset, collate, batch_size: int, devi
         labels.append(y)
     model.train()
     return torch.cat(outputs), torch.cat(labels)
+
+
+def class_probabilities(model: nn.Module, dataset, collate, batch_size: int, device: torch.device,
+                        num_workers: int = 0) -> np.ndarray:
+    """``[n, C]`` softmax probabilities of a ``ce`` model on every example of ``dataset``."""
+    outputs, _ = outputs_and_labels(model, dataset, collate, batch_size, device, num_workers)
+    return torch.softmax(outputs, dim=-1).numpy()
 
 
 def predict(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int,
@@ -64,6 +74,14 @@ def evaluate(model: nn.Module, dataset, collate, task: TaskSpec, batch_size: int
 def scores(task: TaskSpec, preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The task's metric and its extra metrics."""
     return {m: score(m, preds, labels) for m in (task.metric, *task.extra_metrics)}
+
+
+def per_label(task: TaskSpec, preds: np.ndarray, labels: np.ndarray, names) -> dict[str, float]:
+    """Each of the task's metrics on each label column alone: ``test_<metric>/<label>``
+    (a multi-task run's scores per target; the task's metric averages them)."""
+    preds = np.asarray(preds).reshape(len(labels), -1)
+    return {f"test_{m}/{name}": score(m, preds[:, [t]], labels[:, [t]])
+            for m in (task.metric, *task.extra_metrics) for t, name in enumerate(names)}
 
 
 def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: DomainData,
@@ -108,6 +126,9 @@ def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: Do
         else:
             stale += 1
             if cfg.patience and stale >= cfg.patience:
+                log.info("final fine-tune stopped early after epoch %d of %d: no better validation %s "
+                         "for %d epochs (final.patience); keeping epoch %d", epoch, cfg.epochs, task.metric,
+                         stale, best_epoch)
                 break
     if best_state is None:
         raise TapweightError(f"the final fine-tune's validation {task.metric} was NaN in every epoch "

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 
 #: metric -> True when larger is better
 HIGHER_IS_BETTER = {
-    "roc_auc": True, "accuracy": True, "mcc": True, "f1": True,
-    "pearson": True, "spearman": True, "rmse": False, "mae": False,
+    "roc_auc": True, "pr_auc": True, "accuracy": True, "mcc": True, "f1": True,
+    "pearson": True, "spearman": True, "r2": True, "rmse": False, "mae": False,
 }
 
 
@@ -88,9 +88,11 @@ def predictions(kind: str, outputs: torch.Tensor) -> np.ndarray:
 def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
     """``metric`` over all label columns; NaN labels are ignored.
 
-    ROC-AUC averages over the columns that have both classes in this split and warns
-    about the others; it is NaN when no column has both. Accuracy, MCC and F1 read class
-    ids (``ce``) or probabilities thresholded at 0.5 (``bce``). The other metrics are
+    ROC-AUC and PR-AUC (average precision) average over the columns that have both classes
+    in this split and warn about the others; they are NaN when no column has both. Accuracy,
+    MCC and F1 read class ids (``ce``) or probabilities thresholded at 0.5 (``bce``); F1 is
+    the positive class's for two classes and the unweighted mean over classes (macro) for
+    more. R² is the coefficient of determination per column, averaged. The other metrics are
     computed in float64 whatever the dtype of ``preds`` (the model's float32 outputs).
     """
     if metric in ("accuracy", "mcc", "f1"):
@@ -102,7 +104,8 @@ def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
             return float(skm.accuracy_score(y, p))
         if metric == "mcc":
             return float(skm.matthews_corrcoef(y, p))
-        return float(skm.f1_score(y, p))
+        binary = set(np.unique(np.concatenate([y, p]))) <= {0, 1}
+        return float(skm.f1_score(y, p, average="binary" if binary else "macro"))
     # float64: SciPy computes in its inputs' precision, and a float32 Pearson of 24 rows was
     # already 2.5e-6 from the float64 one
     preds = np.asarray(preds, dtype=np.float64).reshape(len(preds), -1)
@@ -111,15 +114,18 @@ def score(metric: str, preds: np.ndarray, labels: np.ndarray) -> float:
     for t in range(labels.shape[1]):
         mask = ~np.isnan(labels[:, t])
         y, p = labels[mask, t], preds[mask, t]
-        if metric == "roc_auc":
+        if metric in ("roc_auc", "pr_auc"):
             if len(np.unique(y)) < 2:
-                log.warning("ROC-AUC skips label column %d: only one class in this split", t)
+                log.warning("%s skips label column %d: only one class in this split",
+                            "ROC-AUC" if metric == "roc_auc" else "PR-AUC", t)
                 continue
-            columns.append(skm.roc_auc_score(y, p))
+            columns.append((skm.roc_auc_score if metric == "roc_auc" else skm.average_precision_score)(y, p))
         elif metric == "rmse":
             columns.append(np.sqrt(np.mean((y - p) ** 2)))
         elif metric == "mae":
             columns.append(np.mean(np.abs(y - p)))
+        elif metric == "r2":
+            columns.append(skm.r2_score(y, p))
         elif metric == "pearson":
             columns.append(stats.pearsonr(y, p)[0])
         elif metric == "spearman":

@@ -288,6 +288,13 @@ class TaskSpec:
     rates its loss is stable at): applied over the preset, under ``--config`` and the
     command line. ``classes`` name a ``ce`` task's class ids, in id order (for predictions
     people read).
+
+    A task for any labelled file (``custom``) learns its loss, classes and metric from the
+    data: ``fit(cfg) -> TaskSpec`` is called with the config of the user's options and
+    returns the task to run, with ``fit`` unset; the values it settled from the data (a task
+    type, class names) are in its ``defaults``, so that the saved ``config.yaml`` states them
+    and ``predict``, ``export`` and ``resume`` fit the same task without reading the data.
+    ``title`` names the run in folders and tables (the data file's name), else ``name``.
     """
 
     domain: str
@@ -302,7 +309,14 @@ class TaskSpec:
     description: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
+    fit: Callable[[Any], TaskSpec] | None = None
+    title: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.domain}/{self.name}"
+
+    @property
+    def shown_name(self) -> str:
+        """What folders and tables call the run: ``title`` or ``name``."""
+        return self.title or self.name

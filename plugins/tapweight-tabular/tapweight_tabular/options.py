@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tapweight import check_options, setting
+from tapweight import check_options, check_task_type, setting
 
 
 @dataclass
@@ -25,12 +25,22 @@ class TabularOptions:
         0.5, "std of the Gaussian noise of tabular.denoise (standardized units)")
     scarf_corruption: float = setting(0.6, "fraction c of features SCARF resamples (paper: 0.6)")
     scarf_temperature: float = setting(1.0, "InfoNCE temperature τ (paper: 1.0)")
+    label_column: str = setting(
+        "label", "custom task: the label column; every other column is a feature")
+    task_type: str = setting(
+        "auto", "custom task: auto | classification | regression (auto: labels')")
+    classes: list[str] = setting([], "custom task: class names; empty: labels'")
+    metric: str = setting(
+        "", "custom task: the selection metric; empty: accuracy (classes) or rmse")
+    name: str = setting(
+        "", "custom task: the run's name in folders and tables; empty: the data file's")
 
     def __post_init__(self):
         check_options("tabular", self, {
             "hidden": ">= 1", "layers": ">= 0", "out_dim": ">= 1", "dropout": "in [0, 1)",
             "mfr_mask_rate": "in (0, 1]", "denoise_sigma": ">= 0", "scarf_corruption": "in (0, 1]",
             "scarf_temperature": "> 0"})
+        check_task_type(self.task_type, "tabular.task_type")
 
 
 #: Dotted overrides per preset. ``cpu`` runs a task end to end in seconds on a laptop;

@@ -26,6 +26,7 @@ from tapweight_tabular.catalog import SKLEARN_DATASETS
 from tapweight_tabular.options import PRESETS, TabularOptions
 
 DOMAIN = "tabular"
+CUSTOM = "your own CSV: numeric feature columns and tabular.label_column (classes or values)"
 
 TASKS = (
     TaskSpec(DOMAIN, "breast-cancer", "tabular.breast-cancer", "stratified", "bce", "roc_auc",
@@ -77,9 +78,12 @@ def register_datasets(register):
     for name, (_, _, description) in SKLEARN_DATASETS.items():
         load = partial(deferred("tapweight_tabular.data:load_sklearn"), name)
         register(DatasetSpec(f"{DOMAIN}.{name}", load, description))
+    register(DatasetSpec(f"{DOMAIN}.custom", deferred("tapweight_tabular.custom:load"), CUSTOM))
 
 
 @hookimpl
 def register_tasks(register):
     for task in TASKS:
         register(task)
+    register(TaskSpec(DOMAIN, "custom", f"{DOMAIN}.custom", "stratified", "ce", "accuracy",
+                      description=CUSTOM, fit=deferred("tapweight_tabular.custom:fit")))

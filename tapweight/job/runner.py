@@ -9,6 +9,7 @@ Run folder layout::
     config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
     seed<k>/  [checkpoint.pt]  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
               metrics.json  predictions.csv  target_scaler.json (regression tasks)  [tensorboard/]
+              [overconfidence.txt] (when w was consistently overconfident: job/summary.py)
               model.safetensors  model.json  predictor/  (the final model: tapweight.job.saved)
 
 ``weights.csv`` and ``losses.csv`` grow a row per global step as the run goes (job/report.py);

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from tapweight import distributed
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
+from tapweight.files import atomic_write
 from tapweight.interrupts import Interrupted
 from tapweight.job import resolved
 from tapweight.job.checkpoint import load_state, save_state, save_weights
@@ -32,7 +33,7 @@ from tapweight.job.progress import Progress, StepStatus
 from tapweight.job.report import Trajectory, plot_weights, write_diagnostics, write_json, write_predictions
 from tapweight.job.saved import save_final
 from tapweight.job.session import current as current_session
-from tapweight.job.summary import overconfidence_line, signal_line
+from tapweight.job.summary import DETAILS, overconfidence_details, overconfidence_line, signal_line
 from tapweight.job.trackers import RunLoggers, step_values
 from tapweight.method import weightings
 from tapweight.method.batches import BatchStream, random_split
@@ -237,6 +238,7 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
         if write_diagnostics(folder) is not None:
             log.info("seed %d: %s -> hypergrad.csv", cfg.seed, signal_line(folder))
         if said := overconfidence_line(folder):
+            atomic_write(folder / DETAILS, lambda tmp: tmp.write_text(overconfidence_details(folder)))
             log.log(said[0], "seed %d: %s", cfg.seed, said[1])
         plot_weights([folder], folder / "weights.png",
                      f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")

@@ -4,7 +4,7 @@ Task splits yield ``(image uint8 [3, S, S], labels float [T])`` and collate into
 ``(images float [B, 3, S, S] in [0, 1], labels [B, T])``. The level I corpus is the task's
 training molecules by default (task-adaptive pretraining); ``--corpus FILE`` (corpus.py)
 replaces it, and ``tapweight pretrain mol --corpus FILE`` trains on it alone
-(:func:`build_corpus`). Corpus items carry their row index so the MG objectives can look up
+(`build_corpus`). Corpus items carry their row index so the MG objectives can look up
 cluster ids.
 
 Nothing is drawn before training: an item's image is read from the image store (store.py)

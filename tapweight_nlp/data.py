@@ -4,7 +4,7 @@ Splits: ``glue`` is the TapWeight paper's GLUE protocol — the GLUE dev set (ro
 as ``test``) is the test set, everything else is split 8:1 into train and val with the
 seed; ``given`` keeps the files' own train/dev/test. The level I corpus is the task's
 training text (TAPT, Gururangan et al., 2020) unless ``cfg.corpus`` names a text file;
-``tapweight pretrain nlp --corpus FILE`` pretrains on such a file alone (:func:`build_corpus`).
+``tapweight pretrain nlp --corpus FILE`` pretrains on such a file alone (`build_corpus`).
 """
 
 from __future__ import annotations

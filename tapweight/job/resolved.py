@@ -15,7 +15,7 @@ from tapweight.plugin.specs import Domain
 def objective_names(cfg: RunConfig, registry: Registry, domain: Domain) -> list[str]:
     """The registered names of the objectives the method trains on: the one a method whose
     argument is an objective names (``single:<name>``), else ``cfg.objectives``, else the
-    domain's defaults (what :meth:`Weighting.objectives` of the core's methods gives, read
+    domain's defaults (what `Weighting.objectives` of the core's methods gives, read
     from the registry alone for ``tapweight show``)."""
     name, _, argument = cfg.method.partition(":")
     if argument and registry.get("methods", name).argument == "objective":

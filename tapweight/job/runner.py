@@ -1,10 +1,10 @@
 """From ``tapweight run DOMAIN TASK`` to a run folder.
 
 ``resolve`` turns the command line into a typed config and the registered pieces (a
-:class:`Job`); ``run`` checks what needs no data, opens the run folder, loads the data once
-and runs each seed (:mod:`tapweight.job.seed`: levels I–III, the final fine-tune).
+`Job`); ``run`` checks what needs no data, opens the run folder, loads the data once
+and runs each seed (`tapweight.job.seed`: levels I–III, the final fine-tune).
 
-Run folder layout::
+Run folder layout:
 
     config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
     seed<k>/  [checkpoint.pt]  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
@@ -113,7 +113,7 @@ def resolve(domain: str, task: str, preset: str = "auto", config_file: str | Non
 
 
 def run_job(folder: Path) -> Job:
-    """The :class:`Job` of a run folder, from its ``config.yaml`` (predict, export)."""
+    """The `Job` of a run folder, from its ``config.yaml`` (predict, export)."""
     domain, task = saved_task(folder)
     if not task:
         raise TapweightError(f"'{folder}' is a `tapweight pretrain` folder: it has an encoder "

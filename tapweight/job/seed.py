@@ -1,9 +1,9 @@
 """One seed of a run: split, build θ and w, levels I–III, the final fine-tune, the saved model.
 
-:func:`run_seed` is what :func:`tapweight.job.runner.run` calls for each seed; it builds the
-seed's pieces from the job's registry (:func:`build_task`, :func:`build_engine`), runs the
-engine with its checkpoints and trajectory (:func:`continued_pretraining`) unless the method
-pretrains nothing (``none``), then re-finetunes the final backbone (:func:`tapweight.method.final.refinetune`)
+`run_seed` is what `tapweight.job.runner.run` calls for each seed; it builds the
+seed's pieces from the job's registry (`build_task`, `build_engine`), runs the
+engine with its checkpoints and trajectory (`continued_pretraining`) unless the method
+pretrains nothing (``none``), then re-finetunes the final backbone (`tapweight.method.final.refinetune`)
 and writes the seed's folder.
 """
 
@@ -153,7 +153,7 @@ class TaskData:
 
 
 def build_task(job: Job, cfg: RunConfig, table: Table) -> TaskData:
-    """Split ``table`` for ``cfg.seed`` and build what a seed trains on (:class:`TaskData`)."""
+    """Split ``table`` for ``cfg.seed`` and build what a seed trains on (`TaskData`)."""
     seed_everything(cfg.seed)
     split = split_table(job, cfg, table)
     check_split(table, split, job.task, cfg.seed)

@@ -1,15 +1,15 @@
 """What a seed folder's CSVs say in one line, read with the standard library alone.
 
 ``tapweight show`` and the end of a seed print these lines; they read ``weights.csv`` and
-``losses.csv`` with :mod:`csv` and :mod:`statistics`, so that a read-only command starts
+``losses.csv`` with `csv` and `statistics`, so that a read-only command starts
 without importing pandas or torch (``tests/test_watch.py`` checks it, ``bench startup``
 times it). The step-by-step diagnostics (``hypergrad.csv``, the plots) stay in
-:mod:`tapweight.job.report`.
+`tapweight.job.report`.
 
-:func:`overconfidence_line` reports the fine-tuned model's validation overconfidence: as an
+`overconfidence_line` reports the fine-tuned model's validation overconfidence: as an
 INFO line with the measurement, and as a warning only when it is both consistent (its
-signal-to-noise ratio above :data:`SIGNAL`) and large (softening w's outputs by 1% would
-lower the validation loss by more than :data:`LARGE` %).
+signal-to-noise ratio above `SIGNAL`) and large (softening w's outputs by 1% would
+lower the validation loss by more than `LARGE` %).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def snr(values: Sequence[float]) -> float:
 def whole_run_snr(losses: Mapping[str, Sequence[float]], weights: Mapping[str, Sequence[float]]) -> dict[str, float]:
     """The signal-to-noise ratio over every step of r_k = g_k − Σ_j λ_j g_j, the part of the
     hypergradient that moves λ (the softmax ignores what all objectives share), per objective;
-    empty when the seed learned no weights. Columns as :func:`read_columns` gives them (or a
+    empty when the seed learned no weights. Columns as `read_columns` gives them (or a
     data frame)."""
     names = [c.removeprefix("hypergrad_") for c in losses if c.startswith("hypergrad_")]
     if not names:

@@ -12,7 +12,7 @@ only what it declares it reads is computed: levels II and III (not for ``uniform
 the hypergradient (method/estimators.py), each objective's own gradient. Every random draw of a
 step comes from a seed derived from (run seed, step, level), so a run is reproducible and resumes exactly.
 
-Each level I/II step records what the hypergradient needs (:class:`~tapweight.method.hypergrad.InnerStep`:
+Each level I/II step records what the hypergradient needs (`InnerStep`:
 θ before the step, its batches, the rates the optimizers used and, for Adam, their
 preconditioners); level III consumes the records of its ``unroll`` steps. A step that AMP's
 GradScaler skips (inf/NaN gradients) leaves θ' = θ or w' = w, so its level III is skipped too.

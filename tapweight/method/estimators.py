@@ -3,7 +3,7 @@
 An estimator takes the K directional derivatives ⟨∇L_k(θ), d⟩ of eq. (1) of hypergrad.py
 (``directional``), or the whole implicit hypergradient of eq. (2) (``implicit``, with
 ``needs_hessians``). A new one is one registered class (and its tests), e.g. a backward
-difference (θ − εd) against level I's own losses::
+difference (θ − εd) against level I's own losses:
 
     @ESTIMATORS.register("fd-backward")
     class BackwardDifference(Estimator):
@@ -14,7 +14,7 @@ difference (θ − εd) against level I's own losses::
             return -directional_fd(lambda ps: step.losses(ps, self.precision), step.theta, flipped,
                                    self.settings.fd_radius, step.losses_at_theta)
 
-The config check (:func:`check`), ``auto`` (:func:`resolve`), the engine (:func:`build`) and
+The config check (`check`), ``auto`` (`resolve`), the engine (`build`) and
 the benchmarks (bench/workload.py, bench/estimators.py) read this table and nothing else.
 
 **``auto``** is the cheapest estimator (``cost``: extra forwards of the level I batch) that

@@ -36,7 +36,7 @@ settings (docs/benchmarks.md).
 
 **Unroll T > 1** (SGD only; Adam's state makes later steps depend on earlier gradients in a
 way we do not differentiate): reverse mode through the T steps of both levels, momentum
-buffers included (:func:`unrolled`), with double-backward Hessian-vector products of level I
+buffers included (`unrolled`), with double-backward Hessian-vector products of level I
 at θ_{t-1} and of level II at w_{t-1}. It is the exact derivative of L_val(w_T(λ)).
 
 **Scale convention.** The reference code's Betty ``darts`` update drops the learning-rate
@@ -170,7 +170,7 @@ class InnerStep:
 
     ``losses(params, precision)`` is L(θ) ∈ R^K on this step's level I batches (their random
     draws replayed) with θ's parameters replaced by ``params`` (θ_b first), in ``precision``
-    (:data:`Precision`);
+    (`Precision`);
     ``theta`` is θ before the level I step. The rates are those the steps used; the
     preconditioners (None: 1) are P of eq. (1) on θ_b and w_b. Unroll > 1 also needs w
     before the level II step, ``finetune_loss(params)`` = L_ft on its batch, and the SGD

@@ -1,6 +1,6 @@
 """The core's own plugin: domain-independent heads, probe objectives, the built-in
-experiment trackers (:mod:`tapweight.job.trackers`) and weighting methods
-(:mod:`tapweight.method.weightings`), registered like any plugin's.
+experiment trackers (`tapweight.job.trackers`) and weighting methods
+(`tapweight.method.weightings`), registered like any plugin's.
 
 Registration imports nothing heavy (the command line lists these without torch); the
 builders import torch when a run calls them.

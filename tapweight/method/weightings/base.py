@@ -11,7 +11,7 @@ global step. It declares what it reads, so that the engine computes nothing more
   backbone (or on its last weight tensor only, GradNorm's "last shared layer"), K extra
   backward passes through level I's graph (method/weightings/gradients.py).
 
-At the end of each global step the engine hands a :class:`Signal` to :meth:`Weighting.update`,
+At the end of each global step the engine hands a `Signal` to `Weighting.update`,
 which returns the new logits α (or None to keep them). A rule that keeps state beyond α (an
 accumulator, a running scale, initial losses) returns it from ``state_dict`` and takes it back
 in ``load_state_dict``: the checkpoint holds it, so a resumed run is the uninterrupted one.
@@ -111,7 +111,7 @@ class Signal:
 
 class Weighting:
     """A rule that sets λ once per global step. Subclass it, set the class attributes the rule
-    needs, and override :meth:`update` (and the state methods if it keeps state).
+    needs, and override `update` (and the state methods if it keeps state).
 
     ``Options`` is a dataclass of the rule's settings, read from ``--set weighting.NAME.<option>=...``
     (``self.options``; each method reads its own, so one ``tapweight compare`` can set several);
@@ -137,7 +137,7 @@ class Weighting:
                                  f"got {self.gradients!r}")
 
     def start_logits(self, names: Sequence[str]) -> torch.Tensor:
-        """α at step 0: log λ₀ (float64), λ₀ = :meth:`initial` normalised (uniform when None)."""
+        """α at step 0: log λ₀ (float64), λ₀ = `initial` normalised (uniform when None)."""
         import torch
 
         start = self.initial(names)
@@ -145,7 +145,7 @@ class Weighting:
         return logits(lam.double() / lam.sum())
 
     def apply(self, signal: Signal) -> Signal:
-        """:meth:`update` from ``signal`` (not when GradScaler skipped a step), its logits
+        """`update` from ``signal`` (not when GradScaler skipped a step), its logits
         copied into ``signal.alpha``; returns ``signal``."""
         import torch
 

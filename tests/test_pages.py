@@ -3,6 +3,7 @@ docs/results/, one description of ``auto``, no project history outside the chang
 path that only exists on this project's machines, no Sphinx roles in the docstrings the API
 reference renders, and a home page that starts with an install and a command."""
 
+import contextlib
 import csv
 import json
 import math
@@ -45,10 +46,8 @@ def read_results(name: str) -> list[float]:
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
             for cell in row.values():
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     found.append(float(cell))
-                except (TypeError, ValueError):
-                    pass
     return [x for x in found if math.isfinite(x)]
 
 

@@ -1,7 +1,7 @@
 """What the hypergradient's extra forward could be made cheaper by (``python -m bench avenues``).
 
 The default's floor is level I plus one no-grad forward of the level I batch through θ's
-K objectives (ARCHITECTURE.md §2). With the molecular objectives that forward is three
+K objectives (the hypergradient's one-sided difference). With the molecular objectives that forward is three
 backbone passes over the batch (clean images for the three MG heads and MIR's features,
 jigsaw-shuffled ones for JPP, grid-masked ones for MCL). Timed here, in one process, the
 candidates interleaved (order rotated each round), as multiples of one level I step (forward

@@ -1,7 +1,7 @@
 """A run's collectives on a real process group, under ``torchrun`` (``bench gpu``'s ``nccl`` part):
 ``python -m torch.distributed.run --standalone --nproc_per_node N bench/collectives.py OUT.json``.
 
-Each rank joins through :func:`tapweight.distributed.setup` (NCCL on CUDA, gloo on the CPU,
+Each rank joins through `tapweight.distributed.setup` (NCCL on CUDA, gloo on the CPU,
 and the gloo group beside it), then runs what a run runs: the stop signal (``max_``), rank 0's
 objects (``broadcast``, ``on_main``) and level III's average of u (``mean_``) over
 roberta-base's parameter shapes (a one-layer RoBERTa's on the CPU), checked against the known mean and timed against one

@@ -128,7 +128,7 @@ class OutOfTime(Exception):
 
 
 class Budget:
-    """Seconds left of ``--budget-s``; :meth:`limit` stops a block when they run out."""
+    """Seconds left of ``--budget-s``; `limit` stops a block when they run out."""
 
     def __init__(self, seconds: float):
         self.end = time.perf_counter() + seconds
@@ -137,7 +137,7 @@ class Budget:
         return self.end - time.perf_counter()
 
     def limit(self):
-        """Raise :class:`OutOfTime` in the main thread when the budget is spent (SIGALRM)."""
+        """Raise `OutOfTime` in the main thread when the budget is spent (SIGALRM)."""
         def stop(signum, frame):
             raise OutOfTime(f"the budget ran out ({self.left():.0f} s left)")
 

@@ -1,6 +1,6 @@
 """Tables for the terminal and the JSON record of a benchmark, with the machine it ran on.
 
-The performance targets (issue 24) are checked for the shipped default (variant ``default``):
+The performance targets are checked for the shipped default (variant ``default``):
 on a CPU, global step ≤ 1.40× the plain continued-pretraining step and peak memory ≤ 1.10×;
 on a GPU, step ≤ 1.45×, memory ≤ 1.05× and Betty ≥ 2.5× slower than the default.
 """

@@ -144,7 +144,7 @@ def memory_child(workload: Workload, variant: str) -> dict:
 
 
 def cpu_peak(variant: str, child_args: list[str]) -> int:
-    """Run :func:`memory_child` for ``variant`` in a subprocess; its peak RSS growth in bytes."""
+    """Run `memory_child` for ``variant`` in a subprocess; its peak RSS growth in bytes."""
     cmd = [sys.executable, "-m", "bench", "_memory", "--variant", variant, *child_args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)

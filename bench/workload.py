@@ -12,7 +12,7 @@ measures that pipeline separately.
 
 The ``gcn-<variant>`` variants run the same step on the graph backbone ``mol.gcn`` (Hu et
 al.'s 5-layer, 300-d GCN) with the graph objectives (MG-100/1000/10000 over random cluster
-ids), on :data:`DRUGS` featurized once and held on the device: a batch is one
+ids), on `DRUGS` featurized once and held on the device: a batch is one
 ``Batch.from_data_list`` of them, so its collation is inside the timed step (well under a
 millisecond per molecule). Their ratio is to ``gcn-plain``, and ``vs_image_plain`` to the
 image backbone's ``plain``, built in the same process.
@@ -126,7 +126,7 @@ class SyntheticImages(Dataset):
 
 
 class SyntheticGraphs(Dataset):
-    """``n`` molecular graphs of :data:`DRUGS` (in turn) on ``device``, a batch at a time:
+    """``n`` molecular graphs of `DRUGS` (in turn) on ``device``, a batch at a time:
     ``{"graph": Batch, "index": [B]}`` without labels, else ``(Batch, labels [B, 1])``."""
 
     def __init__(self, n: int, device: torch.device, seed: int, labelled: bool = False):
@@ -230,7 +230,7 @@ def _graph_models(cfg: RunConfig, corpus: SyntheticGraphs):
 
 
 class GraphWorkload:
-    """The graph half of a :class:`Workload`: molecules, mol.gcn and its objectives."""
+    """The graph half of a `Workload`: molecules, mol.gcn and its objectives."""
 
     def __init__(self, shape: Shape, device: torch.device, cfg: RunConfig, seed: int):
         self.corpus = SyntheticGraphs(2 * shape.pretrain_batch, device, seed)

@@ -24,7 +24,7 @@ from tapweight.errors import TapweightError
 def setting(default: Any, text: str) -> Any:
     """A config field and what it means, ``lr: float = setting(0.02, "learning rate")``: the
     text is the field's metadata, which ``tapweight list options`` and the configuration page
-    read (:func:`field_help`). A list or dict default is copied for every instance. The domains'
+    read (`field_help`). A list or dict default is copied for every instance. The domains'
     option dataclasses document their fields the same way."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": text})
@@ -331,7 +331,7 @@ def validate_hypergradient(cfg: RunConfig) -> None:
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """Each field of the dataclass ``cls`` with its help text (:func:`setting`): its own, or,
+    """Each field of the dataclass ``cls`` with its help text (`setting`): its own, or,
     for a field a subclass redefines without one, its base's; ``""`` for a field without any."""
     found = {}
     for f in fields(cls):

@@ -1,8 +1,8 @@
 """A task for any labelled file: its loss and metric from the labels or the user's options.
 
 A domain offers one as its ``custom`` task (``tapweight run mol custom --data assay.csv``):
-a :class:`~tapweight.TaskSpec` whose ``fit(cfg)`` reads the file's label columns and calls
-:func:`custom_task`. The task type is ``classification`` or ``regression``; ``auto`` takes
+a `TaskSpec` whose ``fit(cfg)`` reads the file's label columns and calls
+`custom_task`. The task type is ``classification`` or ``regression``; ``auto`` takes
 classification when every label is a class name or a whole number that repeats, regression
 otherwise (a column of reals). The metric is the option's, or the type's default:
 
@@ -37,7 +37,7 @@ METRICS = {
 
 
 def check_task_type(task_type: str, option: str) -> None:
-    """One line for a task type that is not one of :data:`TASK_TYPES`."""
+    """One line for a task type that is not one of `TASK_TYPES`."""
     if task_type not in TASK_TYPES:
         raise TapweightError(f"{option}={task_type!r}: use one of {', '.join(TASK_TYPES)}")
 

@@ -110,7 +110,7 @@ def broadcast(value):
 
 
 def on_main(fn):
-    """``fn()`` on rank 0 (its result; None on the others); rank 0's :class:`TapweightError`
+    """``fn()`` on rank 0 (its result; None on the others); rank 0's `TapweightError`
     stops every rank."""
     result, failure = None, None
     if is_main():

@@ -13,7 +13,7 @@ class TapweightError(Exception):
 
 class RankZeroFailed(TapweightError):
     """Rank 0's user error, raised on the other ranks too so that all stop; only rank 0
-    prints it (:func:`tapweight.distributed.on_main`)."""
+    prints it (`tapweight.distributed.on_main`)."""
 
 
 def run_main(main: Callable[[], object]) -> None:

@@ -1,7 +1,7 @@
 """Files written atomically: an interrupted or failed write leaves the previous file intact.
 
 Every file a run folder holds (checkpoints, CSVs, plots, configs) goes through
-:func:`atomic_write`: written beside the target, fsynced, then renamed over it, so a crash,
+`atomic_write`: written beside the target, fsynced, then renamed over it, so a crash,
 a signal or a full disk never leaves half a file. New files get the permissions the umask
 gives any other file of the run folder.
 """

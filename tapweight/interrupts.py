@@ -1,10 +1,10 @@
 """Ctrl-C (SIGINT) and a scheduler's SIGTERM, turned into a clean stop.
 
-While :class:`Signals` is active, the first SIGINT or SIGTERM is only recorded if it
-arrives inside a :meth:`Signals.deferred` block (the global steps, a checkpoint write): the
-block finishes, the runner sees :meth:`Signals.pending`, writes a checkpoint and raises
-:class:`Interrupted`. Outside such a block (loading data, the final fine-tune), or on a
-second signal, :class:`Interrupted` is raised at once and the work in flight is abandoned;
+While `Signals` is active, the first SIGINT or SIGTERM is only recorded if it
+arrives inside a `Signals.deferred` block (the global steps, a checkpoint write): the
+block finishes, the runner sees `Signals.pending`, writes a checkpoint and raises
+`Interrupted`. Outside such a block (loading data, the final fine-tune), or on a
+second signal, `Interrupted` is raised at once and the work in flight is abandoned;
 the last checkpoint on disk is intact because every file is written atomically.
 
 The CLI prints the exception's one line and exits with 128 + the signal number (130 for
@@ -66,7 +66,7 @@ class Signals:
 
     @contextlib.contextmanager
     def deferred(self):
-        """A block a first signal does not break into: it is recorded for :meth:`pending`."""
+        """A block a first signal does not break into: it is recorded for `pending`."""
         self._depth += 1
         try:
             yield

@@ -115,7 +115,7 @@ def _timed(what: str, compute):
 
 
 def corpus_stem(smiles: Sequence[str], cache: Path) -> tuple[SmilesList, Path]:
-    """``smiles`` as a :class:`SmilesList` and the cache path stem of its fingerprints and ids."""
+    """``smiles`` as a `SmilesList` and the cache path stem of its fingerprints and ids."""
     listed = smiles if isinstance(smiles, SmilesList) else SmilesList.of(smiles)
     return listed, cache / "clusters" / f"{VERSION}-{listed.digest()}"
 

@@ -7,7 +7,7 @@ the result (the canonical SMILES of the valid rows, the ids they carry, the inva
 cached under ``<cache>/corpora/``, keyed by the file's bytes: the next run on the same file
 reads it back in about a second.
 
-The SMILES are held as a :class:`SmilesList` (two arrays, no Python string per molecule):
+The SMILES are held as a `SmilesList` (two arrays, no Python string per molecule):
 DataLoader workers forked from the main process share its pages instead of copying them as
 reference counts change.
 

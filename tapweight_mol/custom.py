@@ -7,7 +7,7 @@ there are several); anything else makes a regression task, one value per column,
 standardised targets and scored per column in the targets' units. ``mol.task_type`` states
 the type instead. The split is the domain's scaffold split unless ``--set split=`` names
 another (``random_scaffold``, ``random``). Regression runs at the learning rates of the
-MoleculeNet regression sets (:data:`~tapweight_mol.options.REGRESSION_DEFAULTS`).
+MoleculeNet regression sets (`REGRESSION_DEFAULTS`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Task splits yield ``(image uint8 [3, S, S], labels float [T])`` and collate into
 the same datasets yield graphs instead and collate into graph batches (graphs/data.py). The level I corpus is the task's
 training molecules by default (task-adaptive pretraining); ``--corpus FILE`` (corpus.py)
 replaces it, and ``tapweight pretrain mol --corpus FILE`` trains on it alone
-(:func:`build_corpus`). Corpus items carry their row index so the MG objectives can look up
+(`build_corpus`). Corpus items carry their row index so the MG objectives can look up
 cluster ids.
 
 Nothing is drawn before training: an item's image is read from the image store (store.py)
@@ -128,7 +128,7 @@ class MoleculeInputs:
 
 
 def inputs(cfg) -> MoleculeInputs:
-    """The run's :class:`MoleculeInputs`, from (and into) their store under the cache."""
+    """The run's `MoleculeInputs`, from (and into) their store under the cache."""
     if is_graph_backbone(cfg.backbone):
         from tapweight_mol.graphs import data as graphs
 

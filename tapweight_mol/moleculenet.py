@@ -4,7 +4,7 @@ Files are the canonical CSVs deepchem serves, with their own column names. A fil
 at ``cfg.data`` (a file, or a folder holding it), in the data directory
 (``$TAPWEIGHT_DATA_DIR``, as ``moleculenet/<name>.csv`` or ``<name>.csv``), or downloaded
 from deepchem's bucket on first use into the data directory. Rows whose SMILES RDKit
-cannot parse, or that are too long to parse safely (:data:`~tapweight_mol.render.MAX_SMILES`),
+cannot parse, or that are too long to parse safely (`MAX_SMILES`),
 are dropped and reported (BBBP has 11).
 """
 
@@ -72,7 +72,7 @@ SETS = {s.name: s for s in (
 
 
 class Molecules(list):
-    """The SMILES of a :class:`~tapweight.Table`, with the rows dropped as invalid.
+    """The SMILES of a `Table`, with the rows dropped as invalid.
 
     ``skipped`` holds ``(row, smiles)`` of the rows RDKit could not parse (row numbers
     count data rows from 1, as a spreadsheet would below its header).

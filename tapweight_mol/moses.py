@@ -4,7 +4,7 @@ The paper continues pretraining on 1 million PubChem molecules; machines without
 still reach a package registry, and ``molsets`` (MOSES, Polykovskiy et al., 2020) carries
 1,936,962 drug-like molecules from ZINC Clean Leads in its wheel (train 1,584,663, test
 176,074, scaffold test 176,225). Fetch the wheel alone, without its pinned dependencies, and
-write a corpus file from it::
+write a corpus file from it:
 
     pip download molsets --no-deps -d wheels/
     python -m tapweight_mol.moses wheels/molsets-*.whl --out moses.smi            # all 1.9 M

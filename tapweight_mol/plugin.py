@@ -3,7 +3,7 @@
 Every ``tapweight`` command loads this module, so it imports neither RDKit nor torch: it
 checks that the ``tapweight[mol]`` extra is installed (a missing one shows up as the
 ModuleNotFoundError the loader turns into "pip install 'tapweight[mol]'") and registers
-builders that import the domain's modules when a run calls them (:mod:`tapweight.plugin.lazy`).
+builders that import the domain's modules when a run calls them (`tapweight.plugin.lazy`).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ EXPORTS = (
 
 
 def build_data_for_predict(cfg, table, split, task) -> DomainData:
-    """:func:`~tapweight_mol.data.build_data`, with the predictor of ``tapweight predict``
+    """`build_data`, with the predictor of ``tapweight predict``
     (molecules are drawn from the config alone: nothing is fitted)."""
     from tapweight_mol import inference
     from tapweight_mol.data import build_data

@@ -40,7 +40,7 @@ MAX_SMILES = 2000
 
 def canonical(smiles: str) -> str | None:
     """RDKit's canonical SMILES, or None when RDKit cannot parse ``smiles`` or it is longer
-    than :data:`MAX_SMILES` (skipped and counted like any invalid SMILES, never a crash)."""
+    than `MAX_SMILES` (skipped and counted like any invalid SMILES, never a crash)."""
     usable = isinstance(smiles, str) and smiles.strip() and len(smiles) <= MAX_SMILES
     mol = Chem.MolFromSmiles(smiles) if usable else None
     return Chem.MolToSmiles(mol) if mol is not None else None

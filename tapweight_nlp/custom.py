@@ -7,7 +7,7 @@ classes are the training file's labels in sorted order (numbers in numeric order
 ``nlp.classes`` states them; real numbers make a regression task (``nlp.task_type`` decides
 when the data cannot). The classes are kept in the run's config, so predictions and exports
 name them. The split is ``files``: the folder's own train/dev/test files, what is missing drawn
-from train (:func:`tapweight_nlp.data.files_split`).
+from train (`tapweight_nlp.data.files_split`).
 """
 
 from __future__ import annotations

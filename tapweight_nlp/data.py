@@ -5,7 +5,7 @@ as ``test``) is the test set, everything else is split 8:1 into train and val wi
 seed; ``given`` keeps the files' own train/dev/test; ``files`` (the ``custom`` task's)
 keeps what the files give and draws what they lack. Each logs what it did. The level I corpus is the task's
 training text (TAPT, Gururangan et al., 2020) unless ``cfg.corpus`` names a text file;
-``tapweight pretrain nlp --corpus FILE`` pretrains on such a file alone (:func:`build_corpus`).
+``tapweight pretrain nlp --corpus FILE`` pretrains on such a file alone (`build_corpus`).
 """
 
 from __future__ import annotations

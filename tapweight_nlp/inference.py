@@ -185,7 +185,7 @@ def sequence_classifier(backbone: RobertaBackbone, head: nn.Module, info: dict, 
 
 def write_hf(backbone: RobertaBackbone, head: nn.Module | None, folder: Path, out: Path) -> list[Path]:
     """``ExportFormat.write`` of ``hf``: the encoder (a fine-tuned export: the sequence
-    classifier, :func:`sequence_classifier`, and the head alone) and the tokenizer, whose
+    classifier, `sequence_classifier`, and the head alone) and the tokenizer, whose
     ``model_max_length`` is the encoder's position limit."""
     with _no_progress_bars():
         if head is None:

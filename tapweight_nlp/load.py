@@ -1,4 +1,4 @@
-"""Reading a labelled text data set into a :class:`TextTable`, through `datasets`.
+"""Reading a labelled text data set into a `TextTable`, through `datasets`.
 
 Where the rows come from, first match wins: ``cfg.data`` (a folder of ``train``/``dev``/
 ``test`` files or one file; csv, tsv, json(l) or parquet), the data directory
@@ -45,7 +45,7 @@ SUFFIXES = (".tsv", ".csv", ".json", ".jsonl", ".parquet")
 
 @dataclass(frozen=True)
 class TextTable(Table):
-    """A :class:`Table` of texts (str, or a (str, str) pair) that knows each row's split role."""
+    """A `Table` of texts (str, or a (str, str) pair) that knows each row's split role."""
 
     parts: np.ndarray | None = None  # [N] str: "train" | "dev" | "test"
     classes: tuple[str, ...] = ()  # class names; () = regression

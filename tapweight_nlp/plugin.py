@@ -5,7 +5,7 @@ the ``nlp.mlm``, ``nlp.cl`` and ``nlp.sop`` objectives, and the GLUE and TAP dat
 tasks. Every ``tapweight`` command loads this module, so it imports neither transformers nor
 torch: it checks that the ``tapweight[nlp]`` extra is installed (a missing one surfaces as a
 ``ModuleNotFoundError`` the plugin loader turns into "pip install ...") and registers
-builders that import the domain's modules when a run calls them (:mod:`tapweight.plugin.lazy`).
+builders that import the domain's modules when a run calls them (`tapweight.plugin.lazy`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ CPU = {
 }
 
 def build_data_for_predict(cfg, table, split, task) -> DomainData:
-    """:func:`~tapweight_nlp.data.build_data`, with the predictor of ``tapweight predict``
+    """`build_data`, with the predictor of ``tapweight predict``
     (the run's tokenizer and model config: texts are scored as the run read them)."""
     from tapweight_nlp import inference
     from tapweight_nlp.data import build_data

@@ -1,7 +1,7 @@
 """Our default hypergradient (fd, reference scale) against Betty's darts, the reference code's engine.
 
-From the same state and batches, one global step of :class:`tapweight.method.engine.Engine` and of
-:class:`tapweight.method.betty.BettyEngine` must give the same α gradient. Two evaluation
+From the same state and batches, one global step of `tapweight.method.engine.Engine` and of
+`tapweight.method.betty.BettyEngine` must give the same α gradient. Two evaluation
 points are compared:
 
 - as built: our one-step method evaluates ∇L_k at θ before the level I step, darts at θ'

@@ -1,6 +1,7 @@
 """``tapweight compare``: the paired statistics against their textbook forms, and the reuse
 of run folders on the toy domain."""
 
+import json
 import math
 
 import numpy as np
@@ -73,6 +74,26 @@ def test_compare_reuses_its_runs_and_refuses_another_config(toy, tmp_path, capsy
     assert cli(*args, "--set", "finetune.lr=0.5") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "holds a run of another config (finetune.lr 0.05 → 0.5)" in err
+
+
+def test_a_baseline_outside_methods_is_read_from_its_finished_runs(toy, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    common = ["compare", "toy", "blobs", "--seeds", "0,1", "--quiet", "--out", str(out)]
+    assert cli(*common, "--methods", "none") == 0
+    before = (out / "blobs-none" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert cli(*common, "--methods", "tapweight", "--baseline", "none") == 0
+    assert (out / "blobs-none" / "seed0" / "metrics.json").stat().st_mtime_ns == before  # not run again
+    table = pd.read_csv(out / "comparison.csv")
+    assert table["method"].tolist() == ["none", "tapweight"] and set(table["baseline"]) == {"none"}
+    row = table.set_index("method").loc["tapweight"]
+    for s in (0, 1):
+        base = json.loads((out / "blobs-none" / f"seed{s}" / "metrics.json").read_text())["test"]
+        assert row[f"delta_seed{s}"] == pytest.approx(row[f"test_seed{s}"] - base)
+    assert "| `none` (baseline) |" in (out / "comparison.md").read_text()
+    capsys.readouterr()
+    assert cli(*common[:4], "0,1,2", *common[5:], "--methods", "tapweight", "--baseline", "none") == 2
+    err = capsys.readouterr().err.strip()
+    assert "has not finished seed(s) 2: add it to --methods" in err and "\n" not in err
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -79,7 +79,7 @@ def launch(monkeypatch, world: int) -> None:
 
 @pytest.fixture
 def nccl_job(monkeypatch):
-    """Rank 0 of a two-GPU ``torchrun`` job, joined through :func:`distributed.setup`."""
+    """Rank 0 of a two-GPU ``torchrun`` job, joined through `distributed.setup`."""
     fake = FakeDist()
     monkeypatch.setattr(distributed, "dist", fake)
     monkeypatch.setattr(distributed, "_host", None, raising=False)

@@ -1,5 +1,5 @@
 """The plugin tutorial's code is the plugin: assemble it from docs/writing-plugins.md and run it.
-The other pages' examples print what they show, numbers aside (:func:`shape`)."""
+The other pages' examples print what they show, numbers aside (`shape`)."""
 
 import importlib.util
 import inspect

@@ -93,7 +93,7 @@ def test_every_name_tapweight_exports_is_there():
 
 
 def _deferred_in(value, seen: set) -> list[deferred]:
-    """Every :class:`deferred` reachable from a registered spec (fields, dicts, tuples, partials)."""
+    """Every `deferred` reachable from a registered spec (fields, dicts, tuples, partials)."""
     if id(value) in seen:
         return []
     seen.add(id(value))

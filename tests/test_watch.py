@@ -184,8 +184,9 @@ def test_a_run_writes_hypergradient_diagnostics_beside_its_csvs(toy, tmp_path):
 def test_a_run_that_stays_overconfident_late_is_reported_and_warned_of_when_large(tmp_path):
     """The line reads the second half of ``val_overconfidence``: consistently above 0 there is
     reported, whatever came before; noise around 0, or overconfidence only early, is not. It
-    is a warning only when large: d log L_val / d log s (the slope over the validation loss)
-    above summary.LARGE."""
+    is a warning only when large (d log L_val / d log s, the slope over the validation loss,
+    above summary.LARGE) and λ followed it (one objective gained more than summary.MOVED);
+    a large overconfidence that λ did not follow is one INFO line."""
     import logging
 
     from tapweight.job import summary
@@ -193,21 +194,33 @@ def test_a_run_that_stays_overconfident_late_is_reported_and_warned_of_when_larg
     rng = np.random.default_rng(0)
     early, late = -np.ones(50), 0.05 + 0.05 * rng.standard_normal(50)
     large_loss, small_loss = late.mean() / (2 * summary.LARGE), late.mean() / (summary.LARGE / 2)
-    cases = (("large", np.r_[early, late], large_loss, logging.WARNING),
-             ("small", np.r_[early, late], small_loss, logging.INFO),
-             ("noise", 0.05 * rng.standard_normal(100), large_loss, None),
-             ("early", np.r_[late, early], large_loss, None))
-    for name, values, loss, level in cases:
+    ran_away = np.linspace(0.25, 0.25 + 2 * summary.MOVED, 100)  # one objective of 4 gains 2·MOVED
+    held = np.linspace(0.25, 0.25 + summary.MOVED / 2, 100)
+    cases = (("large", np.r_[early, late], large_loss, ran_away, logging.WARNING),
+             ("held", np.r_[early, late], large_loss, held, logging.INFO),
+             ("small", np.r_[early, late], small_loss, ran_away, logging.INFO),
+             ("noise", 0.05 * rng.standard_normal(100), large_loss, ran_away, None),
+             ("early", np.r_[late, early], large_loss, ran_away, None))
+    for name, values, loss, lam, level in cases:
         folder = tmp_path / name
         folder.mkdir()
         pd.DataFrame({"step": range(1, 101), "val_loss": loss, "val_overconfidence": values}).to_csv(
             folder / "losses.csv", index=False)
+        rest = (1 - lam) / 3
+        pd.DataFrame({"step": range(1, 101), "a": rest, "b": lam, "c": rest, "d": rest}).to_csv(
+            folder / "weights.csv", index=False)
         said = overconfidence_line(folder)
         assert (said and said[0]) == level, (name, said)
     level, line = overconfidence_line(tmp_path / "large")
     assert "finetune.weight_decay" in line and f"val_overconfidence {late.mean():+.3g}" in line
     assert f"by {2 * summary.LARGE:.2g}%" in line  # 1 % softer outputs: 2·LARGE % lower loss
+    assert f"λ of b rose from 0.250 to {0.25 + 2 * summary.MOVED:.3f}" in line and "\n" not in line
     assert "finetune.weight_decay" not in overconfidence_line(tmp_path / "small")[1]
+    level, line = overconfidence_line(tmp_path / "held")
+    assert "λ did not follow it" in line and "finetune.weight_decay" not in line and "\n" not in line
+    details = summary.overconfidence_details(tmp_path / "large")
+    assert details.startswith(overconfidence_line(tmp_path / "large")[1]) and "offset_free" in details
+    assert summary.overconfidence_details(tmp_path / "noise") is None
 
 
 def test_the_python_api_shows_warnings_and_plain_lines_on_stderr_when_logging_is_not_configured(tmp_path):

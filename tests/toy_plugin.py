@@ -188,7 +188,7 @@ def register_tasks(register):
 
 
 class Recorder:
-    """A tracker that keeps what it is sent in :data:`REPORTS`, and what ``weights.csv`` held
+    """A tracker that keeps what it is sent in `REPORTS`, and what ``weights.csv`` held
     at each step it was sent (the runner appends the row first). With ``crash_at`` set, it
     raises ``KeyboardInterrupt`` at that step: a run dying between its checkpoints."""
 

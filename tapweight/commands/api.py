@@ -1,7 +1,7 @@
 """The Python API for notebooks and scripts: ``tapweight.run(domain, task, **config)``.
 
 ``run`` is ``tapweight run`` (the same config layers, run folder and numbers) returning a
-:class:`Result`: the metrics, the λ and loss histories as data frames, the run folder's
+`Result`: the metrics, the λ and loss histories as data frames, the run folder's
 paths, and ``predict`` / ``export`` on its final models. ``Result.load(folder)`` reads a
 finished run folder, whoever made it. ``docs/python-api.md`` walks through it.
 """
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None = None,
         config_file: str | None = None, sets: list[str] = (), quiet: bool = False,
         resume: bool = False, **config) -> Result:
-    """Run ``domain``/``task`` like ``tapweight run`` and return its :class:`Result`.
+    """Run ``domain``/``task`` like ``tapweight run`` and return its `Result`.
 
     ``config`` holds config keys as keyword arguments (``method="uniform"``, ``steps=50``,
     ``seeds=[0, 1]``, ``data="bbbp.csv"``, ``init=...``), a level's keys as a dict
@@ -47,7 +47,7 @@ def run(domain: str, task: str, *, preset: str = "auto", out: str | Path | None 
 
 def start(domain: str, task: str, preset: str, config_file: str | None, options: dict, sets: list[str],
           out: str | Path | None, quiet: bool, resume: bool = False) -> dict:
-    """What ``tapweight run`` and :func:`run` share: load the plugins, resolve the config
+    """What ``tapweight run`` and `run` share: load the plugins, resolve the config
     layers (``options["model"]`` is ``--model``), run every seed; returns the summary.
 
     An unknown domain or task is refused before the runner (and torch) is imported."""
@@ -136,7 +136,7 @@ class Result:
 
     def predict(self, data: str | Path, seed: int | None = None, device: str = "auto",
                 columns: dict[str, str] | None = None) -> pd.DataFrame:
-        """``tapweight predict``: one row per input row of ``data`` (see :mod:`tapweight.commands.predict`);
+        """``tapweight predict``: one row per input row of ``data`` (see `tapweight.commands.predict`);
         ``columns`` as its ``--smiles-column`` / ``--text-column``: ``{"text_column": "review"}``."""
         from tapweight.commands.predict import predict
 
@@ -144,7 +144,7 @@ class Result:
 
     def export(self, format: str, out: str | Path | None = None, seed: int | None = None,
                finetuned: bool = False) -> list[Path]:
-        """``tapweight export``: the encoder in ``format``; the files written (:mod:`tapweight.commands.export`)."""
+        """``tapweight export``: the encoder in ``format``; the files written (`tapweight.commands.export`)."""
         from tapweight.commands.export import export
 
         return export(self.folder, format, out, seed, finetuned)

@@ -4,11 +4,11 @@ ImageMol's own stage before TapWeight's: train an encoder on a large unlabelled 
 weights that need no task (methods ``uniform``, ``fixed``, ``single:<objective>``, and
 ``gradnorm``, which balances the objectives' gradients), so that
 continued pretraining has a pretrained start. The domain reads the corpus
-(:attr:`~tapweight.plugin.specs.Domain.build_corpus`); the engine (``learn_weights=False``: level I
+(`build_corpus`); the engine (``learn_weights=False``: level I
 only), checkpoints, resume, progress and logging are
-``tapweight run``'s (:mod:`tapweight.job.runner`, :mod:`tapweight.job.seed`).
+``tapweight run``'s (`tapweight.job.runner`, `tapweight.job.seed`).
 
-Run folder::
+Run folder:
 
     config.yaml  log.txt  checkpoint.pt  weights.csv  losses.csv  weights.png  pretrain.json
     backbone.safetensors    the encoder: tapweight run DOMAIN TASK --init <folder>/backbone.safetensors

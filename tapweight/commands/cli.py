@@ -1,7 +1,7 @@
 """The ``tapweight`` command line (Typer + rich): the app, its commands, logging, exit codes.
 
-The commands live beside this module: :mod:`~tapweight.commands.training` (run, resume,
-pretrain, compare) and :mod:`~tapweight.commands.inspection` (list, plugins, show, predict,
+The commands live beside this module: `training` (run, resume,
+pretrain, compare) and `inspection` (list, plugins, show, predict,
 export); this module only registers them and turns errors into exit codes.
 User errors print one line and exit with code 2; bugs keep their tracebacks. A run stopped
 by SIGINT or SIGTERM prints one line (where it stopped, how to continue) and exits with
@@ -63,10 +63,10 @@ app.command()(training.compare)
 
 
 def _setup_logging() -> None:
-    """Our INFO lines and everyone's warnings on stderr, once per process (:func:`stderr_handler`).
+    """Our INFO lines and everyone's warnings on stderr, once per process (`stderr_handler`).
     Under torchrun, ranks other than 0 show errors only (they hold the same data and config,
     so their INFO lines and warnings repeat rank 0's). Other libraries' errors wait
-    (:class:`~tapweight.job.log.LibraryErrors`): a bad input ends in our one error line."""
+    (`LibraryErrors`): a bad input ends in our one error line."""
     root = logging.getLogger()
     if any(getattr(h, "tapweight", False) for h in root.handlers):
         return
@@ -118,7 +118,7 @@ def _add_plugin_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line; a ``torchrun`` rank ends through :func:`_end_rank`."""
+    """The command line; a ``torchrun`` rank ends through `_end_rank`."""
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or {"MASTER_ADDR", "RANK"} <= os.environ.keys()
     if not launched:  # as distributed.launched() decides, without importing torch
         return _main(argv)

@@ -10,6 +10,10 @@ The comparison is paired: every method sees the same seeds, and a seed fixes the
 the initialisation, so the per-seed difference method − baseline removes what the seeds
 share. Written into ``OUT``:
 
+A ``--baseline`` that is not one of the methods is not run: its finished runs are read from
+``OUT/<task>-<baseline>`` (same config, every seed finished), so new methods can be paired
+with a baseline compared before.
+
 - ``comparison.md``: per task, each method's test metric (mean ± sample std over seeds, and
   per seed), its validation metric, the per-seed differences against the baseline with
   their mean ± std, a paired t-test (``scipy.stats.ttest_rel``, two-sided; n ≥ 2) and a
@@ -90,6 +94,23 @@ def run_or_reuse(job, folder: Path, quiet: bool) -> dict:
                                       "the comparison") from None
 
 
+def finished_runs(job, folder: Path, seeds: list[int], methods: list[str]) -> dict:
+    """The summary of a baseline that is not run: every one of ``seeds`` finished in ``folder``
+    with ``job``'s config (seeds aside), else one line saying what is missing."""
+    why = None
+    if not (folder / "config.yaml").is_file():
+        why = f"'{folder}' holds no run"
+    elif changed := config_differences(folder / "config.yaml", job.cfg):
+        why = f"'{folder}' holds a run of another config ({'; '.join(changed[:4])})"
+    elif missing := [s for s in seeds if not (folder / f"seed{s}" / "metrics.json").is_file()]:
+        why = f"'{folder}' has not finished seed(s) {', '.join(map(str, missing))}"
+    if why:
+        raise TapweightError(f"--baseline '{job.cfg.method}' is not one of --methods ({', '.join(methods)}) "
+                             f"and {why}: add it to --methods to run it")
+    return {"metric": job.task.metric, "seeds": {s: OmegaConf.to_container(
+        OmegaConf.load(folder / f"seed{s}" / "metrics.json")) for s in seeds}}
+
+
 @dataclass(frozen=True)
 class Paired:
     """One method against the baseline over their common seeds."""
@@ -128,8 +149,6 @@ def compare(domain: str, tasks: list[str], methods: list[str], seeds: list[int],
     if not tasks or not methods or not seeds:
         raise TapweightError("compare needs at least one task, one method and one seed")
     baseline = baseline or methods[0]
-    if baseline not in methods:
-        raise TapweightError(f"--baseline '{baseline}' is not one of --methods ({', '.join(methods)})")
     twice = [str(x) for group in (tasks, methods, seeds) for x in sorted(set(group)) if list(group).count(x) > 1]
     if twice:
         raise TapweightError(f"listed twice: {', '.join(twice)}")
@@ -139,10 +158,16 @@ def compare(domain: str, tasks: list[str], methods: list[str], seeds: list[int],
                                            registry=registry)
             for task in tasks for method in methods}  # every config is checked before any run
     names = {task: jobs[(task, methods[0])].task.shown_name for task in tasks}  # custom: the data's name
+    reused = {}
+    if baseline not in methods:  # a baseline outside --methods is read from its finished runs in OUT
+        reused = {(names[task], baseline): finished_runs(runner.resolve(
+            domain, task, preset, config_file, {**(options or {}), "method": baseline, "seeds": list(seeds)},
+            sets, registry=registry), run_folder(out, names[task], baseline), seeds, methods) for task in tasks}
+        methods = [baseline, *methods]
     jobs = {(names[task], method): job for (task, method), job in jobs.items()}
     tasks = [names[task] for task in tasks]
     summaries = {key: run_or_reuse(job, run_folder(out, *key), quiet) for key, job in jobs.items()}
-    table = comparison_table(summaries, tasks, methods, seeds, baseline, out)
+    table = comparison_table({**reused, **summaries}, tasks, methods, seeds, baseline, out)
     atomic_write(out / "comparison.csv", lambda tmp: table.to_csv(tmp, index=False))
     text = comparison_markdown(table, domain, seeds, baseline)
     atomic_write(out / "comparison.md", lambda tmp: tmp.write_text(text))

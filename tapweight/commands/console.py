@@ -42,7 +42,7 @@ def stderr_handler() -> logging.Handler:
     """A handler of our INFO lines and everyone's warnings on stderr: through rich on a
     terminal, as plain unwrapped lines (``INFO tapweight.job.runner: ...``) into a file, a
     pipe or a notebook. Marked ``tapweight``: a run holds its INFO lines back until training
-    starts and shows each line once (:class:`tapweight.job.log.RunLog`)."""
+    starts and shows each line once (`tapweight.job.log.RunLog`)."""
     if sys.stderr.isatty():
         from rich.logging import RichHandler
 
@@ -58,7 +58,7 @@ def stderr_handler() -> logging.Handler:
 
 @contextmanager
 def console_logging() -> Iterator[None]:
-    """For the Python API: :func:`stderr_handler` on the root logger while the block runs,
+    """For the Python API: `stderr_handler` on the root logger while the block runs,
     unless logging is configured already (the root logger has a handler: the program's
     choice stands). Without it the run's warnings would reach only ``log.txt``: the run's
     own handlers keep Python's last-resort stderr output from firing."""

@@ -1,6 +1,6 @@
 """The commands that read: ``list``, ``plugins``, ``show``, ``predict`` and ``export``.
 
-``list``, ``plugins`` and ``show`` (:mod:`~tapweight.commands.show`) import neither torch nor
+``list``, ``plugins`` and ``show`` (`show`) import neither torch nor
 pandas; ``predict`` and ``export`` load the run's domain and model.
 """
 

@@ -1,6 +1,6 @@
 """``tapweight predict RUN --data FILE``: score new inputs with a run's final model.
 
-The inputs are read and prepared by the run's domain (``Predictor``, :mod:`tapweight.job.saved`)
+The inputs are read and prepared by the run's domain (``Predictor``, `tapweight.job.saved`)
 exactly as its training data was: SMILES drawn at the run's image size, texts through its
 tokenizer, features standardised with its train split's statistics. A row the domain cannot
 read (an invalid SMILES, an empty text, a missing value) gets an empty prediction and its

@@ -136,7 +136,8 @@ def compare(
     methods: Annotated[str, typer.Option(help="comma-separated methods")] = "none,uniform,tapweight",
     seeds: Annotated[str, typer.Option(help="comma-separated seeds; every method runs each")] = "0,1,2",
     baseline: Annotated[Optional[str], typer.Option(help="the method the others are paired with "
-                                                         "(default: the first)")] = None,
+                                                         "(default: the first); one not in --methods is "
+                                                         "read from its finished runs in --out")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder of the runs and the comparison "
                                                                   "(default runs/compare-<domain>-<tasks>)")] = None,
     preset: Annotated[str, typer.Option(help="cpu | paper | auto")] = "auto",

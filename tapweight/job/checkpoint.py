@@ -1,13 +1,13 @@
 """Checkpoints and weight files: written atomically, read without running code.
 
-Writes go through :func:`tapweight.files.atomic_write`: an interrupted or failed write (a
+Writes go through `tapweight.files.atomic_write`: an interrupted or failed write (a
 crash, a signal, a full disk) leaves the previous file intact.
 
 Reads never unpickle arbitrary objects: ``torch.load(weights_only=True)`` admits tensors
 and plain containers only, so a crafted ``checkpoint.pt`` in a shared run folder cannot run
 code when it is resumed. The engine's state is made of exactly those (tensors, numbers,
 strings, lists and dicts). A file that is empty, truncated, not a torch file, or holds
-other objects is a one-line :class:`TapweightError`.
+other objects is a one-line `TapweightError`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def torch_file(path: Path, what: str, fix: str) -> dict:
 
 
 def load_state(path: Path) -> dict:
-    """An engine checkpoint written by :func:`save_state`, or a one-line error saying how to
+    """An engine checkpoint written by `save_state`, or a one-line error saying how to
     go on without it."""
     fix = f"delete {path} to restart this seed from step 0"
     state = torch_file(Path(path), f"checkpoint {path}", fix)
@@ -81,13 +81,13 @@ def save_weights(module: torch.nn.Module, path: Path) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
-#: while :func:`reading_once` is active: the last weights file read, by (path, size, mtime)
+#: while `reading_once` is active: the last weights file read, by (path, size, mtime)
 _kept: dict | None = None
 
 
 @contextlib.contextmanager
 def reading_once():
-    """Within this block :func:`read_weights` reads each file once: a run checks ``--init``
+    """Within this block `read_weights` reads each file once: a run checks ``--init``
     before any work, then every seed's backbone and objective heads take their tensors from
     the same read (one copy of the file's tensors is held until the block ends)."""
     global _kept
@@ -104,8 +104,8 @@ def read_weights(path: str) -> dict:
     Torch files are read with ``weights_only=True`` (no pickled code runs), numpy scalars
     allowed (ImageMol's fine-tuned checkpoints keep their metrics as such). An engine
     checkpoint (``checkpoint.pt``) gives its θ. A missing, unreadable or unsafe file is a
-    one-line :class:`TapweightError` that says what the file is and what to pass instead.
-    Inside :func:`reading_once` a file read before (same size and modification time) is not
+    one-line `TapweightError` that says what the file is and what to pass instead.
+    Inside `reading_once` a file read before (same size and modification time) is not
     read again; the caller gets its own dict of the same tensors.
     """
     file = Path(path).expanduser()
@@ -135,7 +135,7 @@ def load_backbone(module: torch.nn.Module, path: str, strict: bool = True, optio
     ``checkpoint.pt``, a θ or w state dict: the ``backbone.`` prefix is stripped) or a plain
     state dict of the backbone. Missing or misshapen tensors are a one-line error unless
     ``strict`` is off (``option``: the config key that turns it off, named in the error); the
-    run log records what was loaded (:func:`tapweight.job.loading.load_into`)."""
+    run log records what was loaded (`tapweight.job.loading.load_into`)."""
     state = read_weights(path)
     fmt = f"{container(Path(path).expanduser())}, plain state dict"
     if any(k.startswith("backbone.") for k in state):

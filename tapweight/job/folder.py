@@ -11,7 +11,7 @@ A fresh run that fails (or is interrupted) before its first global step removes 
 made — the folder, and the parent folders it created — so a retry with the same ``--out``
 finds nothing in its way. From the first step on the folder is kept for ``resume``.
 
-:func:`saved_task` says which domain and task a run folder holds (``resume``, ``show``,
+`saved_task` says which domain and task a run folder holds (``resume``, ``show``,
 ``predict`` and ``export`` start from it).
 """
 

@@ -1,7 +1,7 @@
 """What a run is before it runs: its config and the registered pieces the config names.
 
-:func:`tapweight.job.runner.resolve` makes one from the config layers; each seed
-(:mod:`tapweight.job.seed`) builds its models and data from it.
+`tapweight.job.runner.resolve` makes one from the config layers; each seed
+(`tapweight.job.seed`) builds its models and data from it.
 """
 
 from __future__ import annotations

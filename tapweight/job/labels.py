@@ -2,7 +2,7 @@
 
 A data set whose labels are all missing, hold one class only, or hold values the task's
 loss cannot read (a 2 for a binary task) would run to the end and report a meaningless
-number (or NaN). :func:`check_table` looks at the loaded table, :func:`check_split` at each
+number (or NaN). `check_table` looks at the loaded table, `check_split` at each
 seed's split: the train split must hold something to learn, the val and test splits
 something to score.
 """

@@ -4,7 +4,7 @@ A pretrained starting point (ImageMol's ResNet18, roberta-base) decides what the
 method starts from, so a checkpoint that lacks some of the module's tensors is an error that
 names them, unless the user asks for a partial load (``--set <domain>.strict_load=false``);
 tensors of the checkpoint the module does not take are listed once. Either way ``log.txt``
-says which file, in which format, and how many tensors went where (:class:`LoadReport`).
+says which file, in which format, and how many tensors went where (`LoadReport`).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, target: s
               format: str, strict: bool = True, option: str = "", fix: str = "",
               dropped: str = "") -> LoadReport:
     """Copy the tensors of ``state`` that fit ``module``; strictness and logging as
-    :meth:`LoadReport.settle`. The module's other tensors keep their initial values."""
+    `LoadReport.settle`. The module's other tensors keep their initial values."""
     expected = module.state_dict()
     fits = {k: v for k, v in state.items() if k in expected and v.shape == expected[k].shape}
     report = LoadReport(

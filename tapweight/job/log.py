@@ -1,17 +1,17 @@
 """The run's log: ``log.txt`` in the run folder, and the INFO lines on the console.
 
-Until :meth:`RunLog.start` (training begins) every record is held in memory: the console
+Until `RunLog.start` (training begins) every record is held in memory: the console
 shows warnings at once but INFO lines only from then on, and ``log.txt`` is written then,
 with everything held. A run that fails on its data, options or model before it prints its
 one error line and nothing else, and writes no ``log.txt`` (a resumed folder's is left as
 it was). Our INFO lines reach the log however tapweight is called (CLI or library).
 
-Within a run each distinct line is shown and written once (:class:`Once`): the second seed
+Within a run each distinct line is shown and written once (`Once`): the second seed
 rebuilds the same data and backbone and would repeat the first seed's warnings.
 
 Other libraries reach the CLI's console through its handler alone, at WARNING: one that
 prints through a stderr handler of its own (datasets, transformers) is adopted
-(:func:`adopt_library_handlers`), and its ERROR records are held back (:class:`LibraryErrors`)
+(`adopt_library_handlers`), and its ERROR records are held back (`LibraryErrors`)
 until training starts or the command ends without an error line of ours. datasets logs
 "Failed to read file ..." before it raises; our one error line then says it instead.
 """
@@ -38,8 +38,8 @@ def ours(record: logging.LogRecord) -> bool:
 
 class LibraryErrors(logging.Filter):
     """On a console handler: other libraries' ERROR (and CRITICAL) records are held, not shown,
-    while :attr:`holding`; :meth:`release` shows them (late, but once) and stops holding,
-    :meth:`drop` forgets them (our error line names the failure they reported)."""
+    while `holding`; `release` shows them (late, but once) and stops holding,
+    `drop` forgets them (our error line names the failure they reported)."""
 
     def __init__(self, handler: logging.Handler):
         super().__init__()

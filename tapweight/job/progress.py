@@ -1,5 +1,5 @@
 """A run's progress on the console: a rich bar with ETA and, under it, what the run is
-learning (:class:`StepStatus`: λ, the objectives' losses, the level II and validation
+learning (`StepStatus`: λ, the objectives' losses, the level II and validation
 losses). Silent with ``quiet``; the runner then logs the same status as a line every
 ``log_every`` steps (``step 20/100 λ ... | loss ... | finetune ... val ...``).
 """

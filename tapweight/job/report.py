@@ -1,14 +1,14 @@
 """What a run leaves behind besides checkpoints: λ and loss trajectories, plots, metrics.
 
 ``weights.csv`` and ``losses.csv`` grow by one row per global step while the run goes
-(:class:`Trajectory`), so ``tail -f`` and plotting work mid-run and a crash keeps them; a
+(`Trajectory`), so ``tail -f`` and plotting work mid-run and a crash keeps them; a
 resumed seed first rewrites them from its checkpoint, dropping rows written after it, so
 an interrupted and resumed run leaves the same bytes as an uninterrupted one.
 
 ``hypergrad.csv`` and the lower panels of ``weights.png`` help judge λ
-(:func:`hypergradient_diagnostics`): per objective, the running mean of the hypergradient and
+(`hypergradient_diagnostics`): per objective, the running mean of the hypergradient and
 its signal-to-noise ratio over a trailing window, so a flat λ reads as "no consistent signal"
-rather than "broken"; :mod:`tapweight.job.summary` puts the whole run's in one line (and w's
+rather than "broken"; `tapweight.job.summary` puts the whole run's in one line (and w's
 validation overconfidence, the state in which λ favours feature-shrinking objectives).
 """
 
@@ -125,7 +125,7 @@ def write_diagnostics(folder: Path) -> pd.DataFrame | None:
 def plot_weights(folders: list[Path], path: Path, title: str) -> None:
     """λ_k over steps; below it, when λ was learned, the running mean of the relative
     hypergradient, its signal-to-noise ratio and w's validation overconfidence
-    (:func:`hypergradient_diagnostics`).
+    (`hypergradient_diagnostics`).
 
     Several runs (seeds) are drawn as thin lines around their mean. The legend sits beside
     the axes, never on a curve."""

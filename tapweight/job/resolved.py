@@ -15,7 +15,7 @@ from tapweight.plugin.specs import Domain
 def objective_names(cfg: RunConfig, registry: Registry, domain: Domain) -> list[str]:
     """The registered names of the objectives the method trains on: the one a method whose
     argument is an objective names (``single:<name>``), else ``cfg.objectives``, else the
-    defaults of its backbone or domain (what :meth:`Weighting.objectives` of the core's methods gives, read
+    defaults of its backbone or domain (what `Weighting.objectives` of the core's methods gives, read
     from the registry alone for ``tapweight show``)."""
     name, _, argument = cfg.method.partition(":")
     if argument and registry.get("methods", name).argument == "objective":
@@ -27,7 +27,7 @@ def objective_names(cfg: RunConfig, registry: Registry, domain: Domain) -> list[
 
 def default_objectives(cfg: RunConfig, registry: Registry, domain: Domain) -> list[str]:
     """What a run whose config names no objectives trains on: its backbone's defaults
-    (:attr:`BackboneSpec.objectives`), else its domain's."""
+    (`BackboneSpec.objectives`), else its domain's."""
     backbone = registry.get("backbones", backbone_name(cfg, domain), domain.name)
     return list(backbone.objectives or domain.objectives)
 

@@ -1,14 +1,15 @@
 """From ``tapweight run DOMAIN TASK`` to a run folder.
 
 ``resolve`` turns the command line into a typed config and the registered pieces (a
-:class:`Job`); ``run`` checks what needs no data, opens the run folder, loads the data once
-and runs each seed (:mod:`tapweight.job.seed`: levels I–III, the final fine-tune).
+`Job`); ``run`` checks what needs no data, opens the run folder, loads the data once
+and runs each seed (`tapweight.job.seed`: levels I–III, the final fine-tune).
 
-Run folder layout::
+Run folder layout:
 
     config.yaml  metrics.json  weights.png  log.txt  [mlflow.db]
     seed<k>/  [checkpoint.pt]  weights.csv  losses.csv  hypergrad.csv  weights.png  backbone.safetensors
               metrics.json  predictions.csv  target_scaler.json (regression tasks)  [tensorboard/]
+              [overconfidence.txt] (when w was consistently overconfident: job/summary.py)
               model.safetensors  model.json  predictor/  (the final model: tapweight.job.saved)
 
 ``weights.csv`` and ``losses.csv`` grow a row per global step as the run goes (job/report.py);
@@ -119,7 +120,7 @@ def kept_values(cfg: RunConfig, values: dict, domain: str) -> dict:
 
 
 def run_job(folder: Path) -> Job:
-    """The :class:`Job` of a run folder, from its ``config.yaml`` (predict, export)."""
+    """The `Job` of a run folder, from its ``config.yaml`` (predict, export)."""
     domain, task = saved_task(folder)
     if not task:
         raise TapweightError(f"'{folder}' is a `tapweight pretrain` folder: it has an encoder "
@@ -246,7 +247,7 @@ def _run_seeds(job: Job, out: Path, device: torch.device, quiet: bool, resume: b
 
 def estimator(job: Job, device: torch.device) -> dict:
     """``{"estimator": {"name", "reason"}}``: which estimator computes the run's hypergradient
-    on ``device`` and why (``auto``'s choice, :func:`tapweight.method.estimators.choose`), also
+    on ``device`` and why (``auto``'s choice, `tapweight.method.estimators.choose`), also
     logged; ``{}`` for a method that reads no hypergradient."""
     if not seed.weighting(job).hypergradient:
         return {}

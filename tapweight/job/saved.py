@@ -8,7 +8,7 @@ After the final fine-tune the runner writes into each seed folder, beside the ru
     model.json          what it predicts: task, loss, label names, class names, outputs, head
     predictor/          the domain's preparation of inputs (``Predictor.save``: a tokenizer,
                         a feature scaler; empty when the config says it all)
-    target_scaler.json  regression only (:mod:`tapweight.method.targets`): outputs × std + mean
+    target_scaler.json  regression only (`tapweight.method.targets`): outputs × std + mean
 
 With the config they rebuild the model without the training data: the backbone's
 architecture comes from the domain's ``load_predictor``, the head from the registry, and

@@ -1,9 +1,9 @@
 """One seed of a run: split, build θ and w, levels I–III, the final fine-tune, the saved model.
 
-:func:`run_seed` is what :func:`tapweight.job.runner.run` calls for each seed; it builds the
-seed's pieces from the job's registry (:func:`build_task`, :func:`build_engine`), runs the
-engine with its checkpoints and trajectory (:func:`continued_pretraining`) unless the method
-pretrains nothing (``none``), then re-finetunes the final backbone (:func:`tapweight.method.final.refinetune`)
+`run_seed` is what `tapweight.job.runner.run` calls for each seed; it builds the
+seed's pieces from the job's registry (`build_task`, `build_engine`), runs the
+engine with its checkpoints and trajectory (`continued_pretraining`) unless the method
+pretrains nothing (``none``), then re-finetunes the final backbone (`tapweight.method.final.refinetune`)
 and writes the seed's folder.
 """
 
@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from tapweight import distributed
 from tapweight.config import RunConfig
 from tapweight.errors import TapweightError
+from tapweight.files import atomic_write
 from tapweight.interrupts import Interrupted
 from tapweight.job import resolved
 from tapweight.job.checkpoint import load_state, save_state, save_weights
@@ -32,7 +33,7 @@ from tapweight.job.progress import Progress, StepStatus
 from tapweight.job.report import Trajectory, plot_weights, write_diagnostics, write_json, write_predictions
 from tapweight.job.saved import save_final
 from tapweight.job.session import current as current_session
-from tapweight.job.summary import overconfidence_line, signal_line
+from tapweight.job.summary import DETAILS, overconfidence_details, overconfidence_line, signal_line
 from tapweight.job.trackers import RunLoggers, step_values
 from tapweight.method import weightings
 from tapweight.method.batches import BatchStream, random_split
@@ -161,7 +162,7 @@ class TaskData:
 
 
 def build_task(job: Job, cfg: RunConfig, table: Table) -> TaskData:
-    """Split ``table`` for ``cfg.seed`` and build what a seed trains on (:class:`TaskData`)."""
+    """Split ``table`` for ``cfg.seed`` and build what a seed trains on (`TaskData`)."""
     seed_everything(cfg.seed)
     split = split_table(job, cfg, table)
     check_split(table, split, job.task, cfg.seed)
@@ -246,6 +247,7 @@ def continued_pretraining(job: Job, cfg: RunConfig, data, backbone, head, device
         if write_diagnostics(folder) is not None:
             log.info("seed %d: %s -> hypergrad.csv", cfg.seed, signal_line(folder))
         if said := overconfidence_line(folder):
+            atomic_write(folder / DETAILS, lambda tmp: tmp.write_text(overconfidence_details(folder)))
             log.log(said[0], "seed %d: %s", cfg.seed, said[1])
         plot_weights([folder], folder / "weights.png",
                      f"{cfg.domain}/{cfg.task or 'pretrain'} seed {cfg.seed}: λ over steps")

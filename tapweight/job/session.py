@@ -1,12 +1,12 @@
 """A run's life around the engine: the folder it owns, the signals it answers, its checkpoints.
 
-:func:`tapweight.job.runner.run` enters one :class:`Session` per run; the code below it reaches
-it through :func:`current`. The session
+`tapweight.job.runner.run` enters one `Session` per run; the code below it reaches
+it through `current`. The session
 
-- owns the run folder (rank 0; :mod:`tapweight.job.folder`), removed again if the run fails
+- owns the run folder (rank 0; `tapweight.job.folder`), removed again if the run fails
   before its first global step;
-- answers SIGINT and SIGTERM (:mod:`tapweight.interrupts`): a global step or a checkpoint
-  write in progress is finished, a checkpoint is written, and :class:`Interrupted` carries
+- answers SIGINT and SIGTERM (`tapweight.interrupts`): a global step or a checkpoint
+  write in progress is finished, a checkpoint is written, and `Interrupted` carries
   the line ``interrupted at step N; continue with: tapweight resume DIR``;
 - decides when a checkpoint is due: every ``checkpoint_every`` steps and whenever
   ``checkpoint_minutes`` have passed since the last one, so a crash loses little work;
@@ -86,7 +86,7 @@ class Session:
 
     # -- signals -------------------------------------------------------------------------
     def deferred(self):
-        """A block a first SIGINT/SIGTERM lets finish (see :class:`Signals`)."""
+        """A block a first SIGINT/SIGTERM lets finish (see `Signals`)."""
         return self.signals.deferred()
 
     def stop_signal(self, agree: bool = True) -> int | None:

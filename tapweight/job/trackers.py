@@ -2,8 +2,8 @@
 
 ``--set report_to=[tensorboard]`` (or ``[mlflow]``, or both) sends each seed's run to the
 tracker, in the spirit of Hugging Face Trainer's ``report_to``; a plugin adds another
-(W&B, Neptune...) by registering a :class:`~tapweight.LoggerSpec`. The runner drives
-them through :class:`RunLoggers` on rank 0:
+(W&B, Neptune...) by registering a `LoggerSpec`. The runner drives
+them through `RunLoggers` on rank 0:
 
 - every global step: ``lambda/<k>``, ``loss/<k>`` (objective k's unweighted loss),
   ``task/finetune_loss``, ``task/val_loss`` and ``task/val_overconfidence`` (levels II and
@@ -147,8 +147,8 @@ def _flat_config(cfg) -> dict[str, object]:
 class RunLoggers:
     """The trackers of ``cfg.report_to`` for one seed (rank 0 only; none elsewhere).
 
-    They are built by :meth:`open` once the seed's first step is known (after a resume), or
-    by the first :meth:`log`; ``with`` closes them however the seed ends."""
+    They are built by `open` once the seed's first step is known (after a resume), or
+    by the first `log`; ``with`` closes them however the seed ends."""
 
     def __init__(self, specs: list[LoggerSpec], cfg, folder: Path):
         self.specs, self.cfg, self.folder = specs, cfg, folder

@@ -84,7 +84,7 @@ class BatchStream:
     (epoch, batch index) is all a checkpoint needs to resume it exactly. Under data
     parallelism, ``shard=(rank, world)`` yields this rank's slice of each global batch.
 
-    The global batch is ``batch_size`` (a multiple of ``world``, see :func:`check_batch_size`)
+    The global batch is ``batch_size`` (a multiple of ``world``, see `check_batch_size`)
     or, for a data set smaller than that, the largest multiple of ``world`` that fits:
     every batch is a uniformly random subset of one size that splits evenly over the
     processes, so the mean over the batch stays an unbiased estimate of the mean over the

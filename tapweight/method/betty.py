@@ -15,13 +15,13 @@ reweight) finite-differences ∇_α Σ_k softmax(α)_k L_k(θ') along it. So Bet
 
 eq. (1) of hypergrad.py at ``scale="reference"`` (no η₁η₂), but evaluated at θ' (after the
 level I step) where our one-step method uses θ (before it). This module builds those three
-problems from the very objects :class:`tapweight.method.engine.Engine` uses (θ, w, the batch
+problems from the very objects `tapweight.method.engine.Engine` uses (θ, w, the batch
 streams, the RunConfig), as the reference the default method is tested against
 (tests/test_betty.py) and the baseline of the benchmark (bench/). It is not a training backend.
 
 Betty 0.2.1 is not a dependency: ``pip install --no-deps --ignore-requires-python
 betty-ml==0.2.1`` (it declares Python < 3.11; it imports and runs on 3.11 unchanged).
-Known pitfalls (ARCHITECTURE.md §2), and what this module does about each:
+Known pitfalls, and what this module does about each:
 
 - Betty rebuilds every optimizer from its class and ``defaults`` (merging param groups,
   dropping state) and rebuilds schedulers the same way (``LambdaLR`` with several groups

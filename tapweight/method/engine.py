@@ -12,12 +12,12 @@ only what it declares it reads is computed: levels II and III (not for ``uniform
 the hypergradient (method/estimators.py), each objective's own gradient. Every random draw of a
 step comes from a seed derived from (run seed, step, level), so a run is reproducible and resumes exactly.
 
-Each level returns a frozen record (method/levels.py): level I's :class:`LevelOne` (θ before
+Each level returns a frozen record (method/levels.py): level I's `LevelOne` (θ before
 the step, the objectives' losses, its batches, the rate and, for Adam, the preconditioner it
-used), level II's :class:`LevelTwo`, and level III's :class:`LevelThree` (u = ∇_w L_val(w'),
+used), level II's `LevelTwo`, and level III's `LevelThree` (u = ∇_w L_val(w'),
 the hypergradient), which reads the ``unroll`` (level I, level II) pairs of its global step.
-The weighting reads a :class:`Signal` made of the records. What survives a step is the
-engine's :class:`State` (method/state.py), which the checkpoint saves. A step that AMP's
+The weighting reads a `Signal` made of the records. What survives a step is the
+engine's `State` (method/state.py), which the checkpoint saves. A step that AMP's
 GradScaler skips (inf/NaN gradients) leaves θ' = θ or w' = w, so its level III is skipped too.
 """
 

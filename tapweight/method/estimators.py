@@ -2,7 +2,7 @@
 
 An estimator takes the K directional derivatives ⟨∇L_k(θ), d⟩ of eq. (1) of hypergrad.py
 (``directional``), or the whole implicit hypergradient of eq. (2) (``implicit``, with
-``needs_hessians``). Each is one :class:`Estimator` class, registered through the
+``needs_hessians``). Each is one `Estimator` class, registered through the
 ``register_estimators`` hook as an ``EstimatorSpec`` (the core's in tapweight/plugin/builtins.py,
 a plugin's in its own module), e.g. a backward difference (θ − εd) against level I's own losses::
 
@@ -19,7 +19,7 @@ a plugin's in its own module), e.g. a backward difference (θ − εd) against l
     def register_estimators(register):
         register(EstimatorSpec("fd-backward", BackwardDifference, "θ − εd against level I's losses"))
 
-The config check (:func:`check`), ``auto`` (:func:`choose`), the engine (:func:`build`) and
+The config check (`check`), ``auto`` (`choose`), the engine (`build`) and
 the benchmarks (bench/workload.py, bench/estimators.py) read that registry and nothing else.
 
 **``auto``** is the cheapest estimator (``cost``: extra forwards of the level I batch) that
@@ -58,7 +58,7 @@ class Estimator:
     """One way of computing the hypergradient; ``settings`` is the run's ``cfg.reweight``.
 
     Its class attributes are what ``auto`` reads: ``cost``, ``exact``, ``default`` with
-    :meth:`default_for` (in which settings it meets the default's criterion), :meth:`refuses`
+    `default_for` (in which settings it meets the default's criterion), `refuses`
     (which settings it cannot compute), and ``precision``. ``name`` is its registered name.
     """
 
@@ -214,7 +214,7 @@ def registered(registry: Registry | None = None) -> dict[str, EstimatorSpec]:
 
 
 def classes(registry: Registry | None = None) -> dict[str, type[Estimator]]:
-    """Name → :class:`Estimator` subclass of every registered estimator."""
+    """Name → `Estimator` subclass of every registered estimator."""
     found = {}
     for name, spec in registered(registry).items():
         cls = spec.estimator.resolve() if isinstance(spec.estimator, deferred) else spec.estimator

@@ -1,7 +1,7 @@
 """The reported number: re-finetune the final θ on the task's train split, select the
 epoch with the best validation score, score it on test (as the paper does).
 
-Regression tasks train on standardised targets (:mod:`tapweight.method.targets`); their
+Regression tasks train on standardised targets (`tapweight.method.targets`); their
 predictions and metrics are mapped back to the original units here.
 """
 

@@ -36,7 +36,7 @@ settings (docs/benchmarks.md).
 
 **Unroll T > 1** (SGD only; Adam's state makes later steps depend on earlier gradients in a
 way we do not differentiate): reverse mode through the T steps of both levels, momentum
-buffers included (:func:`unrolled`), with double-backward Hessian-vector products of level I
+buffers included (`unrolled`), with double-backward Hessian-vector products of level I
 at θ_{t-1} and of level II at w_{t-1}. It is the exact derivative of L_val(w_T(λ)).
 
 **Scale convention.** The reference code's Betty ``darts`` update drops the learning-rate

@@ -7,7 +7,7 @@ A global step of the engine (engine.py) is three functions, each returning its r
     reweight_step  -> LevelThree   L_val(w'), u = ∇_w L_val(w'), the hypergradient dL_val/dλ
 
 The hypergradient (hypergrad.py) reads a level I and a level II record of the same inner step
-(:class:`InnerStep`); a weighting reads the :class:`~tapweight.method.weightings.base.Signal`
+(`InnerStep`); a weighting reads the `Signal`
 the engine makes of the three. Nothing here survives the global step: what does (α, the
 optimizers, a rule's state) is the engine's ``State``, which the checkpoint saves.
 """
@@ -37,7 +37,7 @@ class LevelOne:
     For the weightings that learn, also what the hypergradient needs: ``theta``, θ before the
     step (θ_b first); ``batches``, the step's (level I batch, seed) pairs, cut to
     ``reweight.hyper_fraction``; ``evaluate(params, precision)`` = L at θ's parameters replaced
-    by ``params`` on those batches, their random draws replayed (:data:`Precision`);
+    by ``params`` on those batches, their random draws replayed (`Precision`);
     ``precondition``, P₁ of hypergrad.py's eq. (1) on θ_b (None: 1); the SGD ``momentum`` and
     ``decay`` (weight decay) of the step.
     """

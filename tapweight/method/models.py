@@ -1,7 +1,7 @@
 """The two models of the three levels.
 
-θ is a :class:`PretrainModel` (backbone θ_b plus each objective's own parameters); w is a
-:class:`TaskModel` (backbone w_b plus the task head). Level II ties w_b to θ_b through the
+θ is a `PretrainModel` (backbone θ_b plus each objective's own parameters); w is a
+`TaskModel` (backbone w_b plus the task head). Level II ties w_b to θ_b through the
 proximal term γ‖w_b − θ_b‖², which is why both backbones must share parameter names.
 """
 
@@ -25,7 +25,7 @@ def computed_once(key: Hashable, compute: Callable[[], object]):
     Objectives often need the same tensor, e.g. the backbone's features of the unaltered
     inputs: the first to ask computes it under ``key``, the others get the same tensor (and
     gradients flow through it to each). The cache lives exactly as long as one
-    :class:`PretrainModel` forward, so every evaluation (level I, the hypergradient's
+    `PretrainModel` forward, so every evaluation (level I, the hypergradient's
     perturbed forwards, another engine's) computes afresh. Outside such a forward
     (an objective called on its own), ``compute()`` runs every time. Namespace ``key`` like
     your plugin's names (``"mol.clean_features"``): all objectives of θ share one cache.

@@ -8,8 +8,8 @@ standard deviation of the TRAIN rows only (nothing of val or test leaks in) and 
 predictions and metrics back in the original units. The runner does this for every
 ``mse`` task of every domain: levels II and III and the final fine-tune see standardised
 targets, ``finetune.evaluate`` maps predictions and labels back before scoring, and the
-scaler is saved as ``seed<k>/target_scaler.json`` (:data:`SCALER_FILE`) so a later
-prediction can undo it::
+scaler is saved as ``seed<k>/target_scaler.json`` (`SCALER_FILE`) so a later
+prediction can undo it:
 
     {"columns": ["expt"], "mean": [-3.80], "std": [3.85]}
 

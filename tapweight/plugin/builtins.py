@@ -1,7 +1,7 @@
 """The core's own plugin: domain-independent heads, probe objectives, the built-in
-experiment trackers (:mod:`tapweight.job.trackers`), weighting methods
-(:mod:`tapweight.method.weightings`) and hypergradient estimators
-(:mod:`tapweight.method.estimators`), registered like any plugin's.
+experiment trackers (`tapweight.job.trackers`), weighting methods
+(`tapweight.method.weightings`) and hypergradient estimators
+(`tapweight.method.estimators`), registered like any plugin's.
 
 Registration imports nothing heavy (the command line lists these without torch); the
 builders import torch when a run calls them.

@@ -16,7 +16,7 @@ def register_domains(register):
 
     A domain names its default backbone, objectives and head, its option dataclass
     (``--set <domain>.<option>=...``), its presets, its splits, and ``build_data(cfg,
-    table, split, task)``, which turns a loaded :class:`~tapweight.Table` into the
+    table, split, task)``, which turns a loaded `Table` into the
     engine's datasets; optionally ``build_corpus(cfg, path)``, which reads an unlabelled
     corpus for ``tapweight pretrain``, and ``pretrain_presets`` for that command.
     """
@@ -54,7 +54,7 @@ def register_heads(register):
 def register_datasets(register):
     """Register labelled data sets: ``register(DatasetSpec(name, load))``.
 
-    ``load(cfg)`` returns a :class:`~tapweight.Table`, reading ``cfg.data`` when set and
+    ``load(cfg)`` returns a `Table`, reading ``cfg.data`` when set and
     otherwise the data directory or the canonical download.
     """
 

@@ -2,9 +2,9 @@
 
 Every ``tapweight`` command, ``--help`` included, loads the plugins and asks them what they
 register; only a run calls what they registered. A plugin's ``plugin.py`` therefore
-registers :func:`deferred` stand-ins for its builders and loaders (``deferred("pkg.mod:fn")``
+registers `deferred` stand-ins for its builders and loaders (``deferred("pkg.mod:fn")``
 imports ``pkg.mod`` on the first call, not at registration) and checks that its extra is
-installed with :func:`require`, which finds a module without importing it. Importing torch,
+installed with `require`, which finds a module without importing it. Importing torch,
 RDKit or transformers takes seconds; finding them takes microseconds.
 """
 

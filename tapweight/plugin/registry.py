@@ -1,7 +1,7 @@
 """Name tables for everything plugins register, with the checks that keep them sane.
 
 Names are namespaced by domain (``mol.jpp``); inside a domain the short name (``jpp``)
-resolves too. Registering a name twice is a :class:`RegistrationError` that names both
+resolves too. Registering a name twice is a `RegistrationError` that names both
 plugins; the plugin loader reports it and carries on.
 """
 

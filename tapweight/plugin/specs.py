@@ -1,7 +1,7 @@
 """What plugins register: small frozen dataclasses, one per registry.
 
 The core never imports a domain. A domain arrives as these specs through the hooks in
-:mod:`tapweight.plugin.hookspecs`; every name is namespaced by its domain (``mol.jpp``,
+`tapweight.plugin.hookspecs`; every name is namespaced by its domain (``mol.jpp``,
 ``nlp.mlm``), and the core's own generic pieces live under ``core.``.
 """
 
@@ -38,7 +38,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Split:
-    """Row indices of a :class:`Table` for the three splits."""
+    """Row indices of a `Table` for the three splits."""
 
     train: np.ndarray
     val: np.ndarray
@@ -47,12 +47,12 @@ class Split:
 
 @dataclass
 class DomainData:
-    """Everything the engine iterates over, built by :attr:`Domain.build_data`.
+    """Everything the engine iterates over, built by `Domain.build_data`.
 
     ``corpus`` feeds level I (pretraining batches, any structure the objectives accept);
     ``train``/``val``/``test`` yield ``(inputs, labels)`` pairs for levels II and III and
     the final fine-tune. Each collate function turns a list of items into a batch.
-    :attr:`Domain.build_corpus` (``tapweight pretrain``: no task) fills the corpus part only.
+    `Domain.build_corpus` (``tapweight pretrain``: no task) fills the corpus part only.
     ``files`` names what else the data was encoded with (a tokenizer trained on the corpus):
     ``tapweight pretrain`` copies each into its run folder, beside the encoder.
     """
@@ -108,7 +108,7 @@ class Predictor:
     ``save`` wrote, for ``tapweight predict`` and ``tapweight export``. Both must prepare the
     same inputs into the same batches.
 
-    ``read(path)`` reads the unlabelled inputs of a file (:class:`Inputs`); ``dataset(inputs)``
+    ``read(path)`` reads the unlabelled inputs of a file (`Inputs`); ``dataset(inputs)``
     turns valid raw inputs into items that ``collate`` batches into ``(model inputs,
     labels)`` (the labels are placeholders, e.g. NaN; usually ``collate`` is the domain's
     ``task_collate``); ``backbone()`` is a new backbone of the run's architecture, into which
@@ -143,15 +143,15 @@ class Domain:
 
     ``options`` is a dataclass whose fields become ``--set <domain>.<field>=...`` keys;
     ``presets`` map a preset name (``cpu``, ``paper``) to dotted config overrides;
-    ``build_data(cfg, table, split, task)`` turns a loaded table into :class:`DomainData`
-    (``task`` is the :class:`TaskSpec` being run: its loss says how labels are used);
+    ``build_data(cfg, table, split, task)`` turns a loaded table into `DomainData`
+    (``task`` is the `TaskSpec` being run: its loss says how labels are used);
     ``splits`` map split names to ``fn(table, seed) -> Split``. Optional:
     ``load_predictor(cfg, folder) -> Predictor`` lets ``tapweight predict`` score new inputs
     (``build_data`` then sets ``DomainData.predictor``); ``exports`` are the formats of
     ``tapweight export``.
 
     ``build_corpus(cfg, path)`` (optional) reads an unlabelled corpus file into
-    :class:`DomainData` with only the corpus part, for ``tapweight pretrain`` (base
+    `DomainData` with only the corpus part, for ``tapweight pretrain`` (base
     pretraining, no task); ``pretrain_presets`` are laid over the preset of the same name
     there (base pretraining's own batch size, rate or objectives).
     """
@@ -175,7 +175,7 @@ class Domain:
 class BackboneSpec:
     """``build(cfg, data) -> nn.Module`` whose forward maps inputs to features ``[B, out_dim]``.
 
-    ``data`` is the run's :class:`DomainData`, for backbones whose shape depends on it (an
+    ``data`` is the run's `DomainData`, for backbones whose shape depends on it (an
     input width, a vocabulary). The module must expose ``out_dim``. Objectives may call
     domain-specific methods on it. ``objectives``: what a run with this backbone trains on
     when its config names none (empty: the domain's defaults), for a backbone whose inputs
@@ -243,7 +243,7 @@ class MethodSpec:
     """A weighting method, chosen with ``--method NAME`` (``NAME:ARG`` when ``argument`` is set).
 
     ``build(cfg, argument) -> Weighting`` returns a fresh
-    :class:`~tapweight.method.weightings.base.Weighting` for one seed (``argument``: what
+    `Weighting` for one seed (``argument``: what
     follows ``NAME:``, ``""`` without). Names are plain words (``tapweight``, ``cosine``), not
     namespaced by domain, and may not contain ``.``, ``/`` or ``:``. ``argument`` names what
     the method takes after the colon (``single``'s ``objective``), or is empty.

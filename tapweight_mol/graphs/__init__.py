@@ -1,7 +1,7 @@
 """Molecules as graphs: Hu et al.'s featurization (featurize.py), their GNN layouts (gnn.py),
 the graph data pipeline (data.py) and the checkpoint loader (loading.py).
 
-This module imports neither torch nor RDKit: the plugin reads :data:`BACKBONES` to register
+This module imports neither torch nor RDKit: the plugin reads `BACKBONES` to register
 the graph backbones and to tell graph runs from image runs.
 """
 

@@ -5,13 +5,13 @@ each an index into an embedding table of the GNN (gnn.py):
 
 - atom types 0..117 are atomic numbers 1..118; a dummy atom (atomic number 0, ``*``) takes
   row 118, which their tables hold but no element uses; row 119 is the mask token of
-  attribute masking (:data:`MASK_ATOM`);
+  attribute masking (`MASK_ATOM`);
 - chirality: unspecified, tetrahedral clockwise, tetrahedral counter-clockwise → 0..2. Their
   table has 3 rows while RDKit also knows ``CHI_OTHER`` (and newer tags): every other tag
   counts as unspecified (0), the tag the model saw for atoms without tetrahedral stereo;
 - bond types: single, double, triple, aromatic → 0..3; other RDKit types (dative,
   unspecified...) count as single (0); type 4 marks the self-loops the layers add
-  (:data:`SELF_LOOP_BOND`) and 5 the mask token (:data:`MASK_BOND`);
+  (`SELF_LOOP_BOND`) and 5 the mask token (`MASK_BOND`);
 - bond directions: none, end-up-right, end-down-right → 0..2; other directions count as none.
 
 Every bond is two directed edges, ``(i, j)`` then ``(j, i)``, in RDKit's bond order.

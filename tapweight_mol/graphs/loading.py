@@ -12,7 +12,7 @@ backbone (which the run then moves to its device):
 
 Loading is strict (``mol.strict_load``): a file of another layout is refused with one line
 naming the tensors that did not fit, and the run log says what loaded
-(:func:`tapweight.load_into`).
+(`tapweight.load_into`).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ backbone gives node states through ``backbone.node_states(x, edge_index, edge_at
   many random non-bonded pairs of distinct atoms of the same molecule.
 
 Random draws come from torch's global generator, which the engine replays
-(:mod:`tapweight_mol.graphs.draws`).
+(`tapweight_mol.graphs.draws`).
 """
 
 from __future__ import annotations

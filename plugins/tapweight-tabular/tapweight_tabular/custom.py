@@ -1,7 +1,7 @@
 """``tapweight run tabular custom --data rows.csv``: any CSV of numeric features and a label.
 
 The label is in ``tabular.label_column`` (default ``label``); every other column is a
-feature. The task is fitted to the file through the core's :func:`tapweight.custom_task`,
+feature. The task is fitted to the file through the core's `tapweight.custom_task`,
 as the built-in domains' ``custom`` tasks are: class names or repeated whole numbers make a
 classification task (classes in sorted order, or ``tabular.classes``), real numbers a
 regression; ``tabular.task_type`` and ``tabular.metric`` decide instead.

@@ -5,7 +5,7 @@ so nothing about the validation or test rows leaks into training (regression tar
 standardized by tapweight's runner, which reports metrics in their original units). The
 pretraining corpus is the task's own training rows (TAPT, Gururangan et al., ACL 2020)
 unless ``--corpus`` names a CSV or ``.npy`` file of rows; ``tapweight pretrain tabular
---corpus FILE`` pretrains on such a file alone (:func:`build_corpus`), standardized with its
+--corpus FILE`` pretrains on such a file alone (`build_corpus`), standardized with its
 own statistics.
 """
 
@@ -29,7 +29,7 @@ N_BINS = 10  # otherwise by deciles of its value
 
 
 def load_sklearn(name: str, cfg) -> Table:
-    """Load one of :data:`SKLEARN_DATASETS` (bundled with scikit-learn: no download)."""
+    """Load one of `SKLEARN_DATASETS` (bundled with scikit-learn: no download)."""
     if cfg.data:
         raise TapweightError(
             f"dataset '{name}' is scikit-learn's bundled copy and reads no file: drop --data")

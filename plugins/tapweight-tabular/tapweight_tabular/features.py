@@ -26,7 +26,7 @@ FEATURES_FILE = "features.json"
 
 
 class Standardizer:
-    """``(x - mean) / std`` per column, with the statistics of the train split (:meth:`fit`).
+    """``(x - mean) / std`` per column, with the statistics of the train split (`fit`).
 
     Constant columns (std 0, e.g. the border pixels of ``digits``) are only centred;
     NaN entries are ignored by the fit and stay NaN.

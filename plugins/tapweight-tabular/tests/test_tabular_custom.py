@@ -1,5 +1,5 @@
 """``tapweight run tabular custom``: a third-party domain offers a task for any labelled CSV
-through the plugin API (``TaskSpec.fit`` and :func:`tapweight.custom_task`)."""
+through the plugin API (``TaskSpec.fit`` and `tapweight.custom_task`)."""
 
 import json
 

@@ -1,8 +1,8 @@
 """Weighting methods: how λ is decided, one registered rule per ``--method`` name.
 
-Each rule is a :class:`~tapweight.method.weightings.base.Weighting` registered through the
+Each rule is a `Weighting` registered through the
 ``register_methods`` hook (docs/hooks.md); the core's own (plugin ``core``, registered in
-:mod:`tapweight.plugin.builtins`) live one family per module:
+`tapweight.plugin.builtins`) live one family per module:
 
 - static.py: ``none``, ``uniform``, ``fixed``, ``single:<objective>``;
 - tapweight.py: ``tapweight``, ``tapweight-normalized``, ``olaux`` (the hypergradient);
@@ -10,7 +10,7 @@ Each rule is a :class:`~tapweight.method.weightings.base.Weighting` registered t
 - doge.py: ``doge``; gradnorm.py: ``gradnorm`` (task-agnostic);
 - gradients.py: the per-objective gradients the last four read.
 
-:func:`build` turns ``cfg.method`` (``NAME`` or ``NAME:ARGUMENT``) into a fresh weighting;
+`build` turns ``cfg.method`` (``NAME`` or ``NAME:ARGUMENT``) into a fresh weighting;
 docs/weightings.md has the update rules, their papers and the comparisons.
 """
 

@@ -11,10 +11,10 @@ global step. It declares what it reads, so that the engine computes nothing more
   backbone (or on its last weight tensor only, GradNorm's "last shared layer"), K extra
   backward passes through level I's graph (method/weightings/gradients.py).
 
-At the end of each global step the engine hands a :class:`Signal` to :meth:`Weighting.update`,
-which returns the new logits α, for every rule alike (:meth:`Weighting.update` has the worked
+At the end of each global step the engine hands a `Signal` to `Weighting.update`,
+which returns the new logits α, for every rule alike (`Weighting.update` has the worked
 example); a rule that steps α with level III's optimizer gets them from
-``signal.reweight.step`` (:class:`AlphaOptimizer`). A rule that keeps state beyond α (an
+``signal.reweight.step`` (`AlphaOptimizer`). A rule that keeps state beyond α (an
 accumulator, a running scale, initial losses) returns it from ``state_dict`` and takes it back
 in ``load_state_dict``: the checkpoint holds it, so a resumed run is the uninterrupted one.
 
@@ -120,7 +120,7 @@ class AlphaOptimizer:
 
 class Weighting:
     """A rule that sets λ once per global step. Subclass it, set the class attributes the rule
-    needs, and override :meth:`update` (and the state methods if it keeps state).
+    needs, and override `update` (and the state methods if it keeps state).
 
     ``Options`` is a dataclass of the rule's settings, read from ``--set weighting.NAME.<option>=...``
     (``self.options``; each method reads its own, so one ``tapweight compare`` can set several);
@@ -146,7 +146,7 @@ class Weighting:
                                  f"got {self.gradients!r}")
 
     def start_logits(self, names: Sequence[str]) -> torch.Tensor:
-        """α at step 0: log λ₀ (float64), λ₀ = :meth:`initial` normalised (uniform when None)."""
+        """α at step 0: log λ₀ (float64), λ₀ = `initial` normalised (uniform when None)."""
         import torch
 
         start = self.initial(names)

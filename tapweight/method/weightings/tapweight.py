@@ -37,7 +37,7 @@ class TapWeightNormalized(TapWeight):
         v_t = β v_{t−1} + (1 − β) mean_k(g_k²),   s_t = √(v_t / (1 − βᵗ))
         α ← α − lr · ∂L_val/∂α (g / s_t)
 
-    Issue 15 measured why TapWeight's λ freezes: after the first steps every objective's
+    Why TapWeight's λ freezes (measured on BBBP, docs/known-answer.md): after the first steps every objective's
     cosine with the validation gradient is ~0.005 and the hypergradient 10–100× smaller than
     at step 1, so a rate tuned for step 1 moves nothing later. Dividing by one running scale
     (a scalar, unlike Adam on α, which normalises each objective on its own and so

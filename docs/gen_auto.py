@@ -2,7 +2,7 @@
 
 The method page carries the marker ``<!-- reference: auto -->``; while the site builds it is
 replaced by a table of the settings that decide ``auto`` and the estimator that
-``tapweight.method.estimators.resolve`` returns for each, then every registered estimator with
+``tapweight.method.estimators.choose`` returns for each, then every registered estimator with
 its cost and the first line of its docstring. The choice is written nowhere else: other pages
 link to this table (``tests/test_docs.py`` checks that no page states it on its own).
 """
@@ -10,7 +10,6 @@ link to this table (``tests/test_docs.py`` checks that no page states it on its 
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from types import SimpleNamespace
 
 MARKER = "<!-- reference: auto -->"
@@ -32,38 +31,27 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     return markdown
 
 
-@contextmanager
-def tf32(on: bool):
-    import torch
-
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = on
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def picks() -> list[tuple[str, str, str]]:
-    """(settings, estimator, why) for each of ``CASES``, as ``resolve`` answers them."""
+    """(settings, estimator, why) for each of ``CASES``, as ``choose`` answers them."""
     import torch
 
     from tapweight.method import estimators
+    from tapweight.method.models import fp32_mode
 
     rows = []
     for label, device, amp, with_tf32, unroll, fraction in CASES:
         cfg = SimpleNamespace(amp=amp, reweight=SimpleNamespace(hypergrad="auto", unroll=unroll,
                                                                 hyper_fraction=fraction),
                               pretrain=SimpleNamespace(optimizer="sgd"), finetune=SimpleNamespace(optimizer="sgd"))
-        with tf32(with_tf32):
-            answer = estimators.resolve(cfg, torch.device(device) if device != "cpu" else None)
+        with fp32_mode("tf32" if with_tf32 else "ieee"):
+            answer = estimators.choose(cfg, torch.device(device) if device != "cpu" else None)
         name, why = answer if isinstance(answer, tuple) else (answer, "")
         rows.append((label, name, why))
     return rows
 
 
 def auto_reference() -> str:
-    from tapweight.method.estimators import ESTIMATORS
+    from tapweight.method.estimators import classes
 
     rows = picks()
     out = ["| the run's settings | `auto` picks |" + (" why |" if any(r[2] for r in rows) else ""),
@@ -72,7 +60,7 @@ def auto_reference() -> str:
     out += ["", "Every estimator `reweight.hypergrad` accepts (cost: extra forwards of the level I batch "
             "per inner step; exact: the error is rounding only):", "",
             "| estimator | cost | exact | what it computes |", "|---|---:|---|---|"]
-    for name, cls in ESTIMATORS.items():
+    for name, cls in classes().items():
         text = " ".join((cls.__doc__ or "").split())
         doc = re.split(r"(?<=\.)\s", text)[0].replace("``", "`").replace("|", "\\|")  # its first sentence
         cost = "–" if cls.cost == float("inf") else f"{cls.cost:g}"

@@ -124,19 +124,24 @@ def tf32_allowed() -> bool:
 
 
 @contextlib.contextmanager
-def full_float32():
-    """No TF32 in CUDA's matrix products and convolutions for a block; the ``fp32_precision``
-    flags the block changes are restored as they were (a user's "none", "tf32" or the
-    "medium" of ``set_float32_matmul_precision`` included)."""
+def fp32_mode(precision: str):
+    """CUDA's float32 matrix products and convolutions in ``precision`` ("ieee": full float32,
+    "tf32") for a block; the ``fp32_precision`` flags the block changes are restored as they
+    were (a user's "none", "tf32" or the "medium" of ``set_float32_matmul_precision`` included)."""
     leaves = [chain[0] for chain in TF32_FLAGS.values()]
     saved = [leaf.fp32_precision for leaf in leaves]
     try:
         for leaf in leaves:
-            leaf.fp32_precision = "ieee"
+            leaf.fp32_precision = precision
         yield
     finally:
         for leaf, value in zip(leaves, saved):
             leaf.fp32_precision = value
+
+
+def full_float32():
+    """No TF32 in CUDA's matrix products and convolutions for a block (`fp32_mode`)."""
+    return fp32_mode("ieee")
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """Engine mechanics: accumulation, fixed weights, batch-norm statistics, optimizers, schedules."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from tapweight.config import LevelConfig, RunConfig
 from tapweight.method.batches import BatchStream
 from tapweight.method.engine import Engine, NonFiniteLoss
 from tapweight.method.models import PretrainModel, TaskModel, computed_once
-from tapweight.method.optim import build_optimizer, lr_factor
+from tapweight.method.optim import build_optimizer, lr_factor, preconditioner
 from tests import toy_plugin
 
 
@@ -163,3 +164,39 @@ def test_computed_once_is_shared_within_one_evaluation_of_theta_only():
     Counted(calls, 1.0)(backbone, x)
     Counted(calls, 1.0)(backbone, x)  # outside θ's forward nothing is cached
     assert len(calls) == 5
+
+
+def test_adamw_is_recognised_by_its_class_not_a_param_group_key():
+    """AdamW's decay stays out of P (hypergrad.py eq. 1) on a torch whose param groups lack the
+    ``decoupled_weight_decay`` key: P against autograd through AdamW's update, float64."""
+    p = torch.nn.Parameter(torch.randn(6, dtype=torch.float64))
+    p.grad = torch.randn(6, dtype=torch.float64)
+    opt = torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5)
+    for group in opt.param_groups:
+        group.pop("decoupled_weight_decay", None)
+    (P,) = preconditioner(opt, [p])
+    g = p.grad.detach().clone().requires_grad_(True)
+    m, v = 0.1 * g, 0.01 * g * g  # AdamW's first step: (1 − β₁)g, (1 − β₂)g², bias-corrected below
+    step = (m / 0.1) / ((v / 0.01).sqrt() + 1e-8)  # θ' = θ(1 − ηλ) − η·step: only step depends on g
+    (expected,) = torch.autograd.grad(step.sum(), g)  # diagonal: each entry from its own gradient
+    assert torch.allclose(P, expected, rtol=1e-10)
+
+
+def test_reweight_every_k_steps_moves_alpha_k_times_as_far_on_its_steps_only():
+    """``reweight.every=2``: level III runs at steps 1, 3, …, its α step (SGD) twice that of
+    ``every=1`` from the same state; step 2 keeps λ, trains w, and records NaN for level III."""
+    def engine(every):
+        cfg = config()
+        cfg.reweight.every = every
+        return make_engine(cfg)
+
+    once, every = engine(1), engine(2)
+    alpha0 = every.alpha.detach().clone()
+    once.step()
+    first, second = every.step(), every.step()
+    moved = every.alpha.detach() - alpha0
+    assert moved.abs().sum() > 0
+    assert torch.allclose(moved, 2 * (once.alpha.detach() - alpha0), rtol=1e-5, atol=1e-9)
+    assert math.isfinite(first["val_loss"]) and math.isnan(second["val_loss"])
+    assert list(first) == list(second)  # losses.csv keeps one header
+    assert second["lambda_denoise"] == pytest.approx(float(every.lam[0]))

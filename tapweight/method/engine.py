@@ -21,6 +21,7 @@ GradScaler skips (inf/NaN gradients) leaves θ' = θ or w' = w, so its level III
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -85,7 +86,8 @@ class Engine:
             raise TapweightError(f"reweight.val_loss=offset_free refits the offset of binary labels: this task's "
                                  f"loss is {loss_kind}; use reweight.val_loss=plain")
         self.names = [n.split(".", 1)[-1] for n in pretrain_model.names]
-        self.alpha = torch.nn.Parameter(self.weighting.start_logits(pretrain_model.names).float().to(device))
+        # α lives on the host: the weightings update it there, λ goes to the device without a sync
+        self.alpha = torch.nn.Parameter(self.weighting.start_logits(pretrain_model.names).float())
 
         named = [(n, p) for n, p in self.theta.named_parameters() if p.requires_grad]
         self.theta_names = [n for n, _ in named]
@@ -104,10 +106,11 @@ class Engine:
         self.opt_pretrain = build_optimizer(self.theta_params, cfg.pretrain)
         self.opt_finetune = build_optimizer(
             [{"params": self.w_backbone}, {"params": self.w_params[self.n_backbone:]}], cfg.finetune)
-        self.opt_reweight = build_optimizer([self.alpha], cfg.reweight)
+        every = cfg.reweight.every  # level III on every k-th step, α's rate × k
+        self.opt_reweight = build_optimizer([self.alpha], dataclasses.replace(cfg.reweight, lr=cfg.reweight.lr * every))
         self.sched_pretrain = build_scheduler(self.opt_pretrain, cfg.pretrain, steps * unroll)
         self.sched_finetune = build_scheduler(self.opt_finetune, cfg.finetune, steps * unroll)
-        self.sched_reweight = build_scheduler(self.opt_reweight, cfg.reweight, steps)
+        self.sched_reweight = build_scheduler(self.opt_reweight, cfg.reweight, max(1, steps // every))
 
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
         self.hypergrad = estimators.build(cfg, device)  # reweight.hypergrad, auto resolved (estimators.py)
@@ -118,7 +121,9 @@ class Engine:
         self.history: list[dict[str, float]] = []
         self._steps: list[InnerStep] = []  # this global step's level I/II records, for level III
         self._level_one: dict = {}  # the current level I step's part of its record
-        self._skipped = False  # GradScaler skipped a level I/II step of this global step
+        self._skipped: torch.Tensor | bool = False  # GradScaler skipped a level I/II step (fp16: on the device)
+        self._pending: list[tuple] = []  # device values for the step's one read (_read)
+        self._host: dict[str, list[float]] = {}  # what the last read returned
         self._inner = 0  # which of the step's `unroll` level I/II steps is running (for seeds)
         self.phase_times: dict[str, float] | None = None  # set to {} to time each level (_phase)
 
@@ -154,20 +159,38 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _check_finite(self, values: torch.Tensor, what: Sequence[str], advice: str) -> None:
-        bad = [f"{name} = {v}" for name, v in zip(what, values.tolist()) if not math.isfinite(v)]
-        if bad:
-            step = self.step_count + 1
-            raise NonFiniteLoss(f"non-finite loss at step {step} ({'; '.join(bad)}): {advice}", step)
+    def _defer(self, key: str, values: torch.Tensor, what: Sequence[str] = (), advice: str = "") -> None:
+        """Queue ``values`` (on the device) for the step's one read; with ``advice``, the read
+        checks them finite (``what`` names each) and raises NonFiniteLoss otherwise."""
+        self._pending.append((key, values.detach().double().reshape(-1), what, advice))
 
-    def _optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> bool:
-        """Step ``optimizer`` through ``scaler``, release the gradients; False if the scaler
-        skipped the step (inf/NaN gradients under fp16)."""
-        scale = scaler.get_scale() if scaler.is_enabled() else None
+    def _read(self) -> dict[str, list[float]]:
+        """The global step's one host synchronisation: every queued value in one transfer, then
+        the finite checks in the order they were queued (level I's losses first). Returns key →
+        values, kept in ``self._host``."""
+        pending, self._pending = self._pending, []
+        if pending:
+            flat = torch.cat([v.to(self.device) for _, v, _, _ in pending]).tolist()  # the sync
+            start = 0
+            for key, values, what, advice in pending:
+                self._host[key] = read = flat[start:start + len(values)]
+                start += len(values)
+                if key == "losses":  # level I's L(θ), for Signal.of
+                    self._losses = torch.tensor(read, dtype=torch.float64)
+                bad = [f"{name} = {v}" for name, v in zip(what, read) if advice and not math.isfinite(v)]
+                if bad and not (key == "hypergrad" and self._host.get("skipped", [0])[0]):
+                    step = self.step_count + 1
+                    raise NonFiniteLoss(f"non-finite loss at step {step} ({'; '.join(bad)}): {advice}", step)
+        return self._host
+
+    def _optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor | bool:
+        """Step ``optimizer`` through ``scaler``, release the gradients; under fp16 a device
+        tensor, True if the scaler skipped the step (inf/NaN gradients: it lowered its scale)."""
+        before = scaler.scale(torch.ones((), device=self.device)) if scaler.is_enabled() else None
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        return scale is None or scaler.get_scale() >= scale
+        return False if before is None else scaler.scale(torch.ones((), device=self.device)) < before
 
     def _precondition(self, optimizer: torch.optim.Optimizer, params: Vector) -> Vector | None:
         """P of the step ``optimizer`` is about to take (hypergrad.py eq. 1), or None (P = 1)
@@ -180,9 +203,9 @@ class Engine:
     def losses(self, batches: list, params: Vector, precision: Precision = "float32") -> torch.Tensor:
         """L(θ) ∈ R^K on level I ``batches`` ((batch, seed) pairs, their random draws replayed),
         θ's parameters replaced by ``params``, batch-norm statistics untouched, in ``precision``:
-        float32 without TF32 (a central difference needs every digit), with TF32 as torch allows
-        it (jvp, which differentiates directly), or exactly as level I ran (``level_one``: the
-        run's autocast, for a difference against level I's own losses)."""
+        float32 without TF32 (a central difference needs every digit; jvp's exactness), with TF32
+        as torch allows it, or exactly as level I ran (``level_one``: the run's autocast, for a
+        difference against level I's own losses)."""
         replaced = dict(zip(self.theta_names, params))
         arithmetic = (self._autocast() if precision == "level_one"
                       else float32(self.device, tf32=precision == "tf32"))
@@ -199,7 +222,7 @@ class Engine:
         accumulate, r = self.cfg.pretrain.accumulate, self.cfg.reweight
         self.theta.train()
         theta_before = [p.detach().clone() for p in self.theta_params] if self.learn_weights else []
-        lam = self.lam.float().to(self.device)
+        lam = self.lam.float().to(self.device, non_blocking=True)
         batches, total = [], torch.zeros(len(self.names), device=self.device)
         for i in range(accumulate):
             batch = to_device(next(self.corpus), self.device)
@@ -216,14 +239,13 @@ class Engine:
         local = total.clone()  # this process's L(θ), before the all-reduce
         distributed.mean_([total])
         eta = self._eta_pretrain = current_lr(self.opt_pretrain)
-        self._check_finite(total, [f"objective {n}" for n in self.names],
-                           f"lower pretrain.lr (now {eta:g}) or check the data")
+        self._defer("losses", total, [f"objective {n}" for n in self.names],
+                    f"lower pretrain.lr (now {eta:g}) or check the data")
         precondition = None
         if self.learn_weights:
             self.scaler_pretrain.unscale_(self.opt_pretrain)
             precondition = self._precondition(self.opt_pretrain, self.theta_params[:self.n_backbone])
-        if not self._optimizer_step(self.scaler_pretrain, self.opt_pretrain):
-            self._skipped = True
+        self._skipped = self._skipped | self._optimizer_step(self.scaler_pretrain, self.opt_pretrain)
         self.sched_pretrain.step()
         if self.learn_weights:
             hyper = [(head_of_batch(b, r.hyper_fraction), s) for b, s in batches]
@@ -241,16 +263,17 @@ class Engine:
         with replay_rng(seed, self.device), self._autocast():
             return task_loss(self.loss_kind, (model or self.w)(x), y)
 
-    def finetune_step(self) -> float:
-        """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form."""
+    def finetune_step(self) -> torch.Tensor:
+        """One step of w on L_ft + γ‖w_b − θ_b‖²; the proximal gradient is added in closed form.
+        Returns that objective's value (on the device)."""
         gamma, unrolled = self.cfg.finetune.gamma, self.cfg.reweight.unroll > 1
         self.w.train()
         w_before = [p.detach().clone() for p in self.w_params] if unrolled else None
         x, y = to_device(next(self.train), self.device)
         seed = self._seed(2, self._inner)
         loss = self.finetune_loss(x, y, seed, self.w_ddp)
-        self._check_finite(loss.detach().reshape(1), ["the fine-tuning loss"],
-                           f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or check the labels")
+        self._defer("finetune_loss", loss, ["the fine-tuning loss"],
+                    f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or check the labels")
         self.scaler_finetune.scale(loss).backward()
         self.scaler_finetune.unscale_(self.opt_finetune)
         with torch.no_grad():
@@ -258,18 +281,17 @@ class Engine:
                                       [p.detach() for p in self.theta_params[:self.n_backbone]])
             for p, d in zip(self.w_backbone, diff):  # ∇ γ‖w_b − θ_b‖² = 2γ (w_b − θ_b)
                 p.grad = 2 * gamma * d if p.grad is None else p.grad.add_(d, alpha=2 * gamma)
-            proximal = gamma * float(torch.stack(torch._foreach_norm(diff)).double().pow(2).sum())
+            proximal = gamma * torch.stack(torch._foreach_norm(diff)).double().pow(2).sum()
         eta = current_lr(self.opt_finetune)
         precondition = self._precondition(self.opt_finetune, self.w_backbone)
-        if not self._optimizer_step(self.scaler_finetune, self.opt_finetune):
-            self._skipped = True
+        self._skipped = self._skipped | self._optimizer_step(self.scaler_finetune, self.opt_finetune)
         self.sched_finetune.step()
         group = self.opt_finetune.param_groups[0]
         self._steps.append(InnerStep(
             **self._level_one, eta_finetune=eta, precondition_finetune=precondition, w=w_before,
             finetune_loss=functools.partial(self._finetune_loss_at, x, y, seed),
             momentum_finetune=group.get("momentum", 0.0), decay_finetune=group["weight_decay"]))
-        return float(loss.detach()) + proximal
+        return loss.detach() + proximal
 
     def _finetune_loss_at(self, x, y, seed: int, params: Vector) -> torch.Tensor:
         """L_ft at w's parameters replaced by ``params``, in float32, statistics untouched."""
@@ -280,7 +302,8 @@ class Engine:
     # -- level III ---------------------------------------------------------------------------
     def reweight_step(self) -> tuple[dict[str, float], Signal]:
         """Level III: u = ∇_w L_val(w'), the Signal the weighting reads from it (the hypergradient,
-        cosines), its step of α. Returns ``val_loss``, ``val_overconfidence`` and the Signal."""
+        cosines), its step of α. Returns ``val_loss``, ``val_overconfidence`` and the Signal.
+        The step's one read (:meth:`_read`) happens here, before the weighting's step."""
         steps, self._steps = self._steps, []
         skipped, self._skipped = self._skipped, False
         x, y = to_device(next(self.val), self.device)
@@ -291,13 +314,15 @@ class Engine:
             val_loss = task_loss(self.loss_kind, outputs, y)
         mean_loss, mean_overconfidence = distributed.mean_(
             [val_loss.detach().float(), overconfidence(self.loss_kind, outputs, y)])
-        values = {"val_loss": float(mean_loss), "val_overconfidence": float(mean_overconfidence)}
-        if skipped:  # θ' = θ or w' = w: L_val(w') does not depend on λ through this step (hypergrad: 0)
-            log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients): λ stays", self.step_count + 1)
-            return values, Signal.of(self, skipped=True)
+        self._defer("values", torch.stack([mean_loss.double(), mean_overconfidence.double()]))
+        if skipped is True:
+            skipped = torch.ones((), dtype=torch.bool, device=self.device)
+        if skipped is not False:
+            self._defer("skipped", skipped)
+        # under fp16 a skipped level I/II step (θ' = θ or w' = w) is known after the read: then
+        # L_val(w') does not depend on λ through this step, the hypergradient is 0, λ stays
         u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
         u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
-        signal = Signal.of(self, u=u)
         if self.weighting.hypergradient:
             problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
                               theta_after=[p.detach() for p in self.theta_params])
@@ -306,35 +331,52 @@ class Engine:
                     problem.hvp_finetune, problem.hvp_pretrain = self._implicit_hessians(steps[-1])
                 g_lam = self.hypergrad(problem, functools.partial(self._unrolled_hessians, steps))
                 g_lam = distributed.mean_([g_lam])[0]  # this rank's shard -> global mean
-            self._check_finite(g_lam.float(), ["the hypergradient"],  # w diverged, or α's steps are too large
-                               f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or reweight.lr "
-                               f"(now {current_lr(self.opt_reweight):g})")
-            signal.hypergrad = g_lam.detach().double().cpu()
+            self._defer("hypergrad", g_lam, ["the hypergradient"] * len(self.names),  # w diverged, or α's
+                        f"lower finetune.lr (now {current_lr(self.opt_finetune):g}) or reweight.lr "  # steps too large
+                        f"(now {current_lr(self.opt_reweight):g})")
+        host = self._read()
+        values = dict(zip(("val_loss", "val_overconfidence"), host["values"]))
+        if host.pop("skipped", [0.0])[0]:
+            log.info("step %d: GradScaler skipped a level I/II step (inf/NaN gradients): λ stays", self.step_count + 1)
+            return values, Signal.of(self, skipped=True)
+        signal = Signal.of(self, u=u)
+        if self.weighting.hypergradient:
+            signal.hypergrad = torch.tensor(host["hypergrad"], dtype=torch.float64)
         return values, self.weighting.apply(signal)
+
+    def _float32_hvp(self, loss_fn, params: Vector, extra=None):
+        """:func:`hessian_vector_product` with its backward and each double-backward in float32
+        without TF32, as its forward (``loss_fn`` runs in float32), averaged over ranks."""
+        with float32(self.device):
+            hvp = hessian_vector_product(loss_fn, params, extra)
+
+        def product(v: Vector) -> Vector:
+            with float32(self.device):
+                return distributed.mean_(hvp(v))
+
+        return product
 
     def _level_one_hessian(self, step: InnerStep, at: Vector):
         """H_pt = ∇²_θ Σλ_k L_k at ``at`` on ``step``'s level I batches, averaged over ranks."""
         lam = self.lam.float().to(self.device)
         params = [p.detach().requires_grad_(True) for p in at]
-        hvp = hessian_vector_product(lambda: (lam * step.losses(params, "float32")).sum(), params)
-        return lambda v: distributed.mean_(hvp(v))
+        return self._float32_hvp(lambda: (lam * step.losses(params, "float32")).sum(), params)
 
     def _unrolled_hessians(self, steps: list[InnerStep], t: int):
         """(H_pt at θ_{t-1}, ∇²L_ft at w_{t-1}) of inner step t, for reverse mode (unroll > 1)."""
         step = steps[t]
         params = [p.detach().requires_grad_(True) for p in step.w]
-        hvp_ft = hessian_vector_product(lambda: step.finetune_loss(params), params)
-        return self._level_one_hessian(step, step.theta), lambda v: distributed.mean_(hvp_ft(v))
+        return (self._level_one_hessian(step, step.theta),
+                self._float32_hvp(lambda: step.finetune_loss(params), params))
 
     def _implicit_hessians(self, step: InnerStep):
         """HVP closures for H_ft (with the proximal 2γ·I on w_b) and H_pt after the last step."""
         gamma, nb = self.cfg.finetune.gamma, self.n_backbone
         params = [p.detach().requires_grad_(True) for p in self.w_params]
-        hvp_ft = hessian_vector_product(
+        hvp_ft = self._float32_hvp(
             lambda: step.finetune_loss(params), params,
             extra=lambda v: [2 * gamma * t for t in v[:nb]] + [torch.zeros_like(t) for t in v[nb:]])
-        return (lambda v: distributed.mean_(hvp_ft(v)),
-                self._level_one_hessian(step, [p.detach() for p in self.theta_params]))
+        return hvp_ft, self._level_one_hessian(step, [p.detach() for p in self.theta_params])
 
     # -- one global step ---------------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -348,19 +390,29 @@ class Engine:
         for inner in range(self.cfg.reweight.unroll if self.learn_weights else 1):
             self._inner = inner
             with self._phase("level_I"):
-                losses = self.pretrain_step()
+                self.pretrain_step()
             if self.learn_weights:
                 with self._phase("level_II"):
-                    record["finetune_loss"] = self.finetune_step()
-        if self.learn_weights:
+                    record["finetune_loss"] = math.nan  # read below
+                    self._defer("finetune_total", self.finetune_step())
+        if self.learn_weights and self.step_count % self.cfg.reweight.every == 0:
             with self._phase("level_III"):
                 values, signal = self.reweight_step()
             record.update(values)
-        else:
-            signal = self.weighting.apply(Signal.of(self))
+        else:  # reweight.every: no level III this step, λ stays
+            self._read()  # the step's one sync (level III makes it itself)
+            self._steps.clear()
+            signal = Signal.of(self)
+            if not self.learn_weights:
+                signal = self.weighting.apply(signal)
+        host = self._host
+        if "finetune_loss" in record:
+            record["finetune_loss"] = host["finetune_total"][0]
         record.update(signal.record(self.names))
-        record.update({f"loss_{n}": float(v) for n, v in zip(self.names, losses)})
-        record.update({f"lambda_{n}": float(v) for n, v in zip(self.names, lam)})
+        record.update({f"loss_{n}": v for n, v in zip(self.names, host["losses"])})
+        record.update({f"lambda_{n}": v for n, v in zip(self.names, lam.tolist())})  # α, λ: on the host
+        if self.history:  # a step without level III: its columns NaN, in losses.csv's order
+            record = {**dict.fromkeys(self.history[-1], math.nan), **record}
         self.step_count += 1
         self.history.append(record)
         return record
@@ -383,7 +435,7 @@ class Engine:
     def load_state_dict(self, state: dict) -> None:
         self.step_count, self.history = state["step"], list(state["history"])
         with torch.no_grad():
-            self.alpha.copy_(state["alpha"].to(self.device))
+            self.alpha.copy_(state["alpha"])
         self.theta.load_state_dict(state["theta"])
         self.w.load_state_dict(state["w"])
         for key, objects in self._checkpointed():

@@ -54,12 +54,14 @@ def preconditioner(optimizer: torch.optim.Optimizer, params: list[torch.Tensor])
 
         P = [ (1−β₁)/(s+ε) − m (1−β₂) g / ((1−β₂ᵗ) s (s+ε)²) ] / (1−β₁ᵗ)
 
-    (Adam's L2 weight decay is part of g; AdamW's decoupled decay does not touch g).
+    (Adam's L2 weight decay is part of g; AdamW's decoupled decay does not touch g: AdamW is
+    recognised by its class).
     A parameter without a gradient is not updated: P = 0.
     """
     if isinstance(optimizer, torch.optim.SGD):
         return None
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    decoupled = isinstance(optimizer, torch.optim.AdamW)  # its class: older torch has no group key for it
     out = []
     for p in params:
         group, state = groups[id(p)], optimizer.state.get(p, {})
@@ -70,7 +72,7 @@ def preconditioner(optimizer: torch.optim.Optimizer, params: list[torch.Tensor])
             raise ValueError("preconditioner: amsgrad/maximize Adam is not supported")
         (beta1, beta2), eps = group["betas"], group["eps"]
         g = p.grad.detach()
-        if group["weight_decay"] and not group.get("decoupled_weight_decay", False):
+        if group["weight_decay"] and not decoupled:
             g = g + group["weight_decay"] * p.detach()
         t = float(state["step"]) + 1 if "step" in state else 1.0
         m = (1 - beta1) * g if "exp_avg" not in state else beta1 * state["exp_avg"] + (1 - beta1) * g

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import sys
 
 import pytest
 import torch
@@ -200,3 +201,42 @@ def test_reweight_every_k_steps_moves_alpha_k_times_as_far_on_its_steps_only():
     assert math.isfinite(first["val_loss"]) and math.isnan(second["val_loss"])
     assert list(first) == list(second)  # losses.csv keeps one header
     assert second["lambda_denoise"] == pytest.approx(float(every.lam[0]))
+
+
+#: the Tensor methods that read a value on the host (on CUDA each waits for the device's queue)
+READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__")
+
+
+def test_a_global_step_reads_the_device_once():
+    """Every read of a tensor's value during one global step, by the function that makes it. On
+    the CPU all tensors are host tensors, so reads of those that live on the host in any run
+    count too; each is named here. The one read of device values is Engine._read (the step's
+    losses, finite flags, validation loss and hypergradient in one transfer)."""
+    engine = make_engine(config())
+    engine.step()  # the first step builds optimizer state
+    sites, originals = [], {name: getattr(torch.Tensor, name) for name in READS}
+
+    def counted(name):
+        def read(self, *args, **kwargs):
+            frame = sys._getframe(1)
+            if frame.f_code.co_name.startswith("<"):  # a comprehension's own frame (Python < 3.12)
+                frame = frame.f_back
+            caller = frame.f_code
+            sites.append((name, caller.co_name, caller.co_filename.rsplit("/", 1)[-1]))
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    try:
+        for name in READS:
+            setattr(torch.Tensor, name, counted(name))
+        engine.step()
+    finally:
+        for name, method in originals.items():
+            setattr(torch.Tensor, name, method)
+    assert sorted(sites) == sorted([
+        ("tolist", "_read", "engine.py"),  # the one device read
+        ("tolist", "step", "engine.py"),  # λ for the record: α lives on the host
+        ("cpu", "of", "base.py"), ("cpu", "of", "base.py"),  # Signal's λ and the read L(θ): host tensors
+        *[("__float__", "record", "base.py")] * 2,  # the read hypergradient, per objective
+        ("tolist", "_batches", "batches.py"),  # the sampler's order, from a CPU generator
+    ])

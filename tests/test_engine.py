@@ -11,7 +11,8 @@ from torch.utils.data import TensorDataset
 from tapweight.config import LevelConfig, RunConfig
 from tapweight.method.batches import BatchStream
 from tapweight.method.engine import Engine, NonFiniteLoss
-from tapweight.method.models import PretrainModel, TaskModel, computed_once
+from tapweight.method.metrics import task_loss
+from tapweight.method.models import PretrainModel, TaskModel, computed_once, frozen_running_stats, replay_rng
 from tapweight.method.optim import build_optimizer, lr_factor, preconditioner
 from tests import toy_plugin
 
@@ -240,3 +241,45 @@ def test_a_global_step_reads_the_device_once():
         *[("__float__", "record", "base.py")] * 2,  # the read hypergradient, per objective
         ("tolist", "_batches", "batches.py"),  # the sampler's order, from a CPU generator
     ])
+
+
+def test_fp16_validation_gradient_is_scaled_then_unscaled():
+    """Under fp16 autocast u = ∇_w L_val is taken of the loss times GradScaler's scale, then
+    divided by it: against float64 autograd at the same w and batch. The head's weights are
+    2⁻²⁰ (exact in fp16), so ∂L_val/∂features ≈ 3e-8 falls below fp16's smallest number and
+    an unscaled backward loses u on the backbone."""
+    cfg = config()
+    cfg.amp, cfg.finetune.lr = "fp16", 1e-12  # level II keeps the head's weights
+    engine = make_engine(cfg)
+    with torch.no_grad():
+        engine.w.head.weight.copy_(torch.sign(engine.w.head.weight) * 2.0 ** -20)
+        engine.w.head.bias.zero_()
+    drawn, seen = [], {}
+    stream = engine.val
+
+    class Val:  # the validation batch level III draws
+        def __next__(self):
+            drawn.append(next(stream))
+            return drawn[-1]
+
+    class Hypergradient:  # records u and the float64 reference at the same w
+        needs_hessians = False
+
+        def __call__(self, problem, hvps=None):
+            x, y = drawn[-1]
+            w64 = copy.deepcopy(engine.w).double()
+            with frozen_running_stats(w64), replay_rng(engine._seed(3), engine.device):
+                loss = task_loss("bce", w64(x.double()), y.double())
+            seen["expected"] = torch.autograd.grad(loss, [p for p in w64.parameters() if p.requires_grad])
+            seen["u"] = problem.u
+            return torch.zeros(len(engine.names), dtype=torch.float64)
+
+    engine.val, engine.hypergrad = Val(), Hypergradient()
+    engine.step()
+    nb = engine.n_backbone
+    got = torch.cat([t.double().reshape(-1) for t in seen["u"][:nb]])
+    names = [n for n, p in engine.w.named_parameters() if p.requires_grad]
+    order = [names.index(n) for n in engine.w_names]  # u is in w_names' order
+    expected = torch.cat([seen["expected"][i].reshape(-1) for i in order[:nb]])
+    assert expected.abs().max() > 0
+    assert float((got - expected).norm() / expected.norm()) < 0.05

@@ -184,10 +184,11 @@ def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engi
     p, f, r = cfg.pretrain, cfg.finetune, cfg.reweight
     shard, pin = (distributed.rank(), distributed.world_size()), device.type == "cuda"
     corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers, shard, pin)
-    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1, shard=shard,
-                        pin_memory=pin) if learn else None
-    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, shard=shard,
-                      pin_memory=pin) if learn else None
+    # every stream with its own workers: on a GPU, levels II and III's batches are drawn while it runs
+    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1, cfg.num_workers, shard,
+                        pin) if learn else None
+    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, cfg.num_workers, shard,
+                      pin) if learn else None
     return Engine(theta, w, corpus, train, val, cfg, job.task.loss if learn else "", device, weighting=rule)
 
 

@@ -183,14 +183,19 @@ class Engine:
                     raise NonFiniteLoss(f"non-finite loss at step {step} ({'; '.join(bad)}): {advice}", step)
         return self._host
 
+    def _loss_scale(self, scaler: torch.amp.GradScaler) -> torch.Tensor | float:
+        """fp16's loss scale (a device tensor: no sync), by which a gradient the hypergradient or
+        a weighting reads is taken and then divided, so that small ones do not underflow; else 1."""
+        return scaler.scale(torch.ones((), device=self.device)) if scaler.is_enabled() else 1.0
+
     def _optimizer_step(self, scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> torch.Tensor | bool:
         """Step ``optimizer`` through ``scaler``, release the gradients; under fp16 a device
         tensor, True if the scaler skipped the step (inf/NaN gradients: it lowered its scale)."""
-        before = scaler.scale(torch.ones((), device=self.device)) if scaler.is_enabled() else None
+        before = self._loss_scale(scaler)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        return False if before is None else scaler.scale(torch.ones((), device=self.device)) < before
+        return False if not scaler.is_enabled() else self._loss_scale(scaler) < before
 
     def _precondition(self, optimizer: torch.optim.Optimizer, params: Vector) -> Vector | None:
         """P of the step ``optimizer`` is about to take (hypergrad.py eq. 1), or None (P = 1)
@@ -232,7 +237,7 @@ class Engine:
                 with replay_rng(seed, self.device), self._autocast():
                     losses = self.theta_ddp(batch)  # [K], unweighted
                 if self.gradients:  # each ∇L_k apart, through the graph the backward then uses
-                    self.gradients.add(losses, i, accumulate)
+                    self.gradients.add(losses, i, accumulate, self._loss_scale(self.scaler_pretrain))
                 self.scaler_pretrain.scale((lam * losses).sum() / accumulate).backward()
             total += losses.detach() / accumulate
             batches.append((batch, seed))
@@ -321,8 +326,10 @@ class Engine:
             self._defer("skipped", skipped)
         # under fp16 a skipped level I/II step (θ' = θ or w' = w) is known after the read: then
         # L_val(w') does not depend on λ through this step, the hypergradient is 0, λ stays
-        u = torch.autograd.grad(val_loss, self.w_params, allow_unused=True)
-        u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() for p, g in zip(self.w_params, u)])
+        scale = self._loss_scale(self.scaler_finetune)
+        u = torch.autograd.grad(val_loss * scale, self.w_params, allow_unused=True)  # scaled, then unscaled
+        u = distributed.mean_([torch.zeros_like(p) if g is None else g.detach() / scale
+                               for p, g in zip(self.w_params, u)])
         if self.weighting.hypergradient:
             problem = Problem(steps=steps, u=u, gamma=self.cfg.finetune.gamma, n_backbone=self.n_backbone,
                               theta_after=[p.detach() for p in self.theta_params])

@@ -48,7 +48,7 @@ AMP = ":amp"  # a studied name's suffix: its forwards at level I's precision (th
 
 def settings(name: str) -> dict:
     """The reweight keys of a studied estimator: a bench variant, ``@R`` its radius (``:amp``
-    is read by :func:`run`)."""
+    is read by `run`)."""
     variant, _, radius = name.removesuffix(AMP).partition("@")
     method = SETTINGS.get(variant, {}).get("hypergrad")
     if method is None or estimators.classes()[method].needs_hessians:

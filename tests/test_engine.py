@@ -15,7 +15,7 @@ from tapweight.method.levels import InnerStep
 from tapweight.method.metrics import task_loss
 from tapweight.method.models import PretrainModel, TaskModel, computed_once, frozen_running_stats, replay_rng
 from tapweight.method.optim import build_optimizer, lr_factor, preconditioner
-from tapweight.method.reads import NonFiniteLoss
+from tapweight.method.reads import HostReads, NonFiniteLoss
 from tests import toy_plugin
 
 
@@ -280,3 +280,27 @@ def test_fp16_validation_gradient_is_scaled_then_unscaled():
     expected = torch.cat([seen["expected"][i].reshape(-1) for i in order[:nb]])
     assert expected.abs().max() > 0
     assert float((got - expected).norm() / expected.norm()) < 0.05
+
+
+def test_the_step_read_checks_in_queue_order_and_waives_a_skipped_steps_hypergradient():
+    """HostReads: one transfer, the values by key; the first non-finite queued value raises,
+    naming the step and the value; a hypergradient queued ``unless="skipped"`` is not checked
+    when the skipped flag was read nonzero (GradScaler skipped the step: λ stays anyway)."""
+    reads = HostReads(torch.device("cpu"))
+    reads.defer("losses", torch.tensor([1.0, 2.0]), ["objective a", "objective b"], "lower pretrain.lr")
+    reads.defer("skipped", torch.tensor(True))
+    reads.defer("hypergrad", torch.tensor([math.nan, 0.5]), ["the hypergradient"] * 2, "lower reweight.lr",
+                unless="skipped")
+    host = reads.read(3)
+    assert host["losses"] == [1.0, 2.0] and host["skipped"] == [1.0]
+    assert math.isnan(host["hypergrad"][0]) and host["hypergrad"][1] == 0.5
+    reads.defer("losses", torch.tensor([1.0, math.inf]), ["objective a", "objective b"], "lower pretrain.lr")
+    reads.defer("hypergrad", torch.tensor([math.nan, 0.5]), ["the hypergradient"] * 2, "lower reweight.lr",
+                unless="skipped")
+    with pytest.raises(NonFiniteLoss, match=r"step 4 \(objective b = inf\): lower pretrain.lr") as caught:
+        reads.read(4)
+    assert caught.value.step == 4
+    reads.defer("hypergrad", torch.tensor([math.nan, 0.5]), ["the hypergradient"] * 2, "lower reweight.lr",
+                unless="skipped")
+    with pytest.raises(NonFiniteLoss, match=r"step 5 \(the hypergradient = nan\)"):
+        reads.read(5)  # no skipped flag this step: last step's does not carry over

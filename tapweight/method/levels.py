@@ -59,9 +59,9 @@ class LevelOne:
 class LevelTwo:
     """One level II step: w ← w − η₂ ∇_w [L_ft(w) + γ‖w_b − θ_b‖²].
 
-    ``loss`` is L_ft + γ‖w_b − θ_b‖² before the step (on the device); ``eta`` its rate; ``precondition`` P₂ of
-    eq. (1) on w_b (None: 1); ``skipped`` as level I's. Unroll > 1 also needs ``w`` before the
-    step (w_b first), ``finetune_loss(params)`` = L_ft on the step's batch at w's parameters
+    ``loss`` is L_ft + γ‖w_b − θ_b‖² before the step (on the device); ``eta`` its rate;
+    ``precondition`` P₂ of eq. (1) on w_b (None: 1); ``skipped`` as level I's. Unroll > 1 also
+    needs ``w`` before the step (w_b first), ``finetune_loss(params)`` = L_ft on the step's batch at w's parameters
     replaced by ``params``, and the step's SGD ``momentum`` and weight ``decay``.
     """
 

@@ -113,6 +113,14 @@ def parser() -> argparse.ArgumentParser:
                                                                  "not finish is stopped or not started")
     g.add_argument("--sst2", type=Path, help="SST-2 folder for the NLP hypergradient "
                                              "(default ../shared/data/text/sst2)")
+    ev = _task_args(sub.add_parser("every", help="a hypergradient every k steps (reweight.every) against every "
+                                                 "step: λ's trajectory over seeds, and the step's cost"))
+    ev.add_argument("--steps", type=int, default=40)
+    ev.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
+    ev.add_argument("--every", default="1,4", help="comma-separated k (1 is always run: the reference)")
+    ev.add_argument("--set", dest="sets", action="append", default=[], help="config key=value (repeatable)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--threads", type=int, default=0)
     e = sub.add_parser("exactness", help="the hypergradient against autograd through the unrolled steps, "
                                          "per optimizer / precision / schedule / unroll")
     e.add_argument("--seeds", type=int, default=5)
@@ -216,6 +224,20 @@ def main(argv: list[str] | None = None) -> dict:
             torch.set_num_threads(args.threads)
         result = alignment.run(args.domain, args.task, args.data, args.steps, args.sets, _device(args.device))
         print(alignment.table(result))
+    elif args.command == "every":
+        from bench import every
+
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+            ks = sorted({1, *(int(k) for k in args.every.split(",") if k.strip())})
+        except ValueError:
+            raise TapweightError("--seeds and --every take integers like 0,1,2") from None
+        if len(seeds) < 2 or args.steps < 1 or min(ks) < 1:
+            raise TapweightError("give at least two seeds, --steps 1 or more and k >= 1")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = every.run(args.domain, args.task, args.data, args.steps, seeds, ks, args.sets, _device(args.device))
+        print(every.table(result))
     elif args.command == "exactness":
         from bench import exactness
 

@@ -17,7 +17,8 @@ rest, e.g. ``amp=bf16`` or ``pretrain.batch_size=1024``):
 Reported per estimator: mean deviation / mean variance, mean and lowest cosine; and which
 estimator ``auto`` picks for this configuration. Studied: the variants of bench/workload.py
 (one per registered estimator, and slices of the level I batch), ``NAME@R`` for variant NAME
-at ``fd_radius`` R.
+at ``fd_radius`` R, ``NAME:amp`` for its forwards evaluated as level I ran (the run's
+autocast: e.g. ``jvp:amp`` under ``amp=bf16``).
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ from tapweight.method.models import frozen_running_stats
 #: what is studied unless --estimators says otherwise
 STUDY = ("fd-forward", "fd", "jvp", "fd-forward@0.01", "fd-forward@0.1", "fd-1/4", "jvp-1/4", "jvp-1/8")
 CRITERION = 0.05  # the default's largest deviation / validation-batch variance
+AMP = ":amp"  # a studied name's suffix: its forwards at level I's precision (the run's autocast)
 
 
 def settings(name: str) -> dict:
-    """The reweight keys of a studied estimator: a bench variant, ``@R`` its radius."""
-    variant, _, radius = name.partition("@")
+    """The reweight keys of a studied estimator: a bench variant, ``@R`` its radius (``:amp``
+    is read by `run`)."""
+    variant, _, radius = name.removesuffix(AMP).partition("@")
     method = SETTINGS.get(variant, {}).get("hypergrad")
     if method is None or estimators.classes()[method].needs_hessians:
         raise TapweightError(f"--estimators: '{name}' is not a directional estimator's variant; "
@@ -134,6 +137,9 @@ def run(domain: str, task: str, data: str, steps: int, val_batches: int, sets: l
     data_, engine = build(job, cfg, table, device)
     val_stream = BatchStream(data_.val, cfg.reweight.batch_size, data_.task_collate, cfg.seed + 99)
     studied = {name: estimators.build(c) for name, c in variants.items() if name not in refused}
+    for name, hypergrad in studied.items():
+        if name.endswith(AMP):
+            hypergrad.estimator.precision = "level_one"
     recorder = Recorder(engine, studied, val_stream, val_batches)
     engine.hypergrad = recorder
     for _ in range(steps):

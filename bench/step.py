@@ -223,6 +223,9 @@ def run(workload: Workload, variants: list[str], warmup: int, repeats: int, memo
             median = statistics.median(times[name])
             entry.update(times_s=times[name], median_s=median,
                          ratio=median / base_time if base_time else None,
+                         # what a run pays on average: a variant whose steps differ (every-k)
+                         mean_ratio=statistics.mean(times[name]) / statistics.mean(times["plain"])
+                         if base_time else None,
                          pretrain_images_per_s=workload.shape.pretrain_batch / median)
             if name.startswith("gcn-") and image_time:
                 entry["vs_image_plain"] = median / image_time

@@ -49,6 +49,7 @@ SETTINGS = {
     **{name: {"hypergrad": name} for name in names()[1:]},
     **{f"fd-1/{n}": {"hypergrad": "fd", "hyper_fraction": 1 / n} for n in (2, 4, 8)},
     **{f"jvp-1/{n}": {"hypergrad": "jvp", "hyper_fraction": 1 / n} for n in (2, 4, 8, 16)},
+    **{f"every-{k}": {"every": k} for k in (2, 4)},  # level III every k-th step: time its mean
 }
 #: variant -> a weighting method other than TapWeight (``method:<name>``), run with the shipped
 #: hypergradient settings when it reads one: what each rule costs (docs/weightings.md)

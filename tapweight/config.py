@@ -84,6 +84,8 @@ class ReweightConfig(LevelConfig):
         "splits, as on a scaffold split, does not count")
     hyper_fraction: float = setting(1.0, "share of each level I batch the directional derivative reads")
     unroll: int = setting(1, "level I and II steps per level III step (> 1: SGD only, exact reverse mode)")
+    every: int = setting(1, "level III on every k-th global step only (the others: levels I and II), α's rate "
+                            "× k: docs/benchmarks.md, \"A hypergradient every k steps\"")
     iterations: int = setting(5, "Neumann terms / CG iterations, per inverse")
     neumann_alpha: float = setting(0.0, "step of the Neumann series, < 2/‖H‖ (0: 1/‖H‖ by power iteration)")
     curvature_iterations: int = setting(10, "power iterations that estimate ‖H‖ for neumann_alpha = 0")
@@ -327,6 +329,9 @@ def validate_hypergradient(cfg: RunConfig) -> None:
     _check(r.neumann_alpha >= 0, f"reweight.neumann_alpha must be >= 0 (0: from a power iteration), "
                                  f"got {r.neumann_alpha}")
     _check(r.cg_tol > 0, f"reweight.cg_tol must be > 0, got {r.cg_tol}")
+    _check(r.every >= 1, f"reweight.every must be >= 1 (global steps per level III step), got {r.every}")
+    _check(r.every == 1 or r.unroll == 1, f"reweight.every={r.every} and reweight.unroll={r.unroll}: set one "
+                                          "of them to 1 (unroll differentiates through the steps between)")
     estimators.check(cfg)
 
 

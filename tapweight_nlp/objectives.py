@@ -87,21 +87,31 @@ def reorder_segments(ids: torch.Tensor, lengths: torch.Tensor, swap: torch.Tenso
     """``<s> A </s></s> B </s>`` from ``<s> x </s>`` with x cut into halves A, B (B, A if swap).
 
     ``ids`` [B, L] with ``lengths`` [B] real tokens each; the result is [B, max(L, 4)]: a
-    text of more than L - 4 tokens loses its tail to make room for the two separators.
+    text of more than L - 4 tokens loses its tail to make room for the two separators. One
+    scatter on ``ids``'s device (no row loop, nothing read on the host).
     """
     rows, width = ids.shape[0], max(ids.shape[1], 4)
-    out = torch.full((rows, width), pad_id, dtype=ids.dtype)
-    attention = torch.zeros((rows, width), dtype=torch.long)
-    cls, sep = torch.tensor([cls_id], dtype=ids.dtype), torch.tensor([sep_id], dtype=ids.dtype)
-    for i in range(rows):
-        content = ids[i, 1:int(lengths[i]) - 1][:width - 4]
-        cut = len(content) // 2
-        first, second = content[:cut], content[cut:]
-        if swap[i]:
-            first, second = second, first
-        row = torch.cat([cls, first, sep, sep, second, sep])
-        out[i, :len(row)], attention[i, :len(row)] = row, 1
-    return {"input_ids": out, "attention_mask": attention}
+    n = width - 4  # the most content tokens that fit
+    content = torch.full((rows, n), pad_id, dtype=ids.dtype, device=ids.device)
+    content[:, :min(n, ids.shape[1] - 1)] = ids[:, 1:1 + n]
+    c = (lengths.to(ids.device) - 2).clamp(0, n)[:, None]  # [B, 1] content tokens kept
+    cut = c // 2
+    swap = swap.to(ids.device)[:, None]
+    j = torch.arange(n, device=ids.device)[None, :]
+    first = torch.where(swap, c - cut, cut)  # length of the segment that comes first
+    # content token j goes to 1 + its place in its segment, after <s> (and after the first
+    # segment and two separators when its segment comes second); beyond c: the spare column
+    second = (j >= cut) != swap
+    place = torch.where(j >= cut, j - cut, j)
+    to = torch.where(second, 3 + first + place, 1 + place)
+    to = torch.where(j < c, to, width)
+    out = torch.full((rows, width + 1), pad_id, dtype=ids.dtype, device=ids.device)
+    out.scatter_(1, to, content)
+    out[:, 0] = cls_id
+    seps = torch.cat([1 + first, 2 + first, 3 + c], 1)  # [B, 3]
+    out.scatter_(1, seps, torch.full_like(seps, sep_id, dtype=ids.dtype))
+    attention = (torch.arange(width, device=ids.device)[None, :] < 4 + c).long()
+    return {"input_ids": out[:, :width], "attention_mask": attention}
 
 
 class SegmentOrderPrediction(nn.Module):
@@ -114,11 +124,10 @@ class SegmentOrderPrediction(nn.Module):
 
     def forward(self, backbone: RobertaBackbone, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ids = batch["input_ids"]
-        swap = torch.rand(ids.shape[0]) < 0.5  # [B], from the global generator (replayed)
-        lengths = batch["attention_mask"].sum(1).cpu()
-        inputs = reorder_segments(ids.detach().cpu(), lengths, swap, *self.special)
-        logits = self.classifier(backbone({k: v.to(ids.device) for k, v in inputs.items()}))
-        return F.cross_entropy(logits.float(), swap.long().to(ids.device))
+        swap = torch.rand(ids.shape[0], device=ids.device) < 0.5  # [B], from the device's generator (replayed)
+        inputs = reorder_segments(ids.detach(), batch["attention_mask"].sum(1), swap, *self.special)
+        logits = self.classifier(backbone(inputs))
+        return F.cross_entropy(logits.float(), swap.long())
 
 
 def build_mlm(backbone: RobertaBackbone, corpus, cfg) -> MaskedLanguageModeling:

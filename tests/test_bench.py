@@ -271,3 +271,19 @@ def test_alignment_reproduces_the_engines_hypergradient_from_its_norms_and_cosin
         assert all(-1 <= c <= 1 for c in row["cosine"])
     printed = capsys.readouterr().out
     assert printed.count("\n| ") == 1 + len(result["objectives"])  # the header, a row each
+
+
+def test_every_k_steps_study_on_tabular(tmp_path, capsys):
+    """``bench every``: k = 1 is the reference (distance 0); with k = 2 λ moves at steps 1 and
+    3 only; each k's cost is a ratio to the plain step of the same process."""
+    pytest.importorskip("tapweight_tabular")
+    out = tmp_path / "every.json"
+    main(["every", "tabular", "breast-cancer", "--steps", "3", "--seeds", "0,1", "--every", "2",
+          "--threads", "1", "--json", str(out)])
+    result = json.loads(out.read_text())
+    lam = {k: torch.tensor(v) for k, v in result["lambda"].items()}
+    assert set(lam) == {"1", "2"} and lam["2"].shape == (2, 3, len(result["objectives"]))
+    assert torch.equal(lam["2"][:, 1], lam["2"][:, 0]) and not torch.equal(lam["2"][:, 2], lam["2"][:, 1])
+    assert len(result["step_s"]["plain"]) == len(result["step_s"]["every-2"]) == 6
+    printed = capsys.readouterr().out
+    assert "| 1 |" in printed and "| 0.0000 | 0.0000 |" in printed and "| 2 |" in printed

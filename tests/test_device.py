@@ -29,10 +29,11 @@ def user_tf32(matmul: str, conv: str):
 
 
 @pytest.mark.parametrize("estimator, during", [("fd", {("tf32", "tf32"), ("ieee", "ieee")}),
-                                               ("jvp", {("tf32", "tf32")})])
+                                               ("jvp", {("tf32", "tf32"), ("ieee", "ieee")})])
 def test_an_estimator_leaves_the_users_tf32_setting_as_it_was(estimator, during):
-    """fd's forwards run in full float32, jvp's with TF32 as the user allows it; afterwards
-    the flags read what the user set (reading ``allow_tf32`` would raise once they are set)."""
+    """fd's and jvp's forwards run in full float32 (where they are exact), level I's with TF32
+    as the user allows it; afterwards the flags read what the user set (reading
+    ``allow_tf32`` would raise once they are set)."""
     cfg = config()
     cfg.reweight.hypergrad = estimator
     with user_tf32("tf32", "tf32"):

@@ -1,6 +1,8 @@
 """Engine mechanics: accumulation, fixed weights, batch-norm statistics, optimizers, schedules."""
 
 import copy
+import math
+import sys
 
 import pytest
 import torch
@@ -8,10 +10,12 @@ from torch.utils.data import TensorDataset
 
 from tapweight.config import LevelConfig, RunConfig
 from tapweight.method.batches import BatchStream
-from tapweight.method.engine import Engine, NonFiniteLoss
+from tapweight.method.engine import Engine
 from tapweight.method.levels import InnerStep
-from tapweight.method.models import PretrainModel, TaskModel, computed_once
-from tapweight.method.optim import build_optimizer, lr_factor
+from tapweight.method.metrics import task_loss
+from tapweight.method.models import PretrainModel, TaskModel, computed_once, frozen_running_stats, replay_rng
+from tapweight.method.optim import build_optimizer, lr_factor, preconditioner
+from tapweight.method.reads import HostReads, NonFiniteLoss
 from tests import toy_plugin
 
 
@@ -159,3 +163,144 @@ def test_computed_once_is_shared_within_one_evaluation_of_theta_only():
     Counted(calls, 1.0)(backbone, x)
     Counted(calls, 1.0)(backbone, x)  # outside θ's forward nothing is cached
     assert len(calls) == 5
+
+
+def test_adamw_is_recognised_by_its_class_not_a_param_group_key():
+    """AdamW's decay stays out of P (hypergrad.py eq. 1) on a torch whose param groups lack the
+    ``decoupled_weight_decay`` key: P against autograd through AdamW's update, float64."""
+    p = torch.nn.Parameter(torch.randn(6, dtype=torch.float64))
+    p.grad = torch.randn(6, dtype=torch.float64)
+    opt = torch.optim.AdamW([p], lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5)
+    for group in opt.param_groups:
+        group.pop("decoupled_weight_decay", None)
+    (P,) = preconditioner(opt, [p])
+    g = p.grad.detach().clone().requires_grad_(True)
+    m, v = 0.1 * g, 0.01 * g * g  # AdamW's first step: (1 − β₁)g, (1 − β₂)g², bias-corrected below
+    step = (m / 0.1) / ((v / 0.01).sqrt() + 1e-8)  # θ' = θ(1 − ηλ) − η·step: only step depends on g
+    (expected,) = torch.autograd.grad(step.sum(), g)  # diagonal: each entry from its own gradient
+    assert torch.allclose(P, expected, rtol=1e-10)
+
+
+def test_reweight_every_k_steps_moves_alpha_k_times_as_far_on_its_steps_only():
+    """``reweight.every=2``: level III runs at steps 1, 3, …, its α step (SGD) twice that of
+    ``every=1`` from the same state; step 2 keeps λ, trains w, and records NaN for level III."""
+    def engine(every):
+        cfg = config()
+        cfg.reweight.every = every
+        return make_engine(cfg)
+
+    once, every = engine(1), engine(2)
+    alpha0 = every.alpha.detach().clone()
+    once.step()
+    first, second = every.step(), every.step()
+    moved = every.alpha.detach() - alpha0
+    assert moved.abs().sum() > 0
+    assert torch.allclose(moved, 2 * (once.alpha.detach() - alpha0), rtol=1e-5, atol=1e-9)
+    assert math.isfinite(first["val_loss"]) and math.isnan(second["val_loss"])
+    assert list(first) == list(second)  # losses.csv keeps one header
+    assert second["lambda_denoise"] == pytest.approx(float(every.lam[0]))
+
+
+#: the Tensor methods that read a value on the host (on CUDA each waits for the device's queue)
+READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__")
+
+
+def test_a_global_step_reads_the_device_once():
+    """Every read of a tensor's value during one global step, by the function that makes it. On
+    the CPU all tensors are host tensors, so reads of those that live on the host in any run
+    count too; each is named here. The one read of device values is HostReads.read (the step's
+    losses, finite flags, validation loss and hypergradient in one transfer)."""
+    engine = make_engine(config())
+    engine.step()  # the first step builds optimizer state
+    sites, originals = [], {name: getattr(torch.Tensor, name) for name in READS}
+
+    def counted(name):
+        def read(self, *args, **kwargs):
+            frame = sys._getframe(1)
+            if frame.f_code.co_name.startswith("<"):  # a comprehension's own frame (Python < 3.12)
+                frame = frame.f_back
+            caller = frame.f_code
+            sites.append((name, caller.co_name, caller.co_filename.rsplit("/", 1)[-1]))
+            return originals[name](self, *args, **kwargs)
+        return read
+
+    try:
+        for name in READS:
+            setattr(torch.Tensor, name, counted(name))
+        engine.step()
+    finally:
+        for name, method in originals.items():
+            setattr(torch.Tensor, name, method)
+    assert sorted(sites) == sorted([
+        ("tolist", "read", "reads.py"),  # the one device read
+        ("tolist", "step", "engine.py"),  # λ for the record: α lives on the host
+        ("cpu", "step", "base.py"),  # AlphaOptimizer's new α: a host tensor
+        *[("__float__", "record", "base.py")] * 2,  # the read hypergradient, per objective
+        ("tolist", "_batches", "batches.py"),  # the sampler's order, from a CPU generator
+    ])
+
+
+def test_fp16_validation_gradient_is_scaled_then_unscaled():
+    """Under fp16 autocast u = ∇_w L_val is taken of the loss times GradScaler's scale, then
+    divided by it: against float64 autograd at the same w and batch. The head's weights are
+    2⁻²⁰ (exact in fp16), so ∂L_val/∂features ≈ 3e-8 falls below fp16's smallest number and
+    an unscaled backward loses u on the backbone."""
+    cfg = config()
+    cfg.amp, cfg.finetune.lr = "fp16", 1e-12  # level II keeps the head's weights
+    engine = make_engine(cfg)
+    with torch.no_grad():
+        engine.w.head.weight.copy_(torch.sign(engine.w.head.weight) * 2.0 ** -20)
+        engine.w.head.bias.zero_()
+    drawn, seen = [], {}
+    stream = engine.val
+
+    class Val:  # the validation batch level III draws
+        def __next__(self):
+            drawn.append(next(stream))
+            return drawn[-1]
+
+    class Hypergradient:  # records u and the float64 reference at the same w
+        needs_hessians = False
+
+        def __call__(self, problem, hvps=None):
+            x, y = drawn[-1]
+            w64 = copy.deepcopy(engine.w).double()
+            with frozen_running_stats(w64), replay_rng(engine._seed(3), engine.device):
+                loss = task_loss("bce", w64(x.double()), y.double())
+            seen["expected"] = torch.autograd.grad(loss, [p for p in w64.parameters() if p.requires_grad])
+            seen["u"] = problem.u
+            return torch.zeros(len(engine.names), dtype=torch.float64)
+
+    engine.val, engine.hypergrad = Val(), Hypergradient()
+    engine.step()
+    nb = engine.n_backbone
+    got = torch.cat([t.double().reshape(-1) for t in seen["u"][:nb]])
+    names = [n for n, p in engine.w.named_parameters() if p.requires_grad]
+    order = [names.index(n) for n in engine.w_names]  # u is in w_names' order
+    expected = torch.cat([seen["expected"][i].reshape(-1) for i in order[:nb]])
+    assert expected.abs().max() > 0
+    assert float((got - expected).norm() / expected.norm()) < 0.05
+
+
+def test_the_step_read_checks_in_queue_order_and_waives_a_skipped_steps_hypergradient():
+    """HostReads: one transfer, the values by key; the first non-finite queued value raises,
+    naming the step and the value; a hypergradient queued ``unless="skipped"`` is not checked
+    when the skipped flag was read nonzero (GradScaler skipped the step: λ stays anyway)."""
+    reads = HostReads(torch.device("cpu"))
+    reads.defer("losses", torch.tensor([1.0, 2.0]), ["objective a", "objective b"], "lower pretrain.lr")
+    reads.defer("skipped", torch.tensor(True))
+    reads.defer("hypergrad", torch.tensor([math.nan, 0.5]), ["the hypergradient"] * 2, "lower reweight.lr",
+                unless="skipped")
+    host = reads.read(3)
+    assert host["losses"] == [1.0, 2.0] and host["skipped"] == [1.0]
+    assert math.isnan(host["hypergrad"][0]) and host["hypergrad"][1] == 0.5
+    reads.defer("losses", torch.tensor([1.0, math.inf]), ["objective a", "objective b"], "lower pretrain.lr")
+    reads.defer("hypergrad", torch.tensor([math.nan, 0.5]), ["the hypergradient"] * 2, "lower reweight.lr",
+                unless="skipped")
+    with pytest.raises(NonFiniteLoss, match=r"step 4 \(objective b = inf\): lower pretrain.lr") as caught:
+        reads.read(4)
+    assert caught.value.step == 4
+    reads.defer("hypergrad", torch.tensor([math.nan, 0.5]), ["the hypergradient"] * 2, "lower reweight.lr",
+                unless="skipped")
+    with pytest.raises(NonFiniteLoss, match=r"step 5 \(the hypergradient = nan\)"):
+        reads.read(5)  # no skipped flag this step: last step's does not carry over

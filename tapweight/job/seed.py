@@ -37,9 +37,10 @@ from tapweight.job.summary import DETAILS, overconfidence_details, overconfidenc
 from tapweight.job.trackers import RunLoggers, step_values
 from tapweight.method import weightings
 from tapweight.method.batches import BatchStream, random_split
-from tapweight.method.engine import Engine, NonFiniteLoss
+from tapweight.method.engine import Engine
 from tapweight.method.final import class_probabilities, per_label, refinetune
 from tapweight.method.models import PretrainModel, TaskModel
+from tapweight.method.reads import NonFiniteLoss
 from tapweight.method.targets import SCALER_FILE, TargetScaler, standardize_targets
 from tapweight.method.weightings import Weighting
 from tapweight.plugin.specs import DomainData, Split, Table
@@ -194,10 +195,11 @@ def build_engine(job: Job, cfg: RunConfig, data, backbone, head, device) -> Engi
     p, f, r = cfg.pretrain, cfg.finetune, cfg.reweight
     shard, pin = (distributed.rank(), distributed.world_size()), device.type == "cuda"
     corpus = BatchStream(data.corpus, p.batch_size, data.corpus_collate, cfg.seed, cfg.num_workers, shard, pin)
-    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1, shard=shard,
-                        pin_memory=pin) if learn else None
-    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, shard=shard,
-                      pin_memory=pin) if learn else None
+    # every stream with its own workers: on a GPU, levels II and III's batches are drawn while it runs
+    train = BatchStream(data.train, f.batch_size, data.task_collate, cfg.seed + 1, cfg.num_workers, shard,
+                        pin) if learn else None
+    val = BatchStream(data.val, r.batch_size, data.task_collate, cfg.seed + 2, cfg.num_workers, shard,
+                      pin) if learn else None
     return Engine(theta, w, corpus, train, val, cfg, job.task.loss if learn else "", device, weighting=rule)
 
 

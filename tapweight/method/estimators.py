@@ -65,7 +65,8 @@ class Estimator:
     name: str = ""
     #: extra no-grad forwards of the level I batch per inner step, as ``bench step`` measures them
     cost: ClassVar[float] = float("inf")
-    #: the error is rounding only (the exactness tests hold it to 1e-6)
+    #: the error is rounding only (the exactness tests hold it to 1e-6): in float32 without
+    #: TF32 or autocast, the only arithmetic those tests run
     exact: ClassVar[bool] = False
     #: within the default's accuracy criterion (module docstring) wherever ``default_for`` says
     default: ClassVar[bool] = False
@@ -144,11 +145,12 @@ class ForwardDifference(Estimator):
 
 
 class ForwardMode(Estimator):
-    """One forward-mode JVP (torch.func.jvp) in float32, TF32 allowed: exact; the default for
-    unroll > 1, where the differences' errors would add up over the T inner steps."""
+    """One forward-mode JVP (torch.func.jvp) in float32 without TF32: exact, in the arithmetic
+    the exactness tests run (TF32 keeps 10 mantissa bits: ~1e-3); the default for unroll > 1,
+    where the differences' errors would add up over the T inner steps."""
 
     cost, exact, default = 2.6, True, True
-    precision: Precision = "tf32"
+    precision: Precision = "float32"
 
     def directional(self, step: InnerStep, direction: Vector) -> torch.Tensor:
         return directional_jvp(lambda ps: step.pretrain.evaluate(ps, self.precision), step.pretrain.theta, direction)

@@ -105,17 +105,21 @@ def refinetune(backbone: nn.Module, make_head: Callable[[], nn.Module], data: Do
     best, best_state, best_epoch, stale = None, None, 0, 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()  # whatever the loader returned (from_pretrained: eval, no dropout)
-        for step in range(1, per_epoch + 1):
+        losses = []  # read once per epoch: no host sync inside a step
+        for _ in range(per_epoch):
             x, y = to_device(next(stream), device)
             loss = task_loss(task.loss, model(x), y)
-            if not torch.isfinite(loss.detach()):
-                raise TapweightError(
-                    f"the final fine-tune diverged: its training loss is {loss.item()} at epoch {epoch}, "
-                    f"step {step} of {per_epoch}; lower final.lr (now {current_lr(optimizer):g})")
+            losses.append(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
+        diverged = [(step, v) for step, v in enumerate(torch.stack(losses).tolist(), 1) if not math.isfinite(v)]
+        if diverged:
+            step, value = diverged[0]
+            raise TapweightError(
+                f"the final fine-tune diverged: its training loss is {value} at epoch {epoch}, "
+                f"step {step} of {per_epoch}; lower final.lr (now {current_lr(optimizer):g})")
         val = evaluate(model, data.val, data.task_collate, task, cfg.batch_size, device, num_workers,
                        scaler)
         if on_epoch is not None:

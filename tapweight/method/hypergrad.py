@@ -27,8 +27,8 @@ the cost).
 
 **Precision and estimators.** Each estimator (estimators.py, registered by name for
 ``reweight.hypergrad``) says in which precision it evaluates L: ``"float32"`` (autocast off,
-no TF32: the central ``fd`` subtracts two loss vectors), ``"tf32"`` (autocast off, TF32 as
-torch allows it: ``jvp`` differentiates directly) or ``"level_one"`` (exactly as level I ran,
+no TF32: the central ``fd`` subtracts two loss vectors, ``jvp`` is exact only there),
+``"tf32"`` (autocast off, TF32 as torch allows it: ~1e-3 relative) or ``"level_one"`` (exactly as level I ran,
 the run's autocast included: ``fd-forward`` subtracts level I's own losses, so its one
 forward must round like theirs). ``auto`` (the default) is the cheapest estimator whose
 error is measured at ≤ 5 % of the hypergradient's validation-batch variance for the run's
@@ -59,6 +59,7 @@ Chain rule to α = softmax⁻¹(λ): ∂/∂α = λ ⊙ (g − ⟨λ, g⟩).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -93,29 +94,29 @@ def directional_fd(losses: Callable[[Vector], torch.Tensor], point: Vector, dire
                    radius: float, at_point: torch.Tensor | None = None) -> torch.Tensor:
     """⟨∇L_k(point), d⟩ for all k by a finite difference of no-grad forwards.
 
-    The step is ε = radius / ‖d‖, so the perturbation has norm ``radius`` (Betty's darts).
-    Central (two forwards, O(ε²) error) unless ``at_point`` = L(point) is given: then
-    one-sided (one forward, O(ε) error).
+    The step is ε = radius / ‖d‖, so the perturbation has norm ``radius`` (Betty's darts);
+    ε stays on the device (no host sync; d = 0 gives 0). Central (two forwards, O(ε²) error)
+    unless ``at_point`` = L(point) is given: then one-sided (one forward, O(ε) error).
     """
-    size = float(norm(direction))
     moving = [i for i, d in enumerate(direction) if d is not None]
+    if not moving:
+        with torch.no_grad():
+            return torch.zeros_like(losses(point) if at_point is None else at_point).double()
+    size = norm(direction).clamp_min(torch.finfo(torch.float32).tiny)
+    eps = radius / size
+    unit = torch._foreach_div([direction[i].to(point[i].dtype) for i in moving], size.float())
 
-    def shifted(step: float) -> Vector:  # point + step·d, one fused add; untouched tensors shared
+    def shifted(sign: float) -> Vector:  # point ± radius·d/‖d‖, one fused add; untouched tensors shared
         out = list(point)
-        for i, t in zip(moving, torch._foreach_add([point[i] for i in moving],
-                                                   [direction[i].to(point[i].dtype) for i in moving],
-                                                   alpha=step)):
+        for i, t in zip(moving, torch._foreach_add([point[i] for i in moving], unit, alpha=sign * radius)):
             out[i] = t
         return out
 
     with torch.no_grad():
-        if size == 0.0:
-            return torch.zeros_like(losses(point) if at_point is None else at_point).double()
-        eps = radius / size
-        l_plus = losses(shifted(eps))
+        l_plus = losses(shifted(1.0))
         if at_point is not None:
             return (l_plus.double() - at_point.double()) / eps
-        l_minus = losses(shifted(-eps))
+        l_minus = losses(shifted(-1.0))
     return (l_plus.double() - l_minus.double()) / (2 * eps)
 
 
@@ -124,12 +125,9 @@ def directional_jvp(losses: Callable[[Vector], torch.Tensor], point: Vector,
     """⟨∇L_k(point), d⟩ for all k by one forward-mode JVP (torch.func.jvp).
 
     The tangent is d/‖d‖ (so half precision neither overflows nor underflows), the result
-    scaled back by ‖d‖.
+    scaled back by ‖d‖, which stays on the device (no host sync; d = 0 gives 0).
     """
-    size = float(norm(direction))
-    if size == 0.0:
-        with torch.no_grad():
-            return torch.zeros_like(losses(point)).double()
+    size = norm(direction).clamp_min(torch.finfo(torch.float32).tiny)
     tangents = tuple(torch.zeros_like(p) if d is None else (d / size).to(p.dtype)
                      for p, d in zip(point, direction))
     with torch.no_grad():
@@ -226,19 +224,23 @@ class Problem:
 
 
 def hessian_vector_product(loss_fn: Callable[[], torch.Tensor], params: Vector,
-                           extra: Callable[[Vector], Vector] | None = None) -> HVP:
+                           extra: Callable[[Vector], Vector] | None = None,
+                           arithmetic: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> HVP:
     """An HVP closure for ∇²loss at ``params``: one forward and backward with a graph,
-    then one double-backward per product. ``extra(v)`` adds a closed-form term (2γv_b)."""
-    grads = torch.autograd.grad(loss_fn(), params, create_graph=True, allow_unused=True)
+    then one double-backward per product, each pass inside ``arithmetic()`` (the engine's:
+    float32 without TF32). ``extra(v)`` adds a closed-form term (2γv_b)."""
+    with arithmetic():
+        grads = torch.autograd.grad(loss_fn(), params, create_graph=True, allow_unused=True)
     # gradients that do not depend on any parameter (or are absent) have a zero Hessian row
     rows = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
 
     def hvp(v: Vector) -> Vector:
         hv = [torch.zeros_like(p) for p in params]
         if rows:
-            products = torch.autograd.grad([grads[i] for i in rows], params,
-                                           grad_outputs=[v[i].detach() for i in rows],
-                                           retain_graph=True, allow_unused=True)
+            with arithmetic():
+                products = torch.autograd.grad([grads[i] for i in rows], params,
+                                               grad_outputs=[v[i].detach() for i in rows],
+                                               retain_graph=True, allow_unused=True)
             hv = [z if h is None else h.detach() for z, h in zip(hv, products)]
         if extra is not None:
             hv = [h + e for h, e in zip(hv, extra(v))]

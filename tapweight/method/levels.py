@@ -32,7 +32,8 @@ class LevelOne:
     ``losses`` are L(θ) ∈ R^K (unweighted, the mean over the step's micro-batches and the
     processes); ``local_losses`` this process's alone, as level I computed them (the one-sided
     difference subtracts them). ``eta`` is the rate the step used (before its scheduler
-    stepped); ``skipped``: fp16's GradScaler skipped the step (θ' = θ).
+    stepped); ``skipped``: fp16's GradScaler skipped the step (θ' = θ), a device tensor under
+    fp16 (the step's read tells), else False.
 
     For the weightings that learn, also what the hypergradient needs: ``theta``, θ before the
     step (θ_b first); ``batches``, the step's (level I batch, seed) pairs, cut to
@@ -45,7 +46,7 @@ class LevelOne:
     losses: torch.Tensor
     local_losses: torch.Tensor
     eta: float
-    skipped: bool = False
+    skipped: torch.Tensor | bool = False
     theta: Vector = ()
     batches: Sequence[tuple[Any, int]] = ()
     evaluate: Callable[[Vector, Precision], torch.Tensor] | None = None
@@ -58,15 +59,15 @@ class LevelOne:
 class LevelTwo:
     """One level II step: w ← w − η₂ ∇_w [L_ft(w) + γ‖w_b − θ_b‖²].
 
-    ``loss`` is L_ft + γ‖w_b − θ_b‖² before the step; ``eta`` its rate; ``precondition`` P₂ of
-    eq. (1) on w_b (None: 1); ``skipped`` as level I's. Unroll > 1 also needs ``w`` before the
-    step (w_b first), ``finetune_loss(params)`` = L_ft on the step's batch at w's parameters
+    ``loss`` is L_ft + γ‖w_b − θ_b‖² before the step (on the device); ``eta`` its rate;
+    ``precondition`` P₂ of eq. (1) on w_b (None: 1); ``skipped`` as level I's. Unroll > 1 also
+    needs ``w`` before the step (w_b first), ``finetune_loss(params)`` = L_ft on the step's batch at w's parameters
     replaced by ``params``, and the step's SGD ``momentum`` and weight ``decay``.
     """
 
-    loss: float
+    loss: torch.Tensor
     eta: float
-    skipped: bool = False
+    skipped: torch.Tensor | bool = False
     precondition: Vector | None = None
     w: Vector | None = None
     finetune_loss: Callable[[Vector], torch.Tensor] | None = None

@@ -54,12 +54,14 @@ def preconditioner(optimizer: torch.optim.Optimizer, params: list[torch.Tensor])
 
         P = [ (1−β₁)/(s+ε) − m (1−β₂) g / ((1−β₂ᵗ) s (s+ε)²) ] / (1−β₁ᵗ)
 
-    (Adam's L2 weight decay is part of g; AdamW's decoupled decay does not touch g).
+    (Adam's L2 weight decay is part of g; AdamW's decoupled decay does not touch g: AdamW is
+    recognised by its class).
     A parameter without a gradient is not updated: P = 0.
     """
     if isinstance(optimizer, torch.optim.SGD):
         return None
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    decoupled = isinstance(optimizer, torch.optim.AdamW)  # its class: older torch has no group key for it
     out = []
     for p in params:
         group, state = groups[id(p)], optimizer.state.get(p, {})
@@ -70,7 +72,7 @@ def preconditioner(optimizer: torch.optim.Optimizer, params: list[torch.Tensor])
             raise ValueError("preconditioner: amsgrad/maximize Adam is not supported")
         (beta1, beta2), eps = group["betas"], group["eps"]
         g = p.grad.detach()
-        if group["weight_decay"] and not group.get("decoupled_weight_decay", False):
+        if group["weight_decay"] and not decoupled:
             g = g + group["weight_decay"] * p.detach()
         t = float(state["step"]) + 1 if "step" in state else 1.0
         m = (1 - beta1) * g if "exp_avg" not in state else beta1 * state["exp_avg"] + (1 - beta1) * g
@@ -81,3 +83,21 @@ def preconditioner(optimizer: torch.optim.Optimizer, params: list[torch.Tensor])
         cross = torch.where(s > 0, m * (1 - beta2) * g / (bias2 * s.clamp_min(torch.finfo(s.dtype).tiny)), 0.0)
         out.append(((1 - beta1) / denom - cross / denom.square()) / (1 - beta1 ** t))
     return out
+
+
+def loss_scale(scaler: torch.amp.GradScaler, device: torch.device) -> torch.Tensor | float:
+    """fp16's loss scale as a device tensor (no host sync), else 1: a gradient the hypergradient
+    or a weighting reads is taken of the loss times it, then divided by it (no underflow)."""
+    return scaler.scale(torch.ones((), device=device)) if scaler.is_enabled() else 1.0
+
+
+def scaled_step(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer,
+                device: torch.device) -> torch.Tensor | bool:
+    """Step ``optimizer`` through ``scaler`` and release the gradients. Returns whether the
+    scaler skipped the step (inf/NaN gradients: it lowered its scale); under fp16 a device
+    tensor, so that nothing waits for the device here."""
+    before = loss_scale(scaler, device)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return False if not scaler.is_enabled() else loss_scale(scaler, device) < before

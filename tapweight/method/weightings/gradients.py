@@ -42,14 +42,14 @@ class ObjectiveGradients:
         """The gradients ``weighting`` declares it reads, or None when it reads none."""
         return cls(names, params, n_backbone, weighting.gradients) if weighting.gradients else None
 
-    def add(self, losses: torch.Tensor, micro: int, accumulate: int) -> None:
+    def add(self, losses: torch.Tensor, micro: int, accumulate: int, scale: torch.Tensor | float = 1.0) -> None:
         """∇L_k of micro-batch ``micro`` of ``accumulate`` (``losses``: K, with their graph,
         which is kept for level I's backward), into the step's mean; after the last, the mean
-        over ranks."""
+        over ranks. Under fp16 each is taken of ``scale`` · L_k, then divided by it (no underflow)."""
         new = []
         for k in range(len(losses)):
-            grads = torch.autograd.grad(losses[k], self.params, retain_graph=True, allow_unused=True)
-            new.append([torch.zeros_like(p) if g is None else g.detach() / accumulate
+            grads = torch.autograd.grad(losses[k] * scale, self.params, retain_graph=True, allow_unused=True)
+            new.append([torch.zeros_like(p) if g is None else g.detach() / (scale * accumulate)
                         for p, g in zip(self.params, grads)])
         if micro == 0:
             self.grads = new

@@ -26,9 +26,9 @@ NAMES = ("mol.attrmask", "mol.contextpred", "mol.edgepred", "mol.graphcl")
 def molecules(n: int):
     import pandas as pd
     from rdkit import Chem, RDLogger
-    from torch_geometric.data import Batch
 
     from tapweight_mol.graphs.featurize import mol_to_graph
+    from tapweight_mol.graphs.pyg import Batch
 
     RDLogger.DisableLog("rdApp.*")
     mols = (Chem.MolFromSmiles(s) for s in pd.read_csv(BBBP)["smiles"])

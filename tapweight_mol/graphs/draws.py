@@ -10,7 +10,8 @@ on the batch.
 from __future__ import annotations
 
 import torch
-from torch_geometric.utils import subgraph
+
+from tapweight_mol.graphs.pyg import subgraph
 
 
 def graph_sizes(group: torch.Tensor, n_groups: int) -> torch.Tensor:

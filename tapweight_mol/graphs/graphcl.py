@@ -27,10 +27,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.utils import scatter
 
 from tapweight_mol.graphs.draws import choose, fraction, graph_sizes, induced, random_members
 from tapweight_mol.graphs.objectives import mask_atoms
+from tapweight_mol.graphs.pyg import scatter
 
 AUGMENTATIONS = ("node_dropping", "subgraph", "edge_perturbation", "attribute_masking")
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.utils import scatter
 
 from tapweight import computed_once
 from tapweight_mol.graphs.draws import (
@@ -39,6 +38,7 @@ from tapweight_mol.graphs.draws import (
     random_members,
 )
 from tapweight_mol.graphs.featurize import MASK_ATOM, NUM_ATOM_TYPES
+from tapweight_mol.graphs.pyg import scatter
 
 N_ATOM_CLASSES = NUM_ATOM_TYPES - 1  # every atom type but the mask token
 

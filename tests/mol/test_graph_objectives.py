@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_geometric.data import Batch
 
 from tapweight import Split, Table
 from tapweight.method.models import PretrainModel
@@ -25,6 +24,7 @@ from tapweight_mol.graphs.objectives import (
     EdgePrediction,
     negative_pairs,
 )
+from tapweight_mol.graphs.pyg import Batch
 from tapweight_mol.moleculenet import Molecules
 from tests.mol.conftest import BBBP, BBBP_TASK, SMILES
 

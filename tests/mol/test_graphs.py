@@ -192,3 +192,15 @@ def test_default_objectives_follow_the_backbone():
                                ("", ["mol.mg100", "mol.mg1000", "mol.mg10000", "mol.jpp", "mol.mcl"])):
         job = resolve("mol", "bbbp", preset="cpu", options={"backbone": backbone} if backbone else {})
         assert resolved.objective_names(job.cfg, job.registry, job.domain) == expected
+
+
+def test_importing_pyg_leaves_torch_weights_only_allow_list_as_it_was():
+    """PyG's import adds dict, list, defaultdict... to torch's allow-list; ours takes them back, so
+    a checkpoint that holds them is still named as needing unpickling."""
+    import subprocess
+    import sys
+
+    code = ("import torch.serialization as s; before = s.get_safe_globals(); "
+            "import tapweight_mol.graphs.pyg; assert s.get_safe_globals() == before, 'widened'; "
+            "import collections; assert collections.defaultdict not in s.get_safe_globals()")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -195,7 +195,8 @@ def test_reweight_every_k_steps_moves_alpha_k_times_as_far_on_its_steps_only():
     first, second = every.step(), every.step()
     moved = every.alpha.detach() - alpha0
     assert moved.abs().sum() > 0
-    assert torch.allclose(moved, 2 * (once.alpha.detach() - alpha0), rtol=1e-5, atol=1e-9)
+    # α is float32 near 0.7: each of the two α values rounds by up to half its spacing (3e-8)
+    assert torch.allclose(moved, 2 * (once.alpha.detach() - alpha0), rtol=1e-5, atol=1e-7)
     assert math.isfinite(first["val_loss"]) and math.isnan(second["val_loss"])
     assert list(first) == list(second)  # losses.csv keeps one header
     assert second["lambda_denoise"] == pytest.approx(float(every.lam[0]))

@@ -104,11 +104,12 @@ def directional_fd(losses: Callable[[Vector], torch.Tensor], point: Vector, dire
             return torch.zeros_like(losses(point) if at_point is None else at_point).double()
     size = norm(direction).clamp_min(torch.finfo(torch.float32).tiny)
     eps = radius / size
-    unit = torch._foreach_div([direction[i].to(point[i].dtype) for i in moving], size.float())
+    # ε·d in the parameters' precision, ε a device scalar: θ ± ε·d rounds as with a host ε
+    step = torch._foreach_mul([direction[i].to(point[i].dtype) for i in moving], eps.to(point[moving[0]].dtype))
 
-    def shifted(sign: float) -> Vector:  # point ± radius·d/‖d‖, one fused add; untouched tensors shared
+    def shifted(sign: float) -> Vector:  # point ± ε·d, one fused add; untouched tensors shared
         out = list(point)
-        for i, t in zip(moving, torch._foreach_add([point[i] for i in moving], unit, alpha=sign * radius)):
+        for i, t in zip(moving, torch._foreach_add([point[i] for i in moving], step, alpha=sign)):
             out[i] = t
         return out
 

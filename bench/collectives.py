@@ -11,6 +11,7 @@ all-reduce per tensor. Rank 0 writes the JSON.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,3 +81,8 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    # as `tapweight` ends a rank (commands/cli.py, `_end_rank`): a gloo worker thread that
+    # outlives the interpreter's finalization may abort the process after the JSON is written
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -160,9 +160,10 @@ def _command(args: list[str], timeout: float, cwd: Path) -> dict:
         code, output = None, f"timed out after {timeout:.0f} s\n{err.stdout or ''}{err.stderr or ''}"
     row = {"command": " ".join(args[2:] if args[:2] == [sys.executable, "-m"] else args), "exit_code": code,
            "seconds": time.perf_counter() - start}
+    print(f"   {row['command'][:100]}: exit {code}, {row['seconds']:.1f} s", flush=True)
     if code != 0:
         row["output_tail"] = str(output)[-3000:]
-    print(f"   {row['command'][:100]}: exit {code}, {row['seconds']:.1f} s", flush=True)
+        print("\n".join(row["output_tail"].splitlines()[-15:]), flush=True)
     return row
 
 

@@ -152,7 +152,7 @@ def test_gpu_check_runs_on_the_cpu_at_a_tiny_shape(tmp_path):
     saved = json.loads((tmp_path / "gpu" / "gpu.json").read_text())
     assert saved["errors"] == {} and saved["skipped"] == {}
     collectives = saved["nccl"]
-    assert collectives["passed"] and collectives["2 process(es)"]["backend"] == "gloo"
+    assert collectives["passed"] and collectives["2 process(es)"]["backend"] == "gloo", collectives
     nlp = saved["nlp_jvp"]  # neumann's inverses do not converge at these settings: it need only run
     assert nlp["jvp"]["finite"] and len(nlp["neumann"]["hypergradients"]) == 3
     pipeline = saved["data"]["run"]  # the corpus stream of the cpu preset's run: no pinned memory

@@ -40,9 +40,9 @@ def test_kmeans_ids_are_a_fixed_point_of_lloyds_assignment(nci, tmp_path):
     assert (ids[:, None] == ids[None])[same].all()  # identical fingerprints, same cluster
 
 
-def test_k_is_capped_by_the_corpus_with_a_warning(nci, tmp_path, caplog):
+def test_k_is_capped_by_the_corpus_and_logged(nci, tmp_path, caplog):
     smiles = nci[0][:50]
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         ids, k = clusters.cluster_ids(smiles, 1000, tmp_path)
     distinct = len(np.unique(np.stack([clusters.maccs(s) for s in smiles]), axis=0))
     assert k == distinct <= 50 and ids.max() == k - 1

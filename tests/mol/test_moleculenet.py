@@ -1,5 +1,7 @@
 """MoleculeNet loading: real files, invalid SMILES, locations, labels and masking."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -18,14 +20,17 @@ class Cfg:
 
 
 def test_bbbp_has_11_invalid_smiles_which_are_skipped_and_named(caplog):
-    table = moleculenet.load("bbbp", Cfg(str(BBBP)))
+    """The published file's 11 known invalid rows are named in an INFO line, not a warning."""
+    with caplog.at_level(logging.INFO):
+        table = moleculenet.load("bbbp", Cfg(str(BBBP)))
     assert len(table.inputs) == 2050 - 11 and table.labels.shape == (2039, 1)
     assert len(table.inputs.skipped) == 11
     assert table.inputs.skipped[0][0] == 60  # data row 60 (line 61 of the file)
     assert table.label_names == ("p_np",)
     assert set(np.unique(table.labels)) == {0.0, 1.0}
     message = " ".join(r.getMessage() for r in caplog.records)
-    assert "skipped 11 invalid SMILES" in message and "row 60" in message
+    assert "skipped 11 invalid SMILES of 2050 (the published file's known invalid rows)" in message
+    assert "row 60" in message and [r.levelname for r in caplog.records if "invalid" in r.getMessage()] == ["INFO"]
 
 
 def test_a_molecule_too_large_for_rdkit_is_skipped_and_counted_not_a_crash(tmp_path, caplog):
@@ -42,6 +47,7 @@ def test_a_molecule_too_large_for_rdkit_is_skipped_and_counted_not_a_crash(tmp_p
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "skipped 1 invalid SMILES of 9: row 5 ('CCCCCC" in message and "(20000 characters)" in message
     assert len(message) < 500  # the warning names the row, it does not print the molecule
+    assert [r.levelname for r in caplog.records] == ["WARNING"]  # not BBBP's known 11 rows
 
 
 def test_build_data_batches_the_valid_rows(mol_config):

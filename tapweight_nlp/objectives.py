@@ -2,8 +2,9 @@
 
 - ``mlm``: masked language modelling (BERT, Devlin et al., 2019; RoBERTa): 15% of the
   non-special tokens are chosen, 80% of those become ``<mask>``, 10% a random token, 10%
-  stay; the masking is transformers' ``DataCollatorForLanguageModeling``, drawn from torch's
-  global generator so that the engine's replay sees the same masks.
+  stay (the draws of transformers' ``DataCollatorForLanguageModeling``), drawn on the
+  batch's device from torch's generator there, so that the engine's replay sees the same
+  masks and nothing is read on the host.
 - ``cl``: unsupervised SimCSE (Gao et al., 2021): each sentence encoded twice under
   different dropout, in-batch negatives, cosine similarity over temperature 0.05.
 - ``sop``: segment-order prediction (ALBERT, Lan et al., 2020): a text's tokens are cut
@@ -15,10 +16,12 @@ engine swaps the parameters functionally, so nothing here keeps a parameter tens
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForMaskedLM, DataCollatorForLanguageModeling
+from transformers import AutoModelForMaskedLM
 
 from tapweight import load_into
 from tapweight_nlp.backbone import RobertaBackbone, checkpoint_format, from_pretrained, mismatched_keys
@@ -41,7 +44,7 @@ class MaskedLanguageModeling(nn.Module):
 
     def __init__(self, tokenizer, hidden: int, vocab: int, eps: float):
         super().__init__()
-        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=MLM_PROBABILITY)
+        self.mask_id, self.vocab = tokenizer.mask_token_id, len(tokenizer)
         self.dense = nn.Linear(hidden, hidden)
         self.layer_norm = nn.LayerNorm(hidden, eps=eps)
         self.bias = nn.Parameter(torch.zeros(vocab))
@@ -49,20 +52,36 @@ class MaskedLanguageModeling(nn.Module):
     def mask(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked input_ids, labels) [B, L]; labels are -100 where nothing is predicted."""
         ids = batch["input_ids"]
-        masked, labels = self.collator.torch_mask_tokens(
-            ids.detach().cpu().clone(), batch["special_tokens_mask"].cpu())
-        return masked.to(ids.device), labels.to(ids.device)
+        draw = torch.rand((3, *ids.shape), device=ids.device)
+        chosen = (draw[0] < MLM_PROBABILITY) & ~batch["special_tokens_mask"].bool()
+        as_mask = chosen & (draw[1] < 0.8)
+        as_random = chosen & ~as_mask & (draw[2] < 0.5)  # half of the other 20%
+        words = torch.randint(self.vocab, ids.shape, device=ids.device, dtype=ids.dtype)
+        masked = torch.where(as_mask, self.mask_id, torch.where(as_random, words, ids))
+        return masked, ids.masked_fill(~chosen, -100)
 
     def forward(self, backbone: RobertaBackbone, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         masked, labels = self.mask(batch)
         states = backbone.token_states({"input_ids": masked,
                                         "attention_mask": batch["attention_mask"]})  # [B, L, H]
-        chosen = labels != -100
-        if not chosen.any():  # a tiny batch may draw no position: a zero that keeps the graph
-            return states.sum() * 0.0
-        h = self.layer_norm(F.gelu(self.dense(states[chosen])))  # [M, H], M chosen positions
+        # the chosen positions, gathered into a size known from the shape alone (a boolean
+        # index would read their count on the host): `chosen_rows` places, -100 beyond
+        flat = labels.reshape(-1)
+        at = torch.nonzero_static(flat != -100, size=chosen_rows(flat.numel()), fill_value=flat.numel())[:, 0]
+        states = torch.cat([states.reshape(flat.numel(), -1), states.new_zeros(1, states.shape[-1])])
+        targets = torch.cat([flat, flat.new_full((1,), -100)])[at]  # [M]
+        h = self.layer_norm(F.gelu(self.dense(states[at])))  # [M, H]
         logits = F.linear(h, backbone.word_embeddings, self.bias)  # [M, vocab]
-        return F.cross_entropy(logits.float(), labels[chosen])
+        total = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
+        return total / (targets != -100).sum().clamp_min(1)  # 0 where a tiny batch drew no position
+
+
+def chosen_rows(positions: int) -> int:
+    """Room for MLM's chosen positions among ``positions``: their expected count plus six
+    standard deviations of the binomial (a larger draw loses its last positions with odds
+    below 1e-9), never more than ``positions``."""
+    mean = MLM_PROBABILITY * positions
+    return min(positions, math.ceil(mean + 6 * math.sqrt(mean * (1 - MLM_PROBABILITY))) + 8)
 
 
 class ContrastiveLearning(nn.Module):

@@ -79,6 +79,61 @@ def test_mlm_masks_15_percent_of_ordinary_tokens_80_10_10(tiny):
     assert not torch.equal(mlm.mask(batch)[0], masked)
 
 
+def test_mlm_loss_is_the_cross_entropy_at_the_chosen_positions(tiny):
+    """The loss gathered into a fixed size equals a boolean-indexed cross-entropy at the same
+    masks (the engine's replay: same seed, same draws); no chosen position gives 0, with a graph."""
+    import torch.nn.functional as F
+
+    cfg, data, backbone = tiny
+    mlm = build_mlm(backbone, data.corpus, cfg)
+    backbone.eval()
+    batch = corpus_batch(data)
+    torch.manual_seed(3)
+    loss = mlm(backbone, batch)
+    torch.manual_seed(3)
+    masked, labels = mlm.mask(batch)
+    states = backbone.token_states({"input_ids": masked, "attention_mask": batch["attention_mask"]})
+    chosen = labels != -100
+    assert chosen.sum() > 0
+    h = mlm.layer_norm(F.gelu(mlm.dense(states[chosen])))
+    expected = F.cross_entropy(F.linear(h, backbone.word_embeddings, mlm.bias), labels[chosen])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    none = {**batch, "special_tokens_mask": torch.ones_like(batch["special_tokens_mask"])}
+    zero = mlm(backbone, none)
+    assert zero.item() == 0 and zero.requires_grad
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_an_objective_reads_the_host_only_where_transformers_does(tiny, name):
+    """The objectives' random choices are drawn on the batch's device and MLM's positions are
+    gathered into a size known from the shape: a forward and backward read one value on the
+    host, transformers' own (``padding_mask.all()`` in its SDPA mask builder, which drops the
+    mask when no row is padded)."""
+    import sys
+
+    from tests.test_engine import READS
+
+    cfg, data, backbone = tiny
+    objective = BUILDERS[name](backbone, data.corpus, cfg)
+    batch = corpus_batch(data)
+    sites, originals = [], {read: getattr(torch.Tensor, read) for read in READS}
+
+    def counted(read):
+        def method(self, *args, **kwargs):
+            sites.append((read, sys._getframe(1).f_code.co_filename.rsplit("/", 1)[-1]))
+            return originals[read](self, *args, **kwargs)
+        return method
+
+    try:
+        for read in READS:
+            setattr(torch.Tensor, read, counted(read))
+        objective(backbone, batch).backward()
+    finally:
+        for read, method in originals.items():
+            setattr(torch.Tensor, read, method)
+    assert sites == [("__bool__", "masking_utils.py")]
+
+
 class Fixed(nn.Module):
     """A stand-in backbone returning given features, recording what it was called with."""
 

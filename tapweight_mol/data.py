@@ -1,7 +1,8 @@
 """From a loaded MoleculeNet table (or a corpus file) to the engine's image datasets.
 
 Task splits yield ``(image uint8 [3, S, S], labels float [T])`` and collate into
-``(images float [B, 3, S, S] in [0, 1], labels [B, T])``; with a GNN backbone (``mol.gcn``...)
+``(images uint8 [B, 3, S, S], labels [B, T])``: the images cross to the device as bytes and
+become float in [0, 1] there (the core's ``to_device``); with a GNN backbone (``mol.gcn``...)
 the same datasets yield graphs instead and collate into graph batches (graphs/data.py). The level I corpus is the task's
 training molecules by default (task-adaptive pretraining); ``--corpus FILE`` (corpus.py)
 replaces it, and ``tapweight pretrain mol --corpus FILE`` trains on it alone
@@ -57,11 +58,6 @@ class Depictions:
         return pil_to_tensor(image)
 
 
-def to_float(images: list[torch.Tensor]) -> torch.Tensor:
-    """uint8 images → one float batch ``[B, 3, S, S]`` in [0, 1]."""
-    return torch.stack(images).float().div_(255)
-
-
 class TaskImages(Dataset):
     """Images (or graphs: ``images`` is any SMILES → input callable) and labels of one split."""
 
@@ -78,7 +74,7 @@ class TaskImages(Dataset):
 
 def task_collate(items: list) -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = zip(*items, strict=True)
-    return to_float(list(images)), torch.stack(labels)  # [B, 3, S, S], [B, T]
+    return torch.stack(images), torch.stack(labels)  # uint8 [B, 3, S, S] (float on the device), [B, T]
 
 
 class MolCorpus(Dataset):
@@ -109,7 +105,7 @@ class MolCorpus(Dataset):
 
 def corpus_collate(items: list) -> dict[str, torch.Tensor]:
     index, images = zip(*items, strict=True)
-    return {"image": to_float(list(images)), "index": torch.tensor(index)}  # [B, 3, S, S], [B]
+    return {"image": torch.stack(images), "index": torch.tensor(index)}  # uint8 [B, 3, S, S], [B]
 
 
 def depictions(options) -> Depictions:

@@ -4,7 +4,7 @@ per epoch; at a million examples too (``bench corpus``; the cut is linear in N).
 import torch
 from torch.utils.data import TensorDataset
 
-from tapweight.method.batches import BatchStream
+from tapweight.method.batches import BatchStream, to_device
 
 
 def test_ranks_split_each_global_batch_of_one_permutation():
@@ -22,3 +22,13 @@ def test_an_epoch_of_a_million_is_a_partition_into_full_batches():
     batches = stream._batches(0)
     assert len(batches) == 31_250 and all(len(b) == 32 for b in batches[:3] + batches[-3:])
     assert sorted(i for b in batches for i in b) == list(range(1_000_000))
+
+
+def test_to_device_makes_uint8_images_float_in_0_1_and_leaves_other_tensors():
+    images = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
+    ids, labels = torch.tensor([3, 4]), torch.tensor([0.5])
+    moved = to_device({"image": images, "index": ids, "pair": (labels,)}, torch.device("cpu"))
+    assert moved["image"].dtype == torch.float32
+    assert torch.equal(moved["image"], torch.tensor([[0.0, 0.2, 1.0]]))
+    assert moved["index"] is ids and moved["pair"][0] is labels  # on their device already: the same tensors
+    assert images.dtype == torch.uint8  # the caller's batch is not changed

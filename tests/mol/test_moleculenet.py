@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tapweight import Split, Table, TapweightError
+from tapweight.method.batches import to_device
 from tapweight.method.metrics import score, task_loss
 from tapweight_mol import moleculenet, render
 from tapweight_mol.data import build_data
@@ -58,8 +59,9 @@ def test_build_data_batches_the_valid_rows(mol_config):
     assert not any("invalid" in key for key in data.info)  # the loader's warning said it, once
     assert len(data.train) == 4 and len(data.corpus) == 4
     images, labels = data.task_collate([data.train[i] for i in range(2)])
-    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
-    assert images.min() >= 0 and images.max() <= 1 and labels.shape == (2, 1)
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8 and labels.shape == (2, 1)
+    moved, _ = to_device((images, labels), torch.device("cpu"))  # float in [0, 1] on the device
+    assert moved.dtype == torch.float32 and torch.equal(moved, images.float() / 255)
 
 
 def test_data_directory_holds_the_file(monkeypatch):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from tapweight import Split, Table
+from tapweight.method.batches import to_device
 from tapweight.method.models import PretrainModel
 from tapweight.plugin.manager import build_registry
 from tapweight_mol.backbone import ImageMolResNet18
@@ -33,7 +34,7 @@ def corpus_batch(mol_config):
     n = len(SMILES)
     data = build_data(cfg, table, Split(np.arange(n - 2), np.array([n - 2]), np.array([n - 1])), BBBP_TASK)
     batch = data.corpus_collate([data.corpus[i] for i in range(len(data.corpus))])
-    return cfg, data.corpus, batch
+    return cfg, data.corpus, to_device(batch, torch.device("cpu"))  # as the engine hands it over
 
 
 @pytest.mark.parametrize("name", NAMES)

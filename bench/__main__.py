@@ -150,6 +150,8 @@ def parser() -> argparse.ArgumentParser:
                                            "linear probe and fine-tuning (bench/graphprobe.py)")
     gp.add_argument("--finetune-out", type=Path, help="folder of the fine-tuning runs (run or reused); "
                                                       "without it only the probe runs")
+    gp.add_argument("--dropout", type=float, default=0.5,
+                    help="the fine-tune's GNN dropout (Hu et al.'s: 0.5; the backbone's default: 0)")
     gp.add_argument("--json", type=Path)
     m = sub.add_parser("_memory", help=argparse.SUPPRESS)  # one variant's peak RSS, in a subprocess
     _workload_args(m)
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.command == "graphprobe":
         from bench import graphprobe
 
-        result = {"command": "graphprobe", **graphprobe.run(args.finetune_out)}
+        result = {"command": "graphprobe", **graphprobe.run(args.finetune_out, args.dropout)}
         print(graphprobe.table(result))
     elif args.command == "estimators":
         from bench import estimators

@@ -9,8 +9,8 @@ Two checks on BBBP, each comparing a random start with the released files
    featurization, batch norm statistics not loaded) gives features no better than random ones.
 2. **Fine-tuning.** The product's own fine-tune (``tapweight compare mol bbbp --methods none``
    with ``--backbone mol.gcn``, with and without ``--init``) on the scaffold split over five
-   seeds, with Hu et al.'s fine-tuning settings (Adam at 0.001, batch 32, dropout 0.5) for 20
-   epochs instead of their 100, the epoch chosen on validation.
+   seeds, with Hu et al.'s fine-tuning settings (Adam at 0.001, batch 32, dropout 0.5; or
+   ``--dropout``) for 20 epochs instead of their 100, the epoch chosen on validation.
 
 Random init is ``torch.manual_seed(0)`` before building the GCN.
 """
@@ -31,9 +31,12 @@ STARTS = {"random init": None,
           "gcn_contextpred": SHARED / "pretrained" / "hu2020_gcn_contextpred.pth",
           "gcn_supervised_contextpred": SHARED / "pretrained" / "hu2020_gcn_supervised_contextpred.pth"}
 #: the fine-tune of check 2 (``--set`` of tapweight compare): Hu et al.'s ``chem/finetune.py``
-#: settings but for the number of epochs (theirs: 100)
-FINETUNE = ["final.optimizer=adam", "final.lr=0.001", "final.batch_size=32", "final.epochs=20",
-            "mol.gnn_dropout=0.5"]
+#: settings but for the number of epochs (theirs: 100) and the dropout, which `finetune_sets` adds
+FINETUNE = ["final.optimizer=adam", "final.lr=0.001", "final.batch_size=32", "final.epochs=20"]
+
+
+def finetune_sets(dropout: float) -> list[str]:
+    return [*FINETUNE, f"mol.gnn_dropout={dropout}"]
 SEEDS = (0, 1, 2, 3, 4)
 
 
@@ -71,7 +74,7 @@ def probe(x: np.ndarray, y: np.ndarray) -> list[float]:
     return scores
 
 
-def finetune(out: Path, init: Path | None, quiet: bool = True) -> dict:
+def finetune(out: Path, init: Path | None, dropout: float, quiet: bool = True) -> dict:
     """Test and validation ROC-AUC per seed of ``tapweight compare mol bbbp --backbone mol.gcn
     --methods none`` (finished runs in ``out`` are reused)."""
     import json
@@ -79,7 +82,7 @@ def finetune(out: Path, init: Path | None, quiet: bool = True) -> dict:
     from tapweight.commands.compare import compare
 
     options = {"data": str(BBBP), "backbone": "mol.gcn", **({"init": str(init)} if init else {})}
-    compare("mol", ["bbbp"], ["none"], list(SEEDS), out, preset="cpu", options=options, sets=FINETUNE,
+    compare("mol", ["bbbp"], ["none"], list(SEEDS), out, preset="cpu", options=options, sets=finetune_sets(dropout),
             quiet=quiet)
     metrics = [json.loads((out / "bbbp-none" / f"seed{k}" / "metrics.json").read_text()) for k in SEEDS]
     return {**summary([m["test"] for m in metrics]), "val": summary([m["val"] for m in metrics])}
@@ -89,8 +92,9 @@ def summary(scores: list[float]) -> dict:
     return {"per_seed": scores, "mean": statistics.mean(scores), "std": statistics.stdev(scores)}
 
 
-def run(finetune_out: Path | None) -> dict:
-    """Both checks; the fine-tune runs (or reuses) its runs under ``finetune_out`` (None: skipped)."""
+def run(finetune_out: Path | None, dropout: float = 0.5) -> dict:
+    """Both checks; the fine-tune runs (or reuses) its runs under ``finetune_out`` (None:
+    skipped) with the GNN's ``dropout``."""
     from tapweight_mol.moleculenet import SETS, read_table
 
     table = read_table(SETS["bbbp"], BBBP)
@@ -102,8 +106,8 @@ def run(finetune_out: Path | None) -> dict:
         result["probe"][name] = {**summary(probe(x, y)), "seconds": time.perf_counter() - start}
     if finetune_out is not None:
         for name in ("random init", "gcn_contextpred"):
-            result["finetune"][name] = finetune(finetune_out / name.replace(" ", "-"), STARTS[name])
-    result["finetune_sets"] = FINETUNE
+            result["finetune"][name] = finetune(finetune_out / name.replace(" ", "-"), STARTS[name], dropout)
+    result["finetune_sets"] = finetune_sets(dropout)
     return result
 
 

@@ -2,7 +2,6 @@
 
 import copy
 import math
-import sys
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from tapweight.method.models import PretrainModel, TaskModel, computed_once, fro
 from tapweight.method.optim import build_optimizer, lr_factor, preconditioner
 from tapweight.method.reads import HostReads, NonFiniteLoss
 from tests import toy_plugin
+from tests.host_reads import host_reads
 
 
 def collate(items):
@@ -202,10 +202,6 @@ def test_reweight_every_k_steps_moves_alpha_k_times_as_far_on_its_steps_only():
     assert second["lambda_denoise"] == pytest.approx(float(every.lam[0]))
 
 
-#: the Tensor methods that read a value on the host (on CUDA each waits for the device's queue)
-READS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__float__", "__int__", "__index__")
-
-
 def test_a_global_step_reads_the_device_once():
     """Every read of a tensor's value during one global step, by the function that makes it. On
     the CPU all tensors are host tensors, so reads of those that live on the host in any run
@@ -213,25 +209,8 @@ def test_a_global_step_reads_the_device_once():
     losses, finite flags, validation loss and hypergradient in one transfer)."""
     engine = make_engine(config())
     engine.step()  # the first step builds optimizer state
-    sites, originals = [], {name: getattr(torch.Tensor, name) for name in READS}
-
-    def counted(name):
-        def read(self, *args, **kwargs):
-            frame = sys._getframe(1)
-            if frame.f_code.co_name.startswith("<"):  # a comprehension's own frame (Python < 3.12)
-                frame = frame.f_back
-            caller = frame.f_code
-            sites.append((name, caller.co_name, caller.co_filename.rsplit("/", 1)[-1]))
-            return originals[name](self, *args, **kwargs)
-        return read
-
-    try:
-        for name in READS:
-            setattr(torch.Tensor, name, counted(name))
+    with host_reads() as sites:
         engine.step()
-    finally:
-        for name, method in originals.items():
-            setattr(torch.Tensor, name, method)
     assert sorted(sites) == sorted([
         ("tolist", "read", "reads.py"),  # the one device read
         ("tolist", "step", "engine.py"),  # λ for the record: α lives on the host

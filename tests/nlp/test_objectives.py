@@ -17,6 +17,7 @@ from tapweight_nlp.objectives import (
     build_sop,
     reorder_segments,
 )
+from tests.host_reads import host_reads
 
 BUILDERS = {"mlm": build_mlm, "cl": build_cl, "sop": build_sop}
 
@@ -109,29 +110,12 @@ def test_an_objective_reads_the_host_only_where_transformers_does(tiny, name):
     gathered into a size known from the shape: a forward and backward read one value on the
     host, transformers' own (``padding_mask.all()`` in its SDPA mask builder, which drops the
     mask when no row is padded)."""
-    import sys
-
-    from tests.test_engine import READS
-
     cfg, data, backbone = tiny
     objective = BUILDERS[name](backbone, data.corpus, cfg)
     batch = corpus_batch(data)
-    sites, originals = [], {read: getattr(torch.Tensor, read) for read in READS}
-
-    def counted(read):
-        def method(self, *args, **kwargs):
-            sites.append((read, sys._getframe(1).f_code.co_filename.rsplit("/", 1)[-1]))
-            return originals[read](self, *args, **kwargs)
-        return method
-
-    try:
-        for read in READS:
-            setattr(torch.Tensor, read, counted(read))
+    with host_reads() as sites:
         objective(backbone, batch).backward()
-    finally:
-        for read, method in originals.items():
-            setattr(torch.Tensor, read, method)
-    assert sites == [("__bool__", "masking_utils.py")]
+    assert [(read, file) for read, _, file in sites] == [("__bool__", "masking_utils.py")]
 
 
 class Fixed(nn.Module):

@@ -65,12 +65,14 @@ class MaskedLanguageModeling(nn.Module):
         states = backbone.token_states({"input_ids": masked,
                                         "attention_mask": batch["attention_mask"]})  # [B, L, H]
         # the chosen positions, gathered into a size known from the shape alone (a boolean
-        # index would read their count on the host): `chosen_rows` places, -100 beyond
+        # index would read their count on the host): `chosen_rows` places, the spare ones
+        # pointing at position 0 with target -100
         flat = labels.reshape(-1)
-        at = torch.nonzero_static(flat != -100, size=chosen_rows(flat.numel()), fill_value=flat.numel())[:, 0]
-        states = torch.cat([states.reshape(flat.numel(), -1), states.new_zeros(1, states.shape[-1])])
-        targets = torch.cat([flat, flat.new_full((1,), -100)])[at]  # [M]
-        h = self.layer_norm(F.gelu(self.dense(states[at])))  # [M, H]
+        chosen = flat != -100
+        at = torch.nonzero_static(chosen, size=chosen_rows(flat.numel()), fill_value=0)[:, 0]  # [M]
+        spare = torch.arange(at.numel(), device=at.device) >= chosen.sum()
+        targets = flat[at].masked_fill(spare, -100)  # [M]
+        h = self.layer_norm(F.gelu(self.dense(states.reshape(flat.numel(), -1)[at])))  # [M, H]
         logits = F.linear(h, backbone.word_embeddings, self.bias)  # [M, vocab]
         total = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
         return total / (targets != -100).sum().clamp_min(1)  # 0 where a tiny batch drew no position

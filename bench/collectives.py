@@ -11,7 +11,6 @@ all-reduce per tensor. Rank 0 writes the JSON.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tapweight import distributed  # noqa: E402
+from tapweight.commands.cli import end_rank  # noqa: E402
 
 REPEATS = 5
 
@@ -81,8 +81,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
-    # as `tapweight` ends a rank (commands/cli.py, `_end_rank`): a gloo worker thread that
-    # outlives the interpreter's finalization may abort the process after the JSON is written
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    end_rank(0)  # as tapweight's ranks end: past a gloo thread that would abort finalization

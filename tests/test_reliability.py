@@ -332,7 +332,7 @@ def test_torchrun_runs_the_readme_command_with_one_summary(tmp_path):
 
 
 def test_a_torchrun_rank_ends_with_the_commands_exit_code_and_output():
-    """A rank (WORLD_SIZE > 1) ends with ``os._exit`` (``cli._end_rank``): what it printed
+    """A rank (WORLD_SIZE > 1) ends with ``os._exit`` (``cli.end_rank``): what it printed
     and its exit code must survive the skipped interpreter shutdown."""
     env = dict(os.environ, WORLD_SIZE="2")
     version = subprocess.run([*TAPWEIGHT, "--version"], env=env, capture_output=True, text=True)

@@ -118,18 +118,18 @@ def _add_plugin_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The command line; a ``torchrun`` rank ends through `_end_rank`."""
+    """The command line; a ``torchrun`` rank ends through `end_rank`."""
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or {"MASTER_ADDR", "RANK"} <= os.environ.keys()
     if not launched:  # as distributed.launched() decides, without importing torch
         return _main(argv)
     try:
         _main(argv)
     except SystemExit as err:
-        _end_rank(err.code)
-    _end_rank(0)
+        end_rank(err.code)
+    end_rank(0)
 
 
-def _end_rank(code: int | str | None) -> None:
+def end_rank(code: int | str | None) -> None:
     """End a ``torchrun`` rank with ``os._exit``, after flushing the logs, skipping the
     interpreter's finalization. Gloo's worker threads outlive the run (DDP holds the process
     group even past ``destroy_process_group``, torch 2.14), and one that frees the tensors of
